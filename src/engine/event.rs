@@ -1,0 +1,221 @@
+//! The engine's two channels: `Event`s out (to the UI or the headless printer) and `Command`s in.
+//! Owned values only, so the engine never shares mutable state with whoever watches it.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Summary;
+
+/// Index of a VM in the rollout plan (0-based, plan order). Stable for the whole run.
+pub type VmIndex = usize;
+
+/// Where a VM is in its life. `Queued -> Cloning -> Configuring -> Booting -> AwaitingAgent ->
+/// IpFound -> Verifying -> Verified`; the five states the mission names are shown as
+/// `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Queued,
+    Cloning,
+    Configuring,
+    Booting,
+    AwaitingAgent,
+    IpFound,
+    Verifying,
+    Verified,
+}
+
+impl Phase {
+    /// Phases in order; `Verified` is terminal.
+    pub const ALL: [Phase; 8] = [
+        Phase::Queued,
+        Phase::Cloning,
+        Phase::Configuring,
+        Phase::Booting,
+        Phase::AwaitingAgent,
+        Phase::IpFound,
+        Phase::Verifying,
+        Phase::Verified,
+    ];
+
+    /// The name used in summaries, logs and the grid (`IP-found` keeps the mission's spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Cloning => "cloning",
+            Phase::Configuring => "configuring",
+            Phase::Booting => "booting",
+            Phase::AwaitingAgent => "awaiting-agent",
+            Phase::IpFound => "IP-found",
+            Phase::Verifying => "verifying",
+            Phase::Verified => "verified",
+        }
+    }
+
+    /// The key used for this phase in `summary.json`'s `phases` map.
+    pub fn summary_key(self) -> &'static str {
+        match self {
+            Phase::IpFound => "ip-found",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A VM's whole state: a phase it is in, or one of the side states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum VmState {
+    /// Working (or waiting) in this phase.
+    Active { phase: Phase },
+    /// Held by the operator; resumes in `phase`.
+    Paused { phase: Phase },
+    /// Gave up in `phase` with a reason; `Retry` restarts from `phase`.
+    Failed { phase: Phase, reason: String },
+    /// Left the rollout on the operator's word.
+    Skipped { phase: Phase },
+}
+
+impl VmState {
+    pub fn phase(&self) -> Phase {
+        match self {
+            VmState::Active { phase }
+            | VmState::Paused { phase }
+            | VmState::Failed { phase, .. }
+            | VmState::Skipped { phase } => *phase,
+        }
+    }
+
+    /// Verified, failed or skipped: nothing more will happen without a command.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            VmState::Active {
+                phase: Phase::Verified
+            } | VmState::Failed { .. }
+                | VmState::Skipped { .. }
+        )
+    }
+
+    /// The word for this state in summaries: `verified`, `failed`, `skipped`, `paused`, or the phase.
+    pub fn label(&self) -> &'static str {
+        match self {
+            VmState::Active { phase } => phase.as_str(),
+            VmState::Paused { .. } => "paused",
+            VmState::Failed { .. } => "failed",
+            VmState::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// Severity of a log line, as the seed printed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Info,
+    Success,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Success => "SUCCESS",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// One VM as planned, sent once at the start so watchers can lay out the grid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedVm {
+    pub index: VmIndex,
+    pub name: String,
+    pub vmid: u32,
+    pub node: String,
+}
+
+/// Counts per state, for progress lines and the header gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub total: usize,
+    pub queued: usize,
+    pub in_flight: usize,
+    pub verified: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub paused: usize,
+    /// API requests sent so far by this process.
+    pub requests: u64,
+}
+
+/// Engine -> watcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The plan, once, before any work.
+    Planned {
+        rollout: String,
+        cluster: String,
+        vms: Vec<PlannedVm>,
+    },
+    /// A VM changed state.
+    VmState {
+        vm: VmIndex,
+        state: VmState,
+        at: SystemTime,
+    },
+    /// A log line, for one VM or for the rollout as a whole.
+    Log {
+        vm: Option<VmIndex>,
+        level: Level,
+        text: String,
+    },
+    /// The IP chosen for a VM, with every candidate the agent reported (best first).
+    VmIp {
+        vm: VmIndex,
+        ip: String,
+        candidates: Vec<String>,
+    },
+    /// What the guest said about itself during verification.
+    VmGuest {
+        vm: VmIndex,
+        uname: Option<String>,
+        os: Option<String>,
+    },
+    /// Recent Proxmox task log lines for a VM (clone, start, ...), newest last.
+    TaskLog { vm: VmIndex, lines: Vec<String> },
+    /// Counts, now and then and on every settle.
+    Progress(Progress),
+    /// The rollout's attempt counter for a VM changed (a retry began).
+    Attempt { vm: VmIndex, attempt: u32 },
+    /// Summary files were written (on `Export`, and before `Finished`).
+    Exported { paths: Vec<std::path::PathBuf> },
+    /// The engine is done (finished, or aborted); the summary is what was written last.
+    Finished { summary: Box<Summary> },
+}
+
+/// Watcher -> engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause(VmIndex),
+    Resume(VmIndex),
+    PauseAll,
+    ResumeAll,
+    /// Re-run a failed (or stuck) VM from the phase it failed in, reusing the VM when it exists.
+    Retry(VmIndex),
+    Skip(VmIndex),
+    /// Stop new work, let calls in flight finish, write the outputs.
+    Abort,
+    /// Write the summary files now, keep going.
+    Export,
+}

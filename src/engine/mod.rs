@@ -1,0 +1,4 @@
+//! The rollout itself: plan, per-VM state machine, scheduler, IP selection, verification.
+//! Emits `Event`s, takes `Command`s; knows no terminal.
+
+pub mod event;
