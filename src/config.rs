@@ -165,13 +165,13 @@ impl Cidr {
         match self.addr {
             IpAddr::V4(a) => {
                 let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
+                    .checked_shl(32u32.saturating_sub(u32::from(self.prefix)))
                     .unwrap_or(0);
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
                 let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
+                    .checked_shl(128u32.saturating_sub(u32::from(self.prefix)))
                     .unwrap_or(0);
                 IpAddr::V6((u128::from(a) & mask).into())
             }
