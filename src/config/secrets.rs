@@ -152,11 +152,16 @@ impl Config {
         message: String,
         hint: &str,
     ) -> ConfigError {
+        // A key that was not written (a missing secret file) points at the login it serves.
+        let line = self
+            .line_of(key)
+            .or_else(|| self.line_of("proxmox.token_id"))
+            .or_else(|| self.line_of("proxmox.user"));
         ConfigError::single(
             &self.source.origin,
             Problem {
                 key: Some(key.to_string()),
-                line: self.line_of(key),
+                line,
                 value,
                 message,
                 hint: Some(hint.to_string()),

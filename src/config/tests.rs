@@ -271,6 +271,12 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(7),
         ),
         (
+            "VM setting directly under vm_configs",
+            with("[vm_configs]\ncores = 3"),
+            "vm_configs.cores",
+            Some(7),
+        ),
+        (
             "bad prefix",
             with_rollout("vm_name_prefix = \"web_\""),
             "rollout.vm_name_prefix",
@@ -602,6 +608,8 @@ fn messages_say_what_is_allowed_and_what_to_do() {
     );
     let err = Config::parse(&with("[checks]\nvm_count = 3"), "d.toml").unwrap_err();
     assert!(err.to_string().contains("belongs in [rollout]"), "{err}");
+    let err = Config::parse(&with("[vm_configs]\ncores = 3"), "d.toml").unwrap_err();
+    assert!(err.to_string().contains("put it under [defaults]"), "{err}");
     let err = Config::parse(&with("[defaults]\nnode = \"pve1\""), "d.toml").unwrap_err();
     assert!(err.to_string().contains("[vm_configs.\"<name>\"]"), "{err}");
     let err = Config::parse(&with("[checks]\nip_prefer = [\"10.1.2.3/8\"]"), "d.toml").unwrap_err();
@@ -917,6 +925,10 @@ fn env_secret_wins_and_empty_env_falls_back() {
     assert_eq!(err.exit_code(), 2);
     assert!(err.mentions("proxmox.token_secret_file"), "{err}");
     assert!(err.to_string().contains("PVE_TOKEN_SECRET"), "{err}");
+    assert!(
+        err.to_string().starts_with("deploy.toml:3: "),
+        "points at token_id: {err}"
+    );
 }
 
 #[cfg(unix)]
@@ -1066,6 +1078,17 @@ fn tls_trust_by_preference() {
             .iter()
             .any(|w| w.contains("not checked"))
     );
+    let no_port = Config::parse(&minimal().replace(":8006", ""), "d.toml").unwrap();
+    assert!(
+        no_port
+            .source
+            .warnings
+            .iter()
+            .any(|w| w.contains("443 is used")),
+        "{:?}",
+        no_port.source.warnings
+    );
+    assert!(token_config(None, "").source.warnings.is_empty());
 
     let config = token_config(None, "ca_cert = \"/nonexistent/ca.pem\"\n");
     let err = config.client_config_with_env(1.0, &env).unwrap_err();
