@@ -150,7 +150,8 @@ pub struct ChecksConfig {
     pub verify_timeout: Duration,
     /// Preferred ranges (default RFC 1918).
     pub ip_prefer: Vec<Cidr>,
-    /// Prefer IPv6 over IPv4.
+    /// Want an IPv6 address as the VM's IP (default: IPv4). The other family is listed among
+    /// the candidates but never chosen (see `engine::ip`).
     pub ipv6: bool,
 }
 
