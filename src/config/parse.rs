@@ -180,11 +180,7 @@ struct Doc<'s> {
 
 impl<'s> Doc<'s> {
     fn line(&self, offset: usize) -> usize {
-        let end = offset.min(self.src.len());
-        1 + self.src.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
+        line_at(self.src, offset)
     }
 
     /// The value as written, on one line and shortened.
@@ -443,16 +439,20 @@ fn unknown_key_hint(section: &str, key: &str, allowed: &[&str]) -> String {
     }
 }
 
+/// 1-based line of a byte offset.
+fn line_at(src: &str, offset: usize) -> usize {
+    let end = offset.min(src.len());
+    1 + src.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+}
+
 pub fn parse(text: &str, origin: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
     let root = toml::de::DeTable::parse(text).map_err(|e| {
         // toml's Display quotes the offending line, which could hold a secret; use only its
         // message and position.
-        let line = e.span().map(|span| {
-            1 + text.as_bytes()[..span.start.min(text.len())]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-        });
+        let line = e.span().map(|span| line_at(text, span.start));
         ConfigError::single(
             origin,
             Problem {

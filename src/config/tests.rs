@@ -14,12 +14,7 @@ fn minimal() -> String {
     format!("{PROXMOX}{ROLLOUT}")
 }
 
-/// `minimal()` with `[rollout]` lines appended at line 6.
-fn with_rollout(extra: &str) -> String {
-    format!("{PROXMOX}{ROLLOUT}{extra}\n")
-}
-
-/// `minimal()` with more sections from line 6.
+/// `minimal()` with more lines from line 6 (still inside `[rollout]` until a new header).
 fn with(extra: &str) -> String {
     format!("{PROXMOX}{ROLLOUT}{extra}\n")
 }
@@ -73,37 +68,37 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
     vec![
         (
             "vm_count above the default limit",
-            with_rollout("vm_count = 51"),
+            with("vm_count = 51"),
             "rollout.vm_count",
             Some(6),
         ),
         (
             "vm_count zero",
-            with_rollout("vm_count = 0"),
+            with("vm_count = 0"),
             "rollout.vm_count",
             Some(6),
         ),
         (
             "vm_count negative",
-            with_rollout("vm_count = -3"),
+            with("vm_count = -3"),
             "rollout.vm_count",
             Some(6),
         ),
         (
             "vm_count above a raised limit",
-            with_rollout("max_vms = 100\nvm_count = 101"),
+            with("max_vms = 100\nvm_count = 101"),
             "rollout.vm_count",
             Some(7),
         ),
         (
             "vm_count as a string",
-            with_rollout("vm_count = \"2\""),
+            with("vm_count = \"2\""),
             "rollout.vm_count",
             Some(6),
         ),
         (
             "vm_configs above the limit",
-            with_rollout(&format!(
+            with(&format!(
                 "max_vms = 2\n{}",
                 (1..=3)
                     .map(|i| format!("[vm_configs.vm-{i}]\n"))
@@ -114,13 +109,13 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ),
         (
             "delay without unit",
-            with_rollout("deployment_delay = 30"),
+            with("deployment_delay = 30"),
             "rollout.deployment_delay",
             Some(6),
         ),
         (
             "delay with bad unit",
-            with_rollout("deployment_delay = \"30 seconds\""),
+            with("deployment_delay = \"30 seconds\""),
             "rollout.deployment_delay",
             Some(6),
         ),
@@ -278,13 +273,13 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ),
         (
             "bad prefix",
-            with_rollout("vm_name_prefix = \"web_\""),
+            with("vm_name_prefix = \"web_\""),
             "rollout.vm_name_prefix",
             Some(6),
         ),
         (
             "prefix too long for names",
-            with_rollout(&format!(
+            with(&format!(
                 "name = \"r\"\nvm_name_prefix = \"{}\"",
                 "a".repeat(62)
             )),
@@ -293,49 +288,49 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ),
         (
             "template vmid as string",
-            with_rollout("template = \"9000\""),
+            with("template = \"9000\""),
             "rollout.template",
             Some(6),
         ),
         (
             "template vmid too small",
-            with_rollout("template = 42"),
+            with("template = 42"),
             "rollout.template",
             Some(6),
         ),
         (
             "template bad name",
-            with_rollout("template = \"ubuntu 24.04\""),
+            with("template = \"ubuntu 24.04\""),
             "rollout.template",
             Some(6),
         ),
         (
             "vmid range reversed",
-            with_rollout("vmid_range = [300, 200]"),
+            with("vmid_range = [300, 200]"),
             "rollout.vmid_range",
             Some(6),
         ),
         (
             "vmid range beyond PVE",
-            with_rollout("vmid_range = [100, 1000000000]"),
+            with("vmid_range = [100, 1000000000]"),
             "rollout.vmid_range",
             Some(6),
         ),
         (
             "vmid range too small",
-            with_rollout("vm_count = 5\nvmid_range = [200, 203]"),
+            with("vm_count = 5\nvmid_range = [200, 203]"),
             "rollout.vmid_range",
             Some(7),
         ),
         (
             "vmid_start and vmid_range",
-            with_rollout("vmid_start = 200\nvmid_range = [200, 299]"),
+            with("vmid_start = 200\nvmid_range = [200, 299]"),
             "rollout.vmid_range",
             Some(7),
         ),
         (
             "vmid_start too big",
-            with_rollout("vmid_start = 1000000000"),
+            with("vmid_start = 1000000000"),
             "rollout.vmid_start",
             Some(6),
         ),
@@ -371,7 +366,7 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ),
         (
             "rollout name not a tag",
-            with_rollout("name = \"my rollout\""),
+            with("name = \"my rollout\""),
             "rollout.name",
             Some(6),
         ),
@@ -474,7 +469,7 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ),
         (
             "unknown rollout key (typo)",
-            with_rollout("vm_cout = 2"),
+            with("vm_cout = 2"),
             "rollout.vm_cout",
             Some(6),
         ),
@@ -541,7 +536,7 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
         ("syntax error", with("[checks\nmode = 1"), "", Some(6)),
         (
             "duplicate key",
-            with_rollout("vm_count = 1\nvm_count = 2"),
+            with("vm_count = 1\nvm_count = 2"),
             "",
             Some(7),
         ),
@@ -593,15 +588,15 @@ fn every_bad_input_is_refused_with_exit_2_naming_key_and_line() {
 
 #[test]
 fn messages_say_what_is_allowed_and_what_to_do() {
-    let err = Config::parse(&with_rollout("vm_count = 80"), "deploy.toml").unwrap_err();
+    let err = Config::parse(&with("vm_count = 80"), "deploy.toml").unwrap_err();
     assert_eq!(
         err.to_string(),
         "deploy.toml:6: rollout.vm_count = 80: too many; allowed: 1 to 50. To deploy more \
          than 50 VMs, raise rollout.max_vms on purpose"
     );
-    let err = Config::parse(&with_rollout("deployment_delay = 30"), "d.toml").unwrap_err();
+    let err = Config::parse(&with("deployment_delay = 30"), "d.toml").unwrap_err();
     assert!(err.to_string().contains("Write \"30s\""), "{err}");
-    let err = Config::parse(&with_rollout("vm_cout = 3"), "d.toml").unwrap_err();
+    let err = Config::parse(&with("vm_cout = 3"), "d.toml").unwrap_err();
     assert!(
         err.to_string().contains("Did you mean `vm_count`?"),
         "{err}"
@@ -768,7 +763,7 @@ fn overrides_merge_over_defaults_in_file_order() {
 
 #[test]
 fn values_in_other_spellings() {
-    let text = with_rollout(
+    let text = with(
         "template = 9000\nvmid_start = 200\nmax_vms = 120\nvm_count = 120\ndeployment_delay = \"1m30s\"",
     );
     let config = Config::parse(&text, "d.toml").unwrap();
@@ -802,11 +797,9 @@ fn values_in_other_spellings() {
 #[test]
 fn pinned_vmids_leave_room_in_the_range() {
     // Two VMs, one pinned inside the range: the other needs one more id, and [200, 201] has it.
-    let text =
-        with_rollout("vmid_range = [200, 201]\n[vm_configs.a1]\nvmid = 200\n[vm_configs.b1]");
+    let text = with("vmid_range = [200, 201]\n[vm_configs.a1]\nvmid = 200\n[vm_configs.b1]");
     assert!(Config::parse(&text, "d.toml").is_ok());
-    let text =
-        with_rollout("vmid_range = [200, 200]\n[vm_configs.a1]\nvmid = 200\n[vm_configs.b1]");
+    let text = with("vmid_range = [200, 200]\n[vm_configs.a1]\nvmid = 200\n[vm_configs.b1]");
     let err = Config::parse(&text, "d.toml").unwrap_err();
     assert!(err.mentions("rollout.vmid_range"), "{err}");
 }
@@ -1016,20 +1009,16 @@ fn secrets_in_the_config_text_are_never_echoed() {
         format!("{PROXMOX}token_secret = \"{SECRET}\n{ROLLOUT}"),
         format!("{PROXMOX}{SECRET}\n{ROLLOUT}"),
     ];
-    for text in cases {
-        let err = Config::parse(&text, "deploy.toml").unwrap_err();
+    for text in &cases {
+        let err = Config::parse(text, "deploy.toml").unwrap_err();
         assert!(!err.to_string().contains(SECRET), "{err}");
         assert!(!format!("{err:?}").contains(SECRET), "{err:?}");
     }
-    let err = Config::parse(&cases_hint(), "deploy.toml").unwrap_err();
+    let err = Config::parse(&cases[0], "deploy.toml").unwrap_err();
     assert!(
         err.to_string().contains("never read from deploy.toml"),
         "{err}"
     );
-}
-
-fn cases_hint() -> String {
-    format!("{PROXMOX}token_secret = \"{SECRET}\"\n{ROLLOUT}")
 }
 
 #[test]
