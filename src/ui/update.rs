@@ -471,7 +471,7 @@ fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             m.finished = true;
             m.finished_at = Some(m.now);
             m.paused_all = false;
-            m.outcome = Some(outcome(&summary));
+            m.outcome = Some(outcome(m, &summary));
             if m.aborting {
                 r.quit = Some(Quit::Normal);
             }
@@ -506,11 +506,17 @@ fn push_log(m: &mut Model, vm: Option<usize>, level: Level, raw: &str) {
     }
 }
 
-/// "4 verified, 1 failed" from the final summary.
-fn outcome(summary: &Summary) -> String {
+/// "4 verified, 1 failed" from the final summary (or from what the grid shows, when the summary
+/// lists no VMs).
+fn outcome(m: &Model, summary: &Summary) -> String {
+    let states: Vec<&str> = if summary.vms.is_empty() {
+        m.vms.iter().map(|vm| vm.kind.label()).collect()
+    } else {
+        summary.vms.iter().map(|vm| vm.state.as_str()).collect()
+    };
     let mut counts: Vec<(&str, usize)> = Vec::new();
-    for vm in &summary.vms {
-        let word = match vm.state.as_str() {
+    for state in states {
+        let word = match state {
             s @ ("verified" | "failed" | "skipped") => s,
             _ => "unfinished",
         };

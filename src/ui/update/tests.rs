@@ -691,6 +691,34 @@ fn ip_guest_task_log_attempts_and_progress_are_kept() {
 }
 
 #[test]
+fn the_outcome_counts_the_grid_when_the_summary_lists_no_vms() {
+    let mut m = model(3);
+    ev(&mut m, 1, state(0, active(Phase::Verified), 1));
+    ev(
+        &mut m,
+        1,
+        state(
+            1,
+            VmState::Skipped {
+                phase: Phase::Queued,
+            },
+            1,
+        ),
+    );
+    ev(
+        &mut m,
+        2,
+        Event::Finished {
+            summary: summary(&[]),
+        },
+    );
+    assert_eq!(
+        m.outcome.as_deref(),
+        Some("1 verified, 1 skipped, 1 unfinished")
+    );
+}
+
+#[test]
 fn finished_freezes_the_clock_and_stops_the_ticks() {
     let mut m = model(2);
     ev(&mut m, 10, state(0, active(Phase::Booting), 10));
