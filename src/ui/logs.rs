@@ -59,6 +59,8 @@ pub struct LogStore {
     /// `pvr<N>:`, the target prefix of this store's tui-logger records.
     prefix: String,
     lines: VecDeque<Arc<LogLine>>,
+    /// Lines kept (the oldest go first).
+    capacity: usize,
     next_seq: u64,
     /// Per VM: (plain target, success target).
     vm_targets: Vec<(String, String)>,
@@ -75,6 +77,11 @@ impl Default for LogStore {
 
 impl LogStore {
     pub fn new() -> Self {
+        Self::with_capacity(LOG_CAPACITY)
+    }
+
+    /// Keep at most `capacity` lines for search (tui-logger keeps its own [`LOG_CAPACITY`]).
+    pub fn with_capacity(capacity: usize) -> Self {
         init_tui_logger_once();
         let prefix = format!("pvr{}:", NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed));
         let rollout_targets = (format!("{prefix}rollout"), format!("{prefix}rollout:ok"));
@@ -85,6 +92,7 @@ impl LogStore {
         LogStore {
             prefix,
             lines: VecDeque::new(),
+            capacity: capacity.max(1),
             next_seq: 0,
             vm_targets: Vec::new(),
             rollout_targets,
@@ -144,7 +152,7 @@ impl LogStore {
         });
         self.next_seq += 1;
         self.lines.push_back(line.clone());
-        let evicted = if self.lines.len() > LOG_CAPACITY {
+        let evicted = if self.lines.len() > self.capacity {
             self.lines.pop_front().map(|l| l.seq)
         } else {
             None
@@ -420,20 +428,25 @@ mod tests {
 
     #[test]
     fn the_buffer_is_bounded_and_finds_lines_by_seq() {
-        let mut store = LogStore::new();
+        // a small store: thousands of lines here would flood tui-logger's buffer, which the
+        // other tests of this process share
+        let mut store = LogStore::with_capacity(10);
         store.register_vm(0, "web-1");
         let mut evicted = Vec::new();
-        for i in 0..LOG_CAPACITY + 3 {
+        for i in 0..13 {
             let (_, gone) = store.push(Some(0), Level::Info, Duration::ZERO, format!("line {i}"));
             evicted.extend(gone);
         }
-        assert_eq!(store.len(), LOG_CAPACITY);
+        assert_eq!(store.len(), 10);
         assert_eq!(evicted, [0, 1, 2]);
         assert_eq!(store.position(2), None);
         assert_eq!(store.position(3), Some(0));
+        assert_eq!(store.position(12), Some(9));
+        assert_eq!(store.position(13), None);
         assert_eq!(store.lines()[0].text, "line 3");
-        // "line 1000", "line 10000", "line 10001", "line 10002"
-        assert_eq!(store.find("LINE 1000").len(), 4);
+        // "line 1", "line 10", "line 11", "line 12" minus the evicted "line 1"
+        assert_eq!(store.find("LINE 1").len(), 3);
+        assert_eq!(LogStore::new().capacity, LOG_CAPACITY);
     }
 
     #[test]

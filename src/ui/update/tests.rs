@@ -79,6 +79,90 @@ fn an_unbound_key_is_not_a_redraw() {
     assert_eq!(m.flash, None);
 }
 
+/// No dead entries in the keymap: each key of each binding, pressed where it applies, changes
+/// what is on screen (or sends a command, or quits).
+#[test]
+fn every_binding_does_something_where_it_applies() {
+    use crate::ui::keymap::{Context, KEYMAP, action_for};
+    for binding in KEYMAP {
+        for k in binding.keys {
+            let mut m = mid_rollout();
+            m.select(2); // busy: pause, retry and skip apply
+            m.size = (140, 45);
+            match binding.context {
+                Context::Dashboard => {
+                    // a search with several matches, a paged log: n, N and Esc have work to do
+                    press(&mut m, "/clone");
+                    update(&mut m, code(KeyCode::Enter));
+                    if binding.action == crate::ui::keymap::Action::Back {
+                        update(&mut m, code(KeyCode::PageUp));
+                    }
+                    if matches!(
+                        binding.action,
+                        crate::ui::keymap::Action::Up | crate::ui::keymap::Action::Top
+                    ) {
+                        m.select(5);
+                    }
+                }
+                Context::Help => {
+                    update(&mut m, key('?'));
+                    update(&mut m, key('j'));
+                }
+                Context::Confirm => {
+                    update(&mut m, key('q'));
+                }
+                Context::SearchInput => {
+                    press(&mut m, "/ab");
+                }
+            }
+            m.flash = None;
+            let event = crossterm::event::KeyEvent::new(
+                k.code,
+                if k.ctrl {
+                    crossterm::event::KeyModifiers::CONTROL
+                } else {
+                    crossterm::event::KeyModifiers::NONE
+                },
+            );
+            assert_eq!(action_for(binding.context, &event), Some(binding.action));
+            let before = (
+                m.selected,
+                m.offset,
+                m.view,
+                m.overlay,
+                m.search.clone().query,
+                m.search.current,
+                m.search.scroll,
+                m.search.input.clone(),
+                m.help_scroll,
+                m.log_paged,
+            );
+            let r = update(&mut m, Msg::Key(event));
+            let after = (
+                m.selected,
+                m.offset,
+                m.view,
+                m.overlay,
+                m.search.clone().query,
+                m.search.current,
+                m.search.scroll,
+                m.search.input.clone(),
+                m.help_scroll,
+                m.log_paged,
+            );
+            let effect =
+                before != after || !r.commands.is_empty() || r.quit.is_some() || m.flash.is_some();
+            assert!(
+                effect && r.dirty,
+                "{:?} {:?} in {:?} did nothing",
+                k.code,
+                binding.action,
+                binding.context
+            );
+        }
+    }
+}
+
 // ---- pause, retry, skip ----------------------------------------------------------------------
 
 #[test]
