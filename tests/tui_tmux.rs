@@ -9,7 +9,7 @@
 
 #![cfg(unix)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -25,11 +25,14 @@ const MISSION_STATES: [&str; 5] = [
 
 static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
 
-/// A private tmux server running one command in a 140x45 window.
+/// A private tmux server running one command in a window of its own size.
 struct Tmux {
     socket: String,
     /// Where tmux put the socket (removed on drop: tmux leaves it behind).
-    socket_path: Option<std::path::PathBuf>,
+    socket_path: Option<PathBuf>,
+    /// The command's exit code is written here when it ends (tmux's own `pane_dead_status` is
+    /// sometimes never filled in: the child stays a zombie).
+    exit_file: PathBuf,
 }
 
 impl Tmux {
@@ -46,14 +49,21 @@ impl Tmux {
             "set -g remain-on-exit on\nset -g history-limit 2000\n",
         )
         .expect("write tmux.conf");
-        let command = argv
+        let exit_file = dir.join("exit-code");
+        let script = format!(
+            "\"$@\"; echo $? > {}",
+            shell_quote(exit_file.to_str().expect("utf-8 path"))
+        );
+        let command = ["sh", "-c", &script, "sh"]
             .iter()
+            .chain(argv)
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ");
         let mut tmux = Tmux {
             socket,
             socket_path: None,
+            exit_file,
         };
         let out = tmux.run(&[
             "-f",
@@ -123,19 +133,11 @@ impl Tmux {
         }
     }
 
-    /// `Some("<code>")` (or `Some("signal <n>")`) once the program has exited. tmux marks the
-    /// pane dead a moment before it records the status, so a dead pane without one is not done.
+    /// `Some(exit code)` once the program has ended.
     fn exit_status(&self) -> Option<String> {
-        let format = "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}";
-        let out = self.run(&["list-panes", "-t", "e2e", "-F", format]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text.trim().split('|');
-        let (dead, status, signal) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
-        match (dead, status, signal) {
-            ("1", "", "") | ("0", _, _) => None,
-            ("1", "", signal) => Some(format!("signal {signal}")),
-            (_, status, _) => Some(status.to_string()),
-        }
+        let code = std::fs::read_to_string(&self.exit_file).ok()?;
+        let code = code.trim();
+        (!code.is_empty()).then(|| code.to_string())
     }
 
     fn wait_for_exit(&self) -> String {
@@ -198,6 +200,7 @@ fn count(screen: &str, state: &str) -> usize {
 fn demo_runs_pauses_shows_help_finishes_and_writes_the_summary() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("output dir");
     let tmux = Tmux::start(
         dir.path(),
         140,

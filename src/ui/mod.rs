@@ -29,6 +29,7 @@ use crossterm::{execute, queue};
 use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
 
 use crate::engine::event::{Command, Event};
 
@@ -103,6 +104,10 @@ pub async fn run(
     )
     .await;
     drop(tui);
+    if result.is_err() && !model.finished {
+        // nobody will be watching: let the engine stop and write what it has
+        let _ = commands.send(Command::Abort);
+    }
     guard.restore()?;
     let quit = result?;
     Ok(UiOutcome {
@@ -123,12 +128,19 @@ async fn event_loop(
     let mut input = EventStream::new();
     let mut engine_open = true;
     let mut dirty = true;
+    // A deadline that survives loop turns: events that change nothing (mouse motion) must not
+    // keep pushing the next tick away.
+    let mut next_tick: Option<Instant> = None;
     loop {
         if dirty {
             draw(tui, model, theme)?;
             dirty = false;
         }
-        let tick = model.tick_interval();
+        next_tick = match (model.tick_interval(), next_tick) {
+            (None, _) => None,
+            (Some(every), Some(at)) => Some(at.min(Instant::now() + every)),
+            (Some(every), None) => Some(Instant::now() + every),
+        };
         let msg = tokio::select! {
             term = input.next() => match term {
                 Some(Ok(event)) => match to_msg(event) {
@@ -145,7 +157,8 @@ async fn event_loop(
                     Msg::EngineGone
                 }
             },
-            () = tokio::time::sleep(tick.unwrap_or_default()), if tick.is_some() => {
+            () = tokio::time::sleep_until(next_tick.unwrap_or_else(Instant::now)), if next_tick.is_some() => {
+                next_tick = None;
                 Msg::Tick(SystemTime::now())
             }
             () = signals.recv() => Msg::Terminate,
