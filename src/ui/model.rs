@@ -321,6 +321,8 @@ pub struct Model {
     pub vms: Vec<VmRow>,
     /// Width of the VM name column (longest name, capped).
     pub name_width: usize,
+    /// Width of the node column (longest node name, capped).
+    pub node_width: usize,
     /// VMs per [`StateKind`], kept up to date on each change.
     pub counts: [usize; StateKind::COUNT],
     /// API requests so far, from the engine's `Progress`.
@@ -364,6 +366,7 @@ impl Model {
             finished_at: None,
             vms: Vec::new(),
             name_width: 8,
+            node_width: 4,
             counts: [0; StateKind::COUNT],
             requests: 0,
             paused_all: false,

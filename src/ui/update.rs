@@ -18,6 +18,8 @@ use super::text;
 
 /// Longest VM name column; longer names are cut with `…`.
 const MAX_NAME_WIDTH: usize = 24;
+/// Longest node column.
+const MAX_NODE_WIDTH: usize = 10;
 /// Rows one mouse-wheel notch scrolls.
 const WHEEL_ROWS: usize = 3;
 
@@ -427,6 +429,13 @@ fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
                 .max()
                 .unwrap_or(0)
                 .clamp(6, MAX_NAME_WIDTH);
+            m.node_width = m
+                .vms
+                .iter()
+                .map(|v| v.node.chars().count())
+                .max()
+                .unwrap_or(0)
+                .clamp(4, MAX_NODE_WIDTH);
             m.selected = 0;
             m.offset = 0;
         }

@@ -634,6 +634,7 @@ fn planned_lays_out_the_grid() {
     );
     assert_eq!(m.count(StateKind::Queued), 12);
     assert_eq!(m.name_width, "ubuntu-opentofu-12".len());
+    assert_eq!(m.node_width, 4, "pve1..pve3, at least the header's width");
     assert_eq!(m.started, Some(t(0)));
     assert_eq!(m.vms[11].vmid_text, "112");
 }

@@ -34,13 +34,7 @@ enum Col {
 
 /// Columns in display order with their widths, for an inner width of `width`.
 fn columns(m: &Model, width: u16) -> Vec<(Col, u16)> {
-    let node_w = m
-        .vms
-        .iter()
-        .map(|v| v.node.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 10) as u16;
+    let node_w = m.node_width as u16;
     let mut cols = vec![
         (Col::Glyph, 1),
         (Col::Name, m.name_width as u16),

@@ -66,7 +66,7 @@ fn draw_search(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme, quer
     let start = (centre - height as isize / 2).clamp(0, max_start) as usize;
     let current = s.current_seq();
     let mut out = Vec::with_capacity(height);
-    for line in lines.iter().skip(start).take(height) {
+    for line in lines.range(start..(start + height).min(lines.len())) {
         let stamp = text::elapsed_stamp(line.elapsed);
         let who = who(m, line.vm);
         let hits = Some((query, Some(line.seq) == current));
