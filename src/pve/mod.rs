@@ -30,6 +30,10 @@ mod decode;
 mod encode;
 mod error;
 mod retry;
+#[cfg(test)]
+mod test_server;
+#[cfg(test)]
+mod tests;
 mod tls;
 mod transport;
 mod wire;
@@ -454,7 +458,10 @@ impl TaskState {
         if text == "OK" {
             return TaskState::Ok;
         }
-        if let Some(Ok(n)) = text.strip_prefix("WARNINGS:").map(|count| count.trim().parse()) {
+        if let Some(Ok(n)) = text
+            .strip_prefix("WARNINGS:")
+            .map(|count| count.trim().parse())
+        {
             return TaskState::Warnings(n);
         }
         TaskState::Failed(text.to_string())

@@ -277,26 +277,21 @@ fn describe_certificate_error(error: &CertificateError) -> String {
     }
 }
 
-/// Finds the rustls error in a transport error's chain (rustls errors travel inside `io::Error`,
-/// whose `source()` skips them).
+/// Finds the rustls error in a transport error's chain. It travels inside `io::Error`s (possibly
+/// nested), whose `source()` skips the wrapped error, so those are opened explicitly.
 pub(crate) fn find_rustls_error<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(found) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(found);
-        }
-        current = err.source();
+    if let Some(found) = error.downcast_ref::<rustls::Error>() {
+        return Some(found);
     }
-    None
+    let wrapped = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref());
+    if let Some(found) = wrapped.and_then(|inner| find_rustls_error(inner)) {
+        return Some(found);
+    }
+    error.source().and_then(find_rustls_error)
 }
 
 #[cfg(test)]

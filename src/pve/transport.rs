@@ -361,6 +361,16 @@ impl Inner {
         }
     }
 
+    /// Makes the current ticket older, as if time had passed (tests of renewal).
+    #[cfg(test)]
+    pub(crate) async fn backdate_ticket(&self, by: Duration) {
+        if let Authenticator::Password { ticket, .. } = &self.auth
+            && let Some(ticket) = ticket.lock().await.as_mut()
+        {
+            ticket.obtained = ticket.obtained.checked_sub(by).unwrap_or(ticket.obtained);
+        }
+    }
+
     /// `POST /access/ticket` with `password` (the password, or the current ticket to renew it).
     async fn login(&self, user: &str, password: &Secret) -> Result<Ticket, Failure> {
         let request = Request::new(Method::POST, "/access/ticket", &[])
