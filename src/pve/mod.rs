@@ -186,10 +186,6 @@ impl ErrorClass {
     pub fn is_transient(self) -> bool {
         self == ErrorClass::Transient
     }
-    /// The connection itself is the problem (cannot reach, TLS, credentials): exit code 3 material.
-    pub fn is_connectivity(self) -> bool {
-        matches!(self, ErrorClass::Tls | ErrorClass::Auth)
-    }
 }
 
 impl fmt::Display for ErrorClass {

@@ -111,6 +111,22 @@ async fn every_call_is_encoded_as_pve_wants_and_decoded() {
     let api = client(&server);
     let upid = Upid(UPID.into());
 
+    let report = api.check().await.expect("check");
+    assert_eq!(
+        (
+            report.version.version.as_str(),
+            report.nodes[0].node.as_str()
+        ),
+        ("8.3.2", "pve1")
+    );
+    assert_eq!(
+        (report.auth.as_str(), report.url.as_str()),
+        ("API token", server.url.as_str())
+    );
+    assert_eq!(
+        report.tls,
+        format!("pinned fingerprint {}", server.fingerprint)
+    );
     assert_eq!(api.version().await.expect("version").release, "8.3");
     assert_eq!(api.nodes().await.expect("nodes")[0].maxmem, Some(1000));
     assert_eq!(api.next_id(None).await.expect("nextid"), 105);
@@ -312,6 +328,7 @@ async fn every_call_is_encoded_as_pve_wants_and_decoded() {
         1
     );
     assert_eq!(stats.by_endpoint["GET /cluster/nextid"].count, 2);
+    assert_eq!(stats.by_endpoint["GET /version"].count, 2);
 }
 
 #[tokio::test]
@@ -955,6 +972,30 @@ async fn secrets_never_appear_in_errors_debug_or_logs() {
             assert!(!text.contains(&secret), "{secret} in {text}");
         }
     }
+}
+
+#[tokio::test]
+async fn insecure_mode_warns_at_start() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = test_server::start(pve_like).await;
+    let api = Client::new(config(&server, token(), TlsTrust::Insecure)).expect("client");
+    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    assert!(
+        logs.contains("WARN") && logs.contains("TLS certificate verification is OFF"),
+        "{logs}"
+    );
+    assert_eq!(
+        api.check().await.expect("check").tls,
+        "NOT VERIFIED (insecure = true)"
+    );
 }
 
 #[test]

@@ -185,6 +185,8 @@ impl Inner {
             .tls_backend_preconfigured(tls_config)
             .http1_only()
             .no_proxy()
+            // PVE never redirects API calls; following one could carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .timeout(config.request_timeout)
             .user_agent(concat!("pve-rollout/", env!("CARGO_PKG_VERSION")))
