@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod headless;
 pub mod pve;
 pub mod report;

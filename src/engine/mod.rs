@@ -2,3 +2,4 @@
 //! Emits `Event`s, takes `Command`s; knows no terminal.
 
 pub mod event;
+pub mod ip;
