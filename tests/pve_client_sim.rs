@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pve_rollout::pve::{
-    Auth, Client, ClientConfig, CloneRequest, ConfigUpdate, ErrorClass, PveError, RetryPolicy, Secret, TaskState,
-    TaskStatus, TlsTrust, Upid, encode_sshkeys,
+    Auth, Client, ClientConfig, CloneRequest, ConfigUpdate, ErrorClass, PveError, RetryPolicy,
+    Secret, TaskState, TaskStatus, TlsTrust, Upid, encode_sshkeys,
 };
 use pve_rollout::sim::scenario::TokenSpec;
 use pve_rollout::sim::{self, Scenario, Sim, SimOptions};
@@ -18,10 +18,20 @@ use pve_rollout::sim::{self, Scenario, Sim, SimOptions};
 const SCALE: f64 = 0.01;
 const NODE: &str = "pve1";
 const TEMPLATE: u32 = 9000;
-const SSH_KEYS: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq+x/9k deploy@ci\nssh-rsa AAAAB3Nza= ops@host\n";
+/// Two well-formed keys (the simulator checks them as `ssh-keygen -l` would), with `+`, `/`, `@`.
+const SSH_KEYS: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBJF/W+E35rXxbPQdqwOj1OnNWyIkT8g9vctsCLSTQqW deploy@ci\n\
+                        ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPvvv/vvv/vvv/vvv/vvv/vvv/vvv/vvv/vvv/vvvz7/ ops@host\n";
 
 async fn start_sim(scenario: Scenario, time_scale: f64, users: Vec<(String, String)>) -> Sim {
-    sim::start(SimOptions { scenario, time_scale, seed: 7, users, ..SimOptions::default() }).await.expect("simulator")
+    sim::start(SimOptions {
+        scenario,
+        time_scale,
+        seed: 7,
+        users,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator")
 }
 
 fn scenario(name: &str) -> Scenario {
@@ -29,7 +39,10 @@ fn scenario(name: &str) -> Scenario {
 }
 
 fn token_auth(sim: &Sim) -> Auth {
-    Auth::Token { token_id: sim.token_id(), secret: Secret::new(sim.token_secret()) }
+    Auth::Token {
+        token_id: sim.token_id(),
+        secret: Secret::new(sim.token_secret()),
+    }
 }
 
 fn client_config(sim: &Sim, auth: Auth, time_scale: f64) -> ClientConfig {
@@ -37,7 +50,10 @@ fn client_config(sim: &Sim, auth: Auth, time_scale: f64) -> ClientConfig {
         tls: TlsTrust::Fingerprint(sim.fingerprint()),
         time_scale,
         // Generous in simulated time: 30 s of 596 plus back-off fit several times.
-        retry: RetryPolicy { max_elapsed: Duration::from_secs(600), ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            max_elapsed: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        },
         ..ClientConfig::new(sim.url(), auth)
     }
 }
@@ -69,7 +85,12 @@ async fn wait_task(api: &Client, sim: &Sim, upid: &Upid) -> TaskStatus {
 /// Returns once the VM's config has no lock, with the number of clone tasks that failed on the
 /// way (each needed a new POST).
 async fn clone_carefully(api: &Client, sim: &Sim, newid: u32, name: &str, full: bool) -> u64 {
-    let request = CloneRequest { newid, name: name.into(), full, ..Default::default() };
+    let request = CloneRequest {
+        newid,
+        name: name.into(),
+        full,
+        ..Default::default()
+    };
     let deadline = sim.now() + 1800.0;
     let mut failed = 0;
     loop {
@@ -100,7 +121,9 @@ async fn clone_carefully(api: &Client, sim: &Sim, newid: u32, name: &str, full: 
                     failed += 1;
                     break;
                 }
-                Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Locked) => pause(sim, 0.5).await,
+                Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Locked) => {
+                    pause(sim, 0.5).await
+                }
                 Err(e) => panic!("config of {newid}: {e}"),
             }
         }
@@ -118,10 +141,18 @@ async fn start_carefully(api: &Client, sim: &Sim, vmid: u32) {
                 if state.is_success_for_start() {
                     return;
                 }
-                assert_eq!(state.failure_class(), Some(ErrorClass::Transient), "start of {vmid}: {state:?}");
+                assert_eq!(
+                    state.failure_class(),
+                    Some(ErrorClass::Transient),
+                    "start of {vmid}: {state:?}"
+                );
             }
             Err(e) if e.class == ErrorClass::Transient => {
-                if api.vm_status(NODE, vmid).await.is_ok_and(|s| s.status == "running") {
+                if api
+                    .vm_status(NODE, vmid)
+                    .await
+                    .is_ok_and(|s| s.status == "running")
+                {
                     return;
                 }
             }
@@ -134,7 +165,10 @@ async fn start_carefully(api: &Client, sim: &Sim, vmid: u32) {
 async fn verify_guest(api: &Client, sim: &Sim, vmid: u32) -> String {
     let deadline = sim.now() + 600.0;
     let waiting = |e: &PveError| {
-        matches!(e.class, ErrorClass::AgentNotReady | ErrorClass::NotRunning | ErrorClass::Transient)
+        matches!(
+            e.class,
+            ErrorClass::AgentNotReady | ErrorClass::NotRunning | ErrorClass::Transient
+        )
     };
     loop {
         assert!(sim.now() < deadline, "VM {vmid}: no agent");
@@ -148,9 +182,10 @@ async fn verify_guest(api: &Client, sim: &Sim, vmid: u32) -> String {
         assert!(sim.now() < deadline, "VM {vmid}: no IPv4");
         match api.agent_network_interfaces(NODE, vmid).await {
             Ok(list)
-                if list.iter().flat_map(|i| &i.ip_addresses).any(|a| {
-                    a.ip_address_type == "ipv4" && !a.ip_address.starts_with("127.")
-                }) =>
+                if list
+                    .iter()
+                    .flat_map(|i| &i.ip_addresses)
+                    .any(|a| a.ip_address_type == "ipv4" && !a.ip_address.starts_with("127.")) =>
             {
                 break;
             }
@@ -187,27 +222,82 @@ async fn every_call_round_trips() {
     let api = client(&sim);
 
     let report = api.check().await.expect("check");
-    assert!(report.version.version.starts_with(['8', '9']), "{:?}", report.version);
+    assert!(
+        report.version.version.starts_with(['8', '9']),
+        "{:?}",
+        report.version
+    );
     assert_eq!(report.nodes[0].node, NODE);
-    assert_eq!(report.nodes[0].ssl_fingerprint.as_deref(), Some(sim.fingerprint().as_str()));
-    assert!(api.node_status(NODE).await.expect("node status").memory_total > 0);
+    assert_eq!(
+        report.nodes[0].ssl_fingerprint.as_deref(),
+        Some(sim.fingerprint().as_str())
+    );
+    assert!(
+        api.node_status(NODE)
+            .await
+            .expect("node status")
+            .memory_total
+            > 0
+    );
     let resources = api.cluster_resources(None).await.expect("resources");
-    assert!(resources.iter().any(|r| r.kind == "storage" && r.storage.as_deref() == Some("ssd")));
-    let template = api.find_vm(TEMPLATE).await.expect("find").expect("template listed");
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.kind == "storage" && r.storage.as_deref() == Some("ssd"))
+    );
+    let template = api
+        .find_vm(TEMPLATE)
+        .await
+        .expect("find")
+        .expect("template listed");
     assert!(template.template);
-    assert!(api.vm_list(NODE).await.expect("list").iter().any(|v| v.vmid == TEMPLATE && v.template));
-    assert!(api.vm_status(NODE, TEMPLATE).await.expect("status").template);
-    assert!(api.vm_config(NODE, TEMPLATE).await.expect("config").is_template());
+    assert!(
+        api.vm_list(NODE)
+            .await
+            .expect("list")
+            .iter()
+            .any(|v| v.vmid == TEMPLATE && v.template)
+    );
+    assert!(
+        api.vm_status(NODE, TEMPLATE)
+            .await
+            .expect("status")
+            .template
+    );
+    assert!(
+        api.vm_config(NODE, TEMPLATE)
+            .await
+            .expect("config")
+            .is_template()
+    );
 
     let newid = api.next_id(None).await.expect("nextid");
-    assert_eq!(api.next_id(Some(newid)).await.expect("nextid is free"), newid);
+    assert_eq!(
+        api.next_id(Some(newid)).await.expect("nextid is free"),
+        newid
+    );
     let upid = api
-        .clone_vm(NODE, TEMPLATE, &CloneRequest { newid, name: "round-trip".into(), full: true, ..Default::default() })
+        .clone_vm(
+            NODE,
+            TEMPLATE,
+            &CloneRequest {
+                newid,
+                name: "round-trip".into(),
+                full: true,
+                ..Default::default()
+            },
+        )
         .await
         .expect("clone");
-    assert_eq!((upid.node(), upid.task_type()), (Some(NODE), Some("qmclone")));
+    assert_eq!(
+        (upid.node(), upid.task_type()),
+        (Some(NODE), Some("qmclone"))
+    );
     let done = wait_task(&api, &sim, &upid).await;
-    assert_eq!((done.state, done.task_type.as_str(), done.id.as_str()), (TaskState::Ok, "qmclone", "9000"));
+    assert_eq!(
+        (done.state, done.task_type.as_str(), done.id.as_str()),
+        (TaskState::Ok, "qmclone", "9000")
+    );
     let log = api.task_log(&upid, 0, 0).await.expect("log");
     assert_eq!(log.last().map(|l| l.t.as_str()), Some("TASK OK"));
     assert_eq!(log.first().map(|l| l.n), Some(1));
@@ -223,42 +313,123 @@ async fn every_call_round_trips() {
         ],
         ..Default::default()
     };
-    api.set_config(NODE, newid, &update).await.expect("put config");
+    api.set_config(NODE, newid, &update)
+        .await
+        .expect("put config");
     let config = api.vm_config(NODE, newid).await.expect("config");
-    assert_eq!((config.get("cores"), config.get("memory"), config.get("onboot")), (Some("4"), Some("4096"), Some("1")));
-    assert_eq!(config.get("sshkeys"), Some(encode_sshkeys(SSH_KEYS).as_str()), "stored URL-encoded once");
-    assert!(config.net0_mac().is_some_and(|mac| mac.starts_with("BC:24:11:")));
-    let post = ConfigUpdate { set: vec![("sockets".into(), "2".into())], ..Default::default() };
-    if let Some(upid) = api.set_config_async(NODE, newid, &post).await.expect("post config") {
+    assert_eq!(
+        (
+            config.get("cores"),
+            config.get("memory"),
+            config.get("onboot")
+        ),
+        (Some("4"), Some("4096"), Some("1"))
+    );
+    assert_eq!(
+        config.get("sshkeys"),
+        Some(encode_sshkeys(SSH_KEYS).as_str()),
+        "stored URL-encoded once"
+    );
+    assert!(
+        config
+            .net0_mac()
+            .is_some_and(|mac| mac.starts_with("BC:24:11:"))
+    );
+    let post = ConfigUpdate {
+        set: vec![("sockets".into(), "2".into())],
+        ..Default::default()
+    };
+    if let Some(upid) = api
+        .set_config_async(NODE, newid, &post)
+        .await
+        .expect("post config")
+    {
         assert!(wait_task(&api, &sim, &upid).await.state.is_success());
     }
-    assert_eq!(api.vm_config(NODE, newid).await.expect("config").get("sockets"), Some("2"));
-    if let Some(upid) = api.resize(NODE, newid, "scsi0", "+2G").await.expect("resize") {
+    assert_eq!(
+        api.vm_config(NODE, newid)
+            .await
+            .expect("config")
+            .get("sockets"),
+        Some("2")
+    );
+    if let Some(upid) = api
+        .resize(NODE, newid, "scsi0", "+2G")
+        .await
+        .expect("resize")
+    {
         assert!(wait_task(&api, &sim, &upid).await.state.is_success());
     }
 
     start_carefully(&api, &sim, newid).await;
-    assert_eq!(api.vm_status(NODE, newid).await.expect("status").status, "running");
+    assert_eq!(
+        api.vm_status(NODE, newid).await.expect("status").status,
+        "running"
+    );
     // Starting a running VM: a UPID whose task fails "already running", which counts as started.
-    let again = wait_task(&api, &sim, &api.start(NODE, newid).await.expect("start again")).await;
+    let again = wait_task(
+        &api,
+        &sim,
+        &api.start(NODE, newid).await.expect("start again"),
+    )
+    .await;
     assert!(again.state.is_success_for_start(), "{:?}", again.state);
     let uname = verify_guest(&api, &sim, newid).await;
     assert!(uname.starts_with("Linux"), "{uname}");
-    assert!(api.agent_os_info(NODE, newid).await.expect("osinfo").id.is_some());
-    assert!(!api.agent_host_name(NODE, newid).await.expect("host name").is_empty());
+    assert!(
+        api.agent_os_info(NODE, newid)
+            .await
+            .expect("osinfo")
+            .id
+            .is_some()
+    );
+    assert!(
+        !api.agent_host_name(NODE, newid)
+            .await
+            .expect("host name")
+            .is_empty()
+    );
 
     // A shutdown interrupted by stop_task, then stop, then delete.
-    let shutdown = api.shutdown(NODE, newid, Some(60), false).await.expect("shutdown");
+    let shutdown = api
+        .shutdown(NODE, newid, Some(60), false)
+        .await
+        .expect("shutdown");
     api.stop_task(&shutdown).await.expect("stop task");
     let interrupted = wait_task(&api, &sim, &shutdown).await;
     assert!(interrupted.state.is_finished());
-    assert!(wait_task(&api, &sim, &api.stop(NODE, newid).await.expect("stop")).await.state.is_success());
-    assert!(wait_task(&api, &sim, &api.delete_vm(NODE, newid, true).await.expect("delete")).await.state.is_success());
-    assert_eq!(api.vm_status(NODE, newid).await.expect_err("gone").class, ErrorClass::NotFound);
+    assert!(
+        wait_task(&api, &sim, &api.stop(NODE, newid).await.expect("stop"))
+            .await
+            .state
+            .is_success()
+    );
+    assert!(
+        wait_task(
+            &api,
+            &sim,
+            &api.delete_vm(NODE, newid, true).await.expect("delete")
+        )
+        .await
+        .state
+        .is_success()
+    );
+    assert_eq!(
+        api.vm_status(NODE, newid).await.expect_err("gone").class,
+        ErrorClass::NotFound
+    );
 
     let stats = api.stats();
-    assert_eq!(stats.requests_total, sim.stats().requests_total, "client and simulator count alike");
-    assert!(stats.by_endpoint.contains_key("POST /nodes/{node}/qemu/{vmid}/clone"));
+    assert_eq!(
+        stats.requests_total,
+        sim.stats().requests_total,
+        "client and simulator count alike"
+    );
+    assert!(
+        stats
+            .by_endpoint
+            .contains_key("POST /nodes/{node}/qemu/{vmid}/clone")
+    );
     sim.shutdown().await;
 }
 
@@ -268,7 +439,10 @@ async fn every_error_class_comes_from_real_behaviour() {
     // Clone #1 is the slow one below, #2 the one without an agent.
     faults.faults.agent_never_up = vec![2];
     // A clone that takes long enough (200 simulated seconds) to be caught while locked.
-    faults.timing.clone_overhead_s = pve_rollout::sim::scenario::Span { min: 200.0, max: 200.0 };
+    faults.timing.clone_overhead_s = pve_rollout::sim::scenario::Span {
+        min: 200.0,
+        max: 200.0,
+    };
     faults.auth.tokens.push(TokenSpec {
         id: "audit@pve!ro".into(),
         secret: "1b2c3d4e-0000-4000-8000-00000000a0d1".into(),
@@ -280,39 +454,87 @@ async fn every_error_class_comes_from_real_behaviour() {
 
     // NotFound, InvalidParameter, AlreadyExists, NotRunning, Other.
     let missing = api.vm_status(NODE, 4242).await.expect_err("missing");
-    assert_eq!((missing.class, missing.status), (ErrorClass::NotFound, Some(500)), "{missing}");
+    assert_eq!(
+        (missing.class, missing.status),
+        (ErrorClass::NotFound, Some(500)),
+        "{missing}"
+    );
     assert!(missing.reason.contains("does not exist"), "{missing}");
     let taken = api.next_id(Some(TEMPLATE)).await.expect_err("taken");
     assert_eq!(taken.class, ErrorClass::InvalidParameter, "{taken}");
     assert!(taken.errors.contains_key("vmid"), "{taken:?}");
-    let bad_name = CloneRequest { newid: 4243, name: "my_vm".into(), ..Default::default() };
-    let invalid = api.clone_vm(NODE, TEMPLATE, &bad_name).await.expect_err("invalid name");
-    assert_eq!((invalid.class, invalid.status), (ErrorClass::InvalidParameter, Some(400)), "{invalid}");
+    let bad_name = CloneRequest {
+        newid: 4243,
+        name: "my_vm".into(),
+        ..Default::default()
+    };
+    let invalid = api
+        .clone_vm(NODE, TEMPLATE, &bad_name)
+        .await
+        .expect_err("invalid name");
+    assert_eq!(
+        (invalid.class, invalid.status),
+        (ErrorClass::InvalidParameter, Some(400)),
+        "{invalid}"
+    );
     assert!(invalid.errors.contains_key("name"), "{invalid:?}");
-    let onto_template = CloneRequest { newid: TEMPLATE, name: "dup".into(), ..Default::default() };
-    assert_eq!(api.clone_vm(NODE, TEMPLATE, &onto_template).await.expect_err("exists").class, ErrorClass::AlreadyExists);
-    let stopped = api.agent_ping(NODE, TEMPLATE).await.expect_err("template is stopped");
+    let onto_template = CloneRequest {
+        newid: TEMPLATE,
+        name: "dup".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        api.clone_vm(NODE, TEMPLATE, &onto_template)
+            .await
+            .expect_err("exists")
+            .class,
+        ErrorClass::AlreadyExists
+    );
+    let stopped = api
+        .agent_ping(NODE, TEMPLATE)
+        .await
+        .expect_err("template is stopped");
     assert_eq!(stopped.class, ErrorClass::NotRunning, "{stopped}");
 
     // Locked: the target of a clone in progress; then the clone is interrupted.
     let newid = api.next_id(None).await.expect("nextid");
-    let request = CloneRequest { newid, name: "slow-clone".into(), full: true, ..Default::default() };
+    let request = CloneRequest {
+        newid,
+        name: "slow-clone".into(),
+        full: true,
+        ..Default::default()
+    };
     let upid = api.clone_vm(NODE, TEMPLATE, &request).await.expect("clone");
     let deadline = sim.now() + 100.0;
     while api.find_vm(newid).await.expect("resources").is_none() {
         assert!(sim.now() < deadline, "clone target never appeared");
         pause(&sim, 0.2).await;
     }
-    let update = ConfigUpdate { set: vec![("cores".into(), "2".into())], ..Default::default() };
-    let locked = api.set_config(NODE, newid, &update).await.expect_err("locked");
+    let update = ConfigUpdate {
+        set: vec![("cores".into(), "2".into())],
+        ..Default::default()
+    };
+    let locked = api
+        .set_config(NODE, newid, &update)
+        .await
+        .expect_err("locked");
     assert_eq!(locked.class, ErrorClass::Locked, "{locked}");
-    assert_eq!(locked.to_string(), format!("PUT /nodes/{NODE}/qemu/{newid}/config: 500 VM is locked (clone)"));
+    assert_eq!(
+        locked.to_string(),
+        format!("PUT /nodes/{NODE}/qemu/{newid}/config: 500 VM is locked (clone)")
+    );
     api.stop_task(&upid).await.expect("stop clone");
-    assert!(matches!(wait_task(&api, &sim, &upid).await.state, TaskState::Failed(_)));
+    assert!(matches!(
+        wait_task(&api, &sim, &upid).await.state,
+        TaskState::Failed(_)
+    ));
 
     // AgentNotReady: clone #2 of this scenario never gets an agent (a linked clone: quick).
     let agentless = api.next_id(None).await.expect("nextid");
-    assert_eq!(clone_carefully(&api, &sim, agentless, "no-agent", false).await, 0);
+    assert_eq!(
+        clone_carefully(&api, &sim, agentless, "no-agent", false).await,
+        0
+    );
     start_carefully(&api, &sim, agentless).await;
     let not_ready = api.agent_ping(NODE, agentless).await.expect_err("no agent");
     assert_eq!(not_ready.class, ErrorClass::AgentNotReady, "{not_ready}");
@@ -322,22 +544,61 @@ async fn every_error_class_comes_from_real_behaviour() {
     clone_carefully(&api, &sim, missing, "with-agent", false).await;
     start_carefully(&api, &sim, missing).await;
     verify_guest(&api, &sim, missing).await;
-    let no_such = api.agent_exec(NODE, missing, &["/no/such/program"], None).await.expect_err("missing binary");
-    assert_eq!((no_such.class, no_such.status), (ErrorClass::Other, Some(500)), "{no_such}");
-    assert!(no_such.reason.starts_with("Agent error: "), "{no_such}");
+    let no_such = api
+        .agent_exec(NODE, missing, &["/no/such/program"], None)
+        .await
+        .expect_err("missing binary");
+    assert_eq!(
+        (no_such.class, no_such.status),
+        (ErrorClass::Other, Some(500)),
+        "{no_such}"
+    );
+    // The reason phrase carries PVE's non-ASCII quotes; the client falls back on the message.
+    assert!(
+        no_such
+            .reason
+            .starts_with("Agent error: Guest agent command failed"),
+        "{no_such:?}"
+    );
 
     // Auth: a wrong token secret, a wrong password. Permission: a token without VM.Clone.
-    let wrong = Auth::Token { token_id: sim.token_id(), secret: Secret::new("00000000-0000-4000-8000-000000000000") };
-    let denied = Client::new(client_config(&sim, wrong, SCALE)).expect("client").version().await.expect_err("401");
-    assert_eq!((denied.class, denied.status), (ErrorClass::Auth, Some(401)), "{denied}");
-    let auditor = Auth::Token { token_id: "audit@pve!ro".into(), secret: Secret::new("1b2c3d4e-0000-4000-8000-00000000a0d1") };
+    let wrong = Auth::Token {
+        token_id: sim.token_id(),
+        secret: Secret::new("00000000-0000-4000-8000-000000000000"),
+    };
+    let denied = Client::new(client_config(&sim, wrong, SCALE))
+        .expect("client")
+        .version()
+        .await
+        .expect_err("401");
+    assert_eq!(
+        (denied.class, denied.status),
+        (ErrorClass::Auth, Some(401)),
+        "{denied}"
+    );
+    let auditor = Auth::Token {
+        token_id: "audit@pve!ro".into(),
+        secret: Secret::new("1b2c3d4e-0000-4000-8000-00000000a0d1"),
+    };
     let auditor = Client::new(client_config(&sim, auditor, SCALE)).expect("client");
     assert!(auditor.vm_status(NODE, TEMPLATE).await.is_ok());
     let forbidden = auditor
-        .clone_vm(NODE, TEMPLATE, &CloneRequest { newid: 4244, name: "nope".into(), ..Default::default() })
+        .clone_vm(
+            NODE,
+            TEMPLATE,
+            &CloneRequest {
+                newid: 4244,
+                name: "nope".into(),
+                ..Default::default()
+            },
+        )
         .await
         .expect_err("403");
-    assert_eq!((forbidden.class, forbidden.status), (ErrorClass::Permission, Some(403)), "{forbidden}");
+    assert_eq!(
+        (forbidden.class, forbidden.status),
+        (ErrorClass::Permission, Some(403)),
+        "{forbidden}"
+    );
     sim.shutdown().await;
 
     // Transient: every node request answered 595, retried until the policy gives up.
@@ -346,9 +607,22 @@ async fn every_error_class_comes_from_real_behaviour() {
     let sim = start_sim(unreachable, SCALE, Vec::new()).await;
     let api = client(&sim);
     let transient = api.vm_status(NODE, TEMPLATE).await.expect_err("595");
-    assert_eq!((transient.class, transient.status), (ErrorClass::Transient, Some(595)), "{transient}");
-    assert_eq!(api.stats().by_endpoint["GET /nodes/{node}/qemu/{vmid}/status/current"].count, 6, "6 attempts");
-    assert_eq!(sim.stats().requests_by_endpoint.get("GET /nodes/{node}/qemu/{vmid}/status/current"), Some(&6));
+    assert_eq!(
+        (transient.class, transient.status),
+        (ErrorClass::Transient, Some(595)),
+        "{transient}"
+    );
+    assert_eq!(
+        api.stats().by_endpoint["GET /nodes/{node}/qemu/{vmid}/status/current"].count,
+        6,
+        "6 attempts"
+    );
+    assert_eq!(
+        sim.stats()
+            .requests_by_endpoint
+            .get("GET /nodes/{node}/qemu/{vmid}/status/current"),
+        Some(&6)
+    );
     sim.shutdown().await;
 }
 
@@ -356,17 +630,36 @@ async fn every_error_class_comes_from_real_behaviour() {
 async fn tls_trust_modes_against_the_simulator() {
     let sim = start_sim(scenario("fast"), SCALE, Vec::new()).await;
     let version = |tls: TlsTrust| {
-        let config = ClientConfig { tls, ..client_config(&sim, token_auth(&sim), SCALE) };
+        let config = ClientConfig {
+            tls,
+            ..client_config(&sim, token_auth(&sim), SCALE)
+        };
         async move { Client::new(config)?.version().await }
     };
-    assert!(version(TlsTrust::Fingerprint(sim.fingerprint())).await.is_ok(), "pinned");
-    assert!(version(TlsTrust::Fingerprint(sim.fingerprint().replace(':', "").to_lowercase())).await.is_ok());
+    assert!(
+        version(TlsTrust::Fingerprint(sim.fingerprint()))
+            .await
+            .is_ok(),
+        "pinned"
+    );
+    assert!(
+        version(TlsTrust::Fingerprint(
+            sim.fingerprint().replace(':', "").to_lowercase()
+        ))
+        .await
+        .is_ok()
+    );
 
     let other = "0F:".repeat(31) + "0F";
-    let mismatch = version(TlsTrust::Fingerprint(other.clone())).await.expect_err("wrong pin");
+    let mismatch = version(TlsTrust::Fingerprint(other.clone()))
+        .await
+        .expect_err("wrong pin");
     assert_eq!(mismatch.class, ErrorClass::Tls, "{mismatch}");
     let text = mismatch.to_string();
-    assert!(text.contains(&other) && text.contains(&sim.fingerprint()), "both fingerprints: {text}");
+    assert!(
+        text.contains(&other) && text.contains(&sim.fingerprint()),
+        "both fingerprints: {text}"
+    );
 
     let unknown = version(TlsTrust::System).await.expect_err("self-signed");
     assert_eq!(unknown.class, ErrorClass::Tls, "{unknown}");
@@ -379,7 +672,10 @@ async fn tls_trust_modes_against_the_simulator() {
     assert!(version(TlsTrust::CaFile(ca)).await.is_ok(), "CA file");
     assert!(version(TlsTrust::Insecure).await.is_ok(), "insecure");
     // The refused handshakes never became requests.
-    assert_eq!(sim.stats().requests_by_endpoint.get("GET /version"), Some(&4));
+    assert_eq!(
+        sim.stats().requests_by_endpoint.get("GET /version"),
+        Some(&4)
+    );
     sim.shutdown().await;
 }
 
@@ -389,9 +685,18 @@ async fn ticket_auth_with_csrf_renewal_and_relogin() {
     let scale = 0.0002;
     let users = vec![("deploy@pve".to_string(), "s3cret-Passw0rd".to_string())];
     let sim = start_sim(scenario("fast"), scale, users).await;
-    let password = || Auth::Password { user: "deploy@pve".into(), password: Secret::new("s3cret-Passw0rd") };
+    let password = || Auth::Password {
+        user: "deploy@pve".into(),
+        password: Secret::new("s3cret-Passw0rd"),
+    };
     let api = Client::new(client_config(&sim, password(), scale)).expect("client");
-    let logins = |sim: &Sim| sim.stats().requests_by_endpoint.get("POST /access/ticket").copied().unwrap_or(0);
+    let logins = |sim: &Sim| {
+        sim.stats()
+            .requests_by_endpoint
+            .get("POST /access/ticket")
+            .copied()
+            .unwrap_or(0)
+    };
 
     api.version().await.expect("GET with the ticket");
     let newid = api.next_id(None).await.expect("nextid");
@@ -400,9 +705,15 @@ async fn ticket_auth_with_csrf_renewal_and_relogin() {
     while sim.now() < 3700.0 {
         pause(&sim, 60.0).await;
     }
-    api.vm_status(NODE, newid).await.expect("renewed before expiry");
+    api.vm_status(NODE, newid)
+        .await
+        .expect("renewed before expiry");
     assert_eq!(logins(&sim), 2, "renewed once");
-    assert_eq!(sim.stats().responses_by_status.get(&401), None, "never refused");
+    assert_eq!(
+        sim.stats().responses_by_status.get(&401),
+        None,
+        "never refused"
+    );
 
     // A client that never renews (real time) outlives its ticket: one 401, one login, done.
     let stale = Client::new(client_config(&sim, password(), 1.0)).expect("client");
@@ -411,13 +722,27 @@ async fn ticket_auth_with_csrf_renewal_and_relogin() {
     while sim.now() < expiry {
         pause(&sim, 600.0).await;
     }
-    stale.start(NODE, newid).await.expect("start after re-login");
+    stale
+        .start(NODE, newid)
+        .await
+        .expect("start after re-login");
     assert_eq!(logins(&sim), 4);
     assert_eq!(sim.stats().responses_by_status.get(&401), Some(&1));
 
-    let wrong = Auth::Password { user: "deploy@pve".into(), password: Secret::new("not-the-password") };
-    let refused = Client::new(client_config(&sim, wrong, scale)).expect("client").version().await.expect_err("bad");
-    assert_eq!((refused.class, refused.status), (ErrorClass::Auth, Some(401)), "{refused}");
+    let wrong = Auth::Password {
+        user: "deploy@pve".into(),
+        password: Secret::new("not-the-password"),
+    };
+    let refused = Client::new(client_config(&sim, wrong, scale))
+        .expect("client")
+        .version()
+        .await
+        .expect_err("bad");
+    assert_eq!(
+        (refused.class, refused.status),
+        (ErrorClass::Auth, Some(401)),
+        "{refused}"
+    );
     sim.shutdown().await;
 }
 
@@ -428,12 +753,28 @@ async fn a_lost_clone_answer_never_clones_twice() {
     let sim = start_sim(lossy, SCALE, Vec::new()).await;
     let api = client(&sim);
     let newid = api.next_id(None).await.expect("nextid");
-    let request = CloneRequest { newid, name: "lost-answer".into(), full: true, ..Default::default() };
-    let error = api.clone_vm(NODE, TEMPLATE, &request).await.expect_err("answer lost");
+    let request = CloneRequest {
+        newid,
+        name: "lost-answer".into(),
+        full: true,
+        ..Default::default()
+    };
+    let error = api
+        .clone_vm(NODE, TEMPLATE, &request)
+        .await
+        .expect_err("answer lost");
     assert_eq!(error.class, ErrorClass::AlreadyExists, "{error}");
-    assert_eq!(clone_carefully(&api, &sim, newid, "lost-answer", true).await, 0);
+    assert_eq!(
+        clone_carefully(&api, &sim, newid, "lost-answer", true).await,
+        0
+    );
     let stats = sim.stats();
-    assert_eq!(stats.clones_by_name.get("lost-answer"), Some(&1), "{:?}", stats.clones_by_name);
+    assert_eq!(
+        stats.clones_by_name.get("lost-answer"),
+        Some(&1),
+        "{:?}",
+        stats.clones_by_name
+    );
     sim.shutdown().await;
 }
 
@@ -445,7 +786,11 @@ async fn the_in_flight_cap_holds_under_50_callers() {
         .map(|i| {
             let api = api.clone();
             tokio::spawn(async move {
-                if i % 2 == 0 { api.vm_status(NODE, TEMPLATE).await.map(drop) } else { api.vm_config(NODE, TEMPLATE).await.map(drop) }
+                if i % 2 == 0 {
+                    api.vm_status(NODE, TEMPLATE).await.map(drop)
+                } else {
+                    api.vm_config(NODE, TEMPLATE).await.map(drop)
+                }
             })
         })
         .collect();
@@ -453,7 +798,11 @@ async fn the_in_flight_cap_holds_under_50_callers() {
         caller.await.expect("join").expect("call");
     }
     let sim_stats = sim.stats();
-    assert!(sim_stats.peak_in_flight <= 2, "simulator saw {} at once", sim_stats.peak_in_flight);
+    assert!(
+        sim_stats.peak_in_flight <= 2,
+        "simulator saw {} at once",
+        sim_stats.peak_in_flight
+    );
     let stats = api.stats();
     assert_eq!(stats.peak_in_flight, 2);
     assert_eq!(stats.requests_total, 50);
@@ -473,7 +822,10 @@ async fn the_flaky_scenario_is_ridden_out() {
             let vmid = first + i as u32;
             let failed_clones = clone_carefully(&api, sim, vmid, &name, true).await;
             let update = ConfigUpdate {
-                set: vec![("cores".into(), "2".into()), ("sshkeys".into(), SSH_KEYS.into())],
+                set: vec![
+                    ("cores".into(), "2".into()),
+                    ("sshkeys".into(), SSH_KEYS.into()),
+                ],
                 ..Default::default()
             };
             loop {
@@ -492,12 +844,20 @@ async fn the_flaky_scenario_is_ridden_out() {
     for (name, failed_clones, uname) in &outcomes {
         assert!(uname.starts_with("Linux"), "{name}: {uname}");
         // One accepted clone, plus one per clone task that failed (storage lock timeouts).
-        assert_eq!(stats.clones_by_name.get(name), Some(&(1 + failed_clones)), "{name}: {:?}", stats.clones_by_name);
+        assert_eq!(
+            stats.clones_by_name.get(name),
+            Some(&(1 + failed_clones)),
+            "{name}: {:?}",
+            stats.clones_by_name
+        );
     }
     let client_stats = api.stats();
     println!(
         "flaky, 4 VMs: {} requests seen by the simulator ({} by the client, {} retries), statuses {:?}",
-        stats.requests_total, client_stats.requests_total, client_stats.retries_total, stats.responses_by_status
+        stats.requests_total,
+        client_stats.requests_total,
+        client_stats.retries_total,
+        stats.responses_by_status
     );
     sim.shutdown().await;
 }
@@ -530,43 +890,85 @@ async fn no_secret_in_errors_debug_or_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let password = "pa55-word-never-shown";
-    let sim = start_sim(scenario("fast"), 0.001, vec![("deploy@pve".into(), password.into())]).await;
+    let sim = start_sim(
+        scenario("fast"),
+        0.001,
+        vec![("deploy@pve".into(), password.into())],
+    )
+    .await;
     let mut shown = Vec::new();
     let configs = [
         client_config(&sim, token_auth(&sim), 0.001),
-        client_config(&sim, Auth::Password { user: "deploy@pve".into(), password: Secret::new(password) }, 0.001),
+        client_config(
+            &sim,
+            Auth::Password {
+                user: "deploy@pve".into(),
+                password: Secret::new(password),
+            },
+            0.001,
+        ),
     ];
     for config in configs {
         shown.push(format!("{config:?}"));
         let api = Client::new(config).expect("client");
         api.version().await.expect("version");
-        let update = ConfigUpdate { set: vec![("cipassword".into(), "guest-secret-9".into())], ..Default::default() };
+        let update = ConfigUpdate {
+            set: vec![("cipassword".into(), "guest-secret-9".into())],
+            ..Default::default()
+        };
         let locked_or_ok = api.set_config(NODE, TEMPLATE, &update).await;
         shown.push(format!("{locked_or_ok:?}"));
         shown.push(format!("{:?}", api.vm_status(NODE, 4242).await));
         shown.push(format!("{api:?} {:?}", api.stats()));
     }
     for (auth, tls) in [
-        (Auth::Token { token_id: sim.token_id(), secret: Secret::new("ffffffff-0000-4000-8000-000000000000") }, None),
-        (Auth::Password { user: "deploy@pve".into(), password: Secret::new("wrong-pa55-word") }, None),
+        (
+            Auth::Token {
+                token_id: sim.token_id(),
+                secret: Secret::new("ffffffff-0000-4000-8000-000000000000"),
+            },
+            None,
+        ),
+        (
+            Auth::Password {
+                user: "deploy@pve".into(),
+                password: Secret::new("wrong-pa55-word"),
+            },
+            None,
+        ),
         (token_auth(&sim), Some(TlsTrust::System)),
     ] {
         let mut config = client_config(&sim, auth, 0.001);
         if let Some(tls) = tls {
             config.tls = tls;
         }
-        let error = Client::new(config).expect("client").version().await.expect_err("refused");
+        let error = Client::new(config)
+            .expect("client")
+            .version()
+            .await
+            .expect_err("refused");
         shown.push(format!("{error} {error:?}"));
     }
     let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
-    assert!(logs.contains("GET /version"), "the client's trace lines were captured:\n{logs}");
-    for secret in [sim.token_secret().as_str(), password, "guest-secret-9", "wrong-pa55-word", "ffffffff-0000-4000-8000-000000000000"] {
+    assert!(
+        logs.contains("GET /version"),
+        "the client's trace lines were captured:\n{logs}"
+    );
+    for secret in [
+        sim.token_secret().as_str(),
+        password,
+        "guest-secret-9",
+        "wrong-pa55-word",
+        "ffffffff-0000-4000-8000-000000000000",
+    ] {
         assert!(!logs.contains(secret), "{secret} in the logs");
         for text in &shown {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
     // Tickets and CSRF tokens (`PVE:deploy@pve:...`) never appear either.
-    assert!(!logs.contains("PVE:deploy@pve:") && !shown.iter().any(|t| t.contains("PVE:deploy@pve:")));
+    assert!(
+        !logs.contains("PVE:deploy@pve:") && !shown.iter().any(|t| t.contains("PVE:deploy@pve:"))
+    );
     sim.shutdown().await;
 }

@@ -93,15 +93,31 @@ pub(crate) fn render(error: &PveError) -> String {
     out
 }
 
-/// Builds the error for an HTTP response with status >= 400 (or an unexpected non-2xx).
+/// Builds the error for an HTTP response with status >= 400 (or an unexpected non-2xx). `reason`
+/// is the status line's phrase as received; when it is empty (absent, or dropped by the HTTP
+/// parser because PVE put non-ASCII text in it) the message's first line or the standard phrase
+/// stands in.
 pub(crate) fn from_response(call: &str, status: u16, reason: &str, body: &[u8]) -> PveError {
     let (message, errors) = parse_error_body(body);
-    let class = classify_response(status, message.as_deref().unwrap_or(reason));
+    let reason = match reason.trim() {
+        "" => message
+            .as_deref()
+            .and_then(|m| m.lines().next())
+            .or_else(|| {
+                reqwest::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+            })
+            .unwrap_or_default()
+            .to_string(),
+        given => given.to_string(),
+    };
+    let class = classify_response(status, message.as_deref().unwrap_or(&reason));
     PveError {
         class,
         call: call.to_string(),
         status: Some(status),
-        reason: reason.trim().to_string(),
+        reason,
         message,
         errors,
     }
@@ -326,6 +342,22 @@ mod tests {
 
         let proxy = from_response("GET /nodes/pve2/status", 596, "Connection timed out", b"");
         assert_eq!(proxy.class, ErrorClass::Transient);
+
+        // A reason phrase with non-ASCII text reaches us empty: the message's first line stands in.
+        let quoted = from_response(
+            "POST /nodes/pve1/qemu/101/agent/exec",
+            500,
+            "",
+            br#"{"data":null,"message":"Agent error: Failed to execute child process \u201cx\u201d\nmore\n"}"#,
+        );
+        assert_eq!(
+            quoted.reason,
+            "Agent error: Failed to execute child process \u{201c}x\u{201d}"
+        );
+        assert_eq!(
+            from_response("GET /version", 401, "", b"").reason,
+            "Unauthorized"
+        );
     }
 
     #[test]

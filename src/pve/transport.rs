@@ -449,6 +449,7 @@ impl Inner {
         let answer = async {
             let response = builder.send().await?;
             let status = response.status();
+            // hyper keeps a reason phrase only when it differs from the standard one.
             let reason = response
                 .extensions()
                 .get::<hyper::ext::ReasonPhrase>()
