@@ -396,8 +396,11 @@ async fn every_call_round_trips() {
         .await
         .expect("shutdown");
     api.stop_task(&shutdown).await.expect("stop task");
-    let interrupted = wait_task(&api, &sim, &shutdown).await;
-    assert!(interrupted.state.is_finished());
+    match wait_task(&api, &sim, &shutdown).await.state {
+        TaskState::Ok => {} // it finished before the stop arrived
+        TaskState::Failed(text) => assert!(text.contains("interrupt"), "{text}"),
+        other => panic!("shutdown ended {other:?}"),
+    }
     assert!(
         wait_task(&api, &sim, &api.stop(NODE, newid).await.expect("stop"))
             .await
@@ -859,6 +862,7 @@ async fn the_flaky_scenario_is_ridden_out() {
         client_stats.retries_total,
         stats.responses_by_status
     );
+    println!("by endpoint: {:#?}", stats.requests_by_endpoint);
     sim.shutdown().await;
 }
 
