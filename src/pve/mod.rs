@@ -15,6 +15,10 @@
 //!   than cloning again.
 //! - `start` of a running VM returns a UPID whose task fails with `VM N already running`;
 //!   `TaskState::is_success_for_start` treats that as success.
+//! - Transient errors are retried inside the client for idempotent calls (reads, PUT config,
+//!   absolute resize, agent ping, task stop); other calls are repeated only when the request
+//!   certainly never reached PVE (see `calls.rs`). A transient error that comes back means the
+//!   policy gave up, or the outcome of a non-idempotent call is unknown: check before repeating.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -105,6 +109,7 @@ pub struct ClientConfig {
     /// Requests in flight at once, for the whole process (default 2).
     pub max_in_flight: usize,
     /// Per-request timeout (long enough for agent calls: 3 s ping + 5 s command server-side).
+    /// Not multiplied by `time_scale`.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     /// Multiplies every client-side wait (back-off, ticket renewal age) so tests can run against
