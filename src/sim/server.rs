@@ -330,12 +330,20 @@ fn agent_template(cmd: &str) -> &'static str {
 async fn api_handler(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Response<Body> {
     let _in_flight = shared.counters.begin();
     let arrival = shared.clock.now();
+    let client_closes = req
+        .headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
     let (key, result) = pipeline(&shared, req, arrival).await;
     shared.counters.endpoint(key);
     if let Err(ApiError::Unauthorized(_) | ApiError::TicketFailed) = &result {
         shared.clock.sleep_until(arrival + AUTH_FAIL_DELAY_S).await;
     }
-    let resp = respond(result);
+    let mut resp = respond(result);
+    if client_closes {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     shared.counters.status(resp.status().as_u16());
     resp
 }
