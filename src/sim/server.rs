@@ -342,7 +342,8 @@ async fn api_handler(State(shared): State<Arc<Shared>>, req: Request<Body>) -> R
     }
     let mut resp = respond(result);
     if client_closes {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     shared.counters.status(resp.status().as_u16());
     resp
@@ -514,7 +515,10 @@ async fn execute(
             return Err(ApiError::no_route());
         }
     }
-    let service = shared.draw(shared.scenario.timing.api_service_s);
+    let mut service = shared.draw(shared.scenario.timing.api_service_s);
+    if ep == Ep::VmClone {
+        service += shared.draw(shared.scenario.timing.clone_post_s);
+    }
     if !ep.protected() {
         shared.clock.sleep(service).await;
         return endpoints::dispatch(shared.clone(), ep, who, params).await;

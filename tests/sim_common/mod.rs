@@ -62,7 +62,10 @@ impl Resp {
         );
         if self.body.is_empty() {
             Value::Null
-        } else if self.header("content-type").is_some_and(|t| t.starts_with("application/json")) {
+        } else if self
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json"))
+        {
             self.json()
         } else {
             Value::String(self.text())
@@ -343,7 +346,10 @@ pub fn slow_clone_opts(scale: f64) -> SimOptions {
 /// Starts a clone and waits until the target's temporary config (`lock: clone`) exists.
 pub async fn begin_clone(c: &Client, sim: &Sim, newid: u32, extra: &str) -> String {
     let upid = c
-        .post("/nodes/pve1/qemu/9000/clone", &format!("newid={newid}&full=1{extra}"))
+        .post(
+            "/nodes/pve1/qemu/9000/clone",
+            &format!("newid={newid}&full=1{extra}"),
+        )
         .await
         .data()
         .as_str()
@@ -360,8 +366,15 @@ pub async fn begin_clone(c: &Client, sim: &Sim, newid: u32, extra: &str) -> Stri
 /// The task's log lines.
 pub async fn task_log(c: &Client, upid: &str) -> Vec<String> {
     let node = upid.split(':').nth(1).expect("node");
-    let d = c.get(&format!("/nodes/{node}/tasks/{}/log?limit=0", enc(upid))).await.data();
-    d.as_array().expect("log").iter().map(|l| l["t"].as_str().unwrap_or("").to_string()).collect()
+    let d = c
+        .get(&format!("/nodes/{node}/tasks/{}/log?limit=0", enc(upid)))
+        .await
+        .data();
+    d.as_array()
+        .expect("log")
+        .iter()
+        .map(|l| l["t"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 impl Client {
@@ -391,7 +404,10 @@ impl Client {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if buf.len() >= end + 4 + len {
                     let rest = buf.split_off(end + 4 + len);
