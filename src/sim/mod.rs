@@ -188,7 +188,15 @@ pub struct Sim {
     addr: SocketAddr,
     ca_pem: String,
     token: (String, String),
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Dropping a simulator stops it too (agent processes end with their tasks); `shutdown`
+/// additionally waits for everything to be gone.
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
 }
 
 impl std::fmt::Debug for Sim {
@@ -269,7 +277,7 @@ pub async fn start(opts: SimOptions) -> Result<Sim, SimError> {
         addr,
         ca_pem: cert.ca_pem,
         token: tokens[0].clone(),
-        server,
+        server: Some(server),
     })
 }
 
@@ -317,9 +325,11 @@ impl Sim {
     }
 
     /// Stops the server, every task and every agent process.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
-        let _ = self.server.await;
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
         self.shared.agent.shutdown_all().await;
     }
 }

@@ -521,6 +521,27 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_file_loads_by_path_and_missing_keys_take_fast_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mine.toml");
+        std::fs::write(&path, "name = \"mine\"\n[faults]\nagent_never_up = [2]\n").expect("write");
+        let sc = Scenario::by_name_or_path(path.to_str().expect("utf8")).expect("load");
+        assert_eq!(
+            (sc.name.as_str(), sc.faults.agent_never_up.as_slice()),
+            ("mine", &[2][..])
+        );
+        let fast = Scenario::builtin("fast").expect("fast");
+        assert_eq!(
+            (sc.timing, sc.storages, sc.template),
+            (fast.timing, fast.storages, fast.template)
+        );
+        let err = Scenario::by_name_or_path("/nonexistent/x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_rejected() {
         let err = Scenario::parse("name = \"x\"\n[timing]\nboot = 1\n", "t")
             .unwrap_err()

@@ -330,12 +330,21 @@ fn agent_template(cmd: &str) -> &'static str {
 async fn api_handler(State(shared): State<Arc<Shared>>, req: Request<Body>) -> Response<Body> {
     let _in_flight = shared.counters.begin();
     let arrival = shared.clock.now();
+    let client_closes = req
+        .headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
     let (key, result) = pipeline(&shared, req, arrival).await;
     shared.counters.endpoint(key);
     if let Err(ApiError::Unauthorized(_) | ApiError::TicketFailed) = &result {
         shared.clock.sleep_until(arrival + AUTH_FAIL_DELAY_S).await;
     }
-    let resp = respond(result);
+    let mut resp = respond(result);
+    if client_closes {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     shared.counters.status(resp.status().as_u16());
     resp
 }
@@ -506,7 +515,10 @@ async fn execute(
             return Err(ApiError::no_route());
         }
     }
-    let service = shared.draw(shared.scenario.timing.api_service_s);
+    let mut service = shared.draw(shared.scenario.timing.api_service_s);
+    if ep == Ep::VmClone {
+        service += shared.draw(shared.scenario.timing.clone_post_s);
+    }
     if !ep.protected() {
         shared.clock.sleep(service).await;
         return endpoints::dispatch(shared.clone(), ep, who, params).await;

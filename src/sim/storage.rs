@@ -33,10 +33,23 @@ pub fn storage_key(sid: &str, node: &str, shared: bool) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Interrupted;
 
+/// Processor sharing in "virtual time": `served` is what every active transfer has received so
+/// far, so a transfer is done when `served` reaches its target; every update is O(1).
 struct IoState {
     last: f64,
+    served: f64,
+    /// Transfer id → value of `served` at which it completes.
     active: HashMap<u64, f64>,
     next_id: u64,
+}
+
+impl IoState {
+    fn remaining(&self, id: u64) -> f64 {
+        self.active
+            .get(&id)
+            .map(|t| (t - self.served).max(0.0))
+            .unwrap_or(0.0)
+    }
 }
 
 pub struct StorageIo {
@@ -52,6 +65,7 @@ impl StorageIo {
             bytes_per_s,
             state: Mutex::new(IoState {
                 last: 0.0,
+                served: 0.0,
                 active: HashMap::new(),
                 next_id: 0,
             }),
@@ -64,10 +78,7 @@ impl StorageIo {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let n = st.active.len();
         if n > 0 && now > st.last {
-            let share = self.bytes_per_s * (now - st.last) / n as f64;
-            for r in st.active.values_mut() {
-                *r = (*r - share).max(0.0);
-            }
+            st.served += self.bytes_per_s * (now - st.last) / n as f64;
         }
         st.last = st.last.max(now);
         f(&mut st)
@@ -90,14 +101,13 @@ impl StorageIo {
         let id = self.with(clock.now(), |st| {
             let id = st.next_id;
             st.next_id += 1;
-            st.active.insert(id, bytes.max(0.0));
+            let target = st.served + bytes.max(0.0);
+            st.active.insert(id, target);
             id
         });
         self.notify();
         let result = loop {
-            let (remaining, n) = self.with(clock.now(), |st| {
-                (st.active.get(&id).copied().unwrap_or(0.0), st.active.len())
-            });
+            let (remaining, n) = self.with(clock.now(), |st| (st.remaining(id), st.active.len()));
             on_progress(bytes - remaining);
             let rate = self.bytes_per_s / n.max(1) as f64;
             let eta = remaining / rate;
@@ -167,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn two_transfers_share_the_throughput() {
-        let clock = Clock::new(0.002);
+        let clock = Clock::new(0.02);
         let io = Arc::new(StorageIo::new(100e6));
         let cancel = CancellationToken::new();
         let alone_start = clock.now();
