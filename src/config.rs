@@ -129,7 +129,3 @@ pub struct ChecksConfig {
 pub struct OutputConfig {
     pub dir: PathBuf,
 }
-
-// PLACEHOLDER until the config branch lands.
-pub struct VmEntry { pub name: String, pub spec: VmSpec, pub node: Option<String>, pub vmid: Option<u32> }
-impl Config { pub fn vms(&self) -> Vec<VmEntry> { Vec::new() } }

@@ -97,6 +97,3 @@ pub mod ms {
         }
     }
 }
-
-// PLACEHOLDER until the config branch lands.
-pub fn write_all(_dir: &std::path::Path, _s: &Summary) -> std::io::Result<Vec<std::path::PathBuf>> { Ok(vec![]) }
