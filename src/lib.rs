@@ -6,5 +6,6 @@
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod headless;
 pub mod pve;
 pub mod report;

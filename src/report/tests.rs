@@ -1,0 +1,354 @@
+use super::*;
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn phases(list: &[(&str, &str, Option<&str>)]) -> IndexMap<String, PhaseTimes> {
+    list.iter()
+        .map(|(name, started, finished)| {
+            (
+                name.to_string(),
+                PhaseTimes {
+                    started: Some(at(started)),
+                    finished: finished.map(at),
+                },
+            )
+        })
+        .collect()
+}
+
+fn sample() -> Summary {
+    Summary {
+        schema_version: SCHEMA_VERSION,
+        rollout: RolloutInfo {
+            id: "web-rollout".into(),
+            proxmox_url: "https://pve1.example.org:8006".into(),
+            template: "ubuntu".into(),
+            mode: "pipelined".into(),
+            vm_count: 3,
+            deployment_delay: "30s".into(),
+            nodes: vec!["pve1".into(), "pve-2".into()],
+            started: at("2026-11-25T17:00:00.000Z"),
+            finished: Some(at("2026-11-25T17:05:30.250Z")),
+            aborted: false,
+        },
+        vms: vec![
+            VmSummary {
+                name: "web-1".into(),
+                vmid: 101,
+                node: "pve1".into(),
+                state: "verified".into(),
+                ip: Some("10.0.0.11".into()),
+                ip_candidates: vec!["10.0.0.11".into(), "172.17.0.1".into()],
+                uname: Some(
+                    "Linux web-1 6.8.0-45-generic #45-Ubuntu SMP x86_64 GNU/Linux\n".into(),
+                ),
+                os: Some("Ubuntu 24.04.1 LTS".into()),
+                attempts: 1,
+                error: None,
+                phases: phases(&[
+                    (
+                        "cloning",
+                        "2026-11-25T17:00:00.000Z",
+                        Some("2026-11-25T17:00:40.500Z"),
+                    ),
+                    (
+                        "configuring",
+                        "2026-11-25T17:00:40.500Z",
+                        Some("2026-11-25T17:00:42.000Z"),
+                    ),
+                    (
+                        "booting",
+                        "2026-11-25T17:00:42.000Z",
+                        Some("2026-11-25T17:00:45.000Z"),
+                    ),
+                    (
+                        "awaiting-agent",
+                        "2026-11-25T17:00:45.000Z",
+                        Some("2026-11-25T17:01:30.000Z"),
+                    ),
+                    (
+                        "ip-found",
+                        "2026-11-25T17:01:30.000Z",
+                        Some("2026-11-25T17:01:31.000Z"),
+                    ),
+                    (
+                        "verifying",
+                        "2026-11-25T17:01:31.000Z",
+                        Some("2026-11-25T17:02:10.123Z"),
+                    ),
+                ]),
+            },
+            VmSummary {
+                name: "web-2".into(),
+                vmid: 102,
+                node: "pve-2".into(),
+                state: "failed".into(),
+                ip: None,
+                ip_candidates: vec![],
+                uname: None,
+                os: None,
+                attempts: 2,
+                error: Some("awaiting-agent: QEMU guest agent is not running | after 15m".into()),
+                phases: phases(&[
+                    (
+                        "cloning",
+                        "2026-11-25T17:00:30.000Z",
+                        Some("2026-11-25T17:01:10.000Z"),
+                    ),
+                    ("awaiting-agent", "2026-11-25T17:01:20.000Z", None),
+                ]),
+            },
+            VmSummary {
+                name: "web-3".into(),
+                vmid: 103,
+                node: "pve-2".into(),
+                state: "ip-found".into(),
+                ip: Some("192.168.7.3".into()),
+                ip_candidates: vec!["192.168.7.3".into()],
+                uname: None,
+                os: None,
+                attempts: 1,
+                error: None,
+                phases: IndexMap::new(),
+            },
+        ],
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn writes_every_file_and_reports_the_paths_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out/nested");
+    let paths = write_all(&dir, &sample()).unwrap();
+    let names: Vec<_> = paths
+        .iter()
+        .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "summary.json",
+            "summary.md",
+            "inventory.ini",
+            "vm_101_summary.txt",
+            "vm_101_ip.txt",
+            "vm_102_summary.txt",
+            "vm_103_summary.txt",
+            "vm_103_ip.txt",
+        ]
+    );
+    // No temp file left behind, nothing else written.
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(listing(&dir), expected);
+}
+
+#[test]
+fn summary_json_round_trips_with_millisecond_utc_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &sample()).unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("summary.json")).unwrap();
+    let back: Summary = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, sample());
+    assert!(text.contains("\"schema_version\": 1"), "{text}");
+    assert!(
+        text.contains("\"finished\": \"2026-11-25T17:05:30.250Z\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"finished\": \"2026-11-25T17:02:10.123Z\""),
+        "{text}"
+    );
+    assert!(text.contains("\"finished\": null"), "{text}");
+    assert!(text.ends_with("}\n"));
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Phases keep their order in the file (serde_json's Value would sort them, so look at text).
+    let order: Vec<usize> = [
+        "cloning",
+        "configuring",
+        "booting",
+        "awaiting-agent",
+        "ip-found",
+        "verifying",
+    ]
+    .iter()
+    .map(|k| text.find(&format!("\"{k}\": {{")).unwrap())
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert_eq!(
+        value["vms"][1]["error"],
+        "awaiting-agent: QEMU guest agent is not running | after 15m"
+    );
+}
+
+#[test]
+fn inventory_groups_hosts_by_node_and_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &sample()).unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("inventory.ini")).unwrap();
+    assert_eq!(
+        text,
+        "# Ansible inventory written by pve-rollout for rollout web-rollout\n\
+         # 1 verified, 1 failed, 0 skipped, 1 unfinished of 3\n\
+         \n[pve1]\nweb-1 ansible_host=10.0.0.11\n\
+         \n[pve_2]\nweb-3 ansible_host=192.168.7.3\n\
+         \n[verified]\nweb-1 ansible_host=10.0.0.11\n\
+         \n[pve_rollout:children]\npve1\npve_2\n"
+    );
+}
+
+#[test]
+fn ansible_group_names_are_safe() {
+    assert_eq!(group_name("pve1"), "pve1");
+    assert_eq!(group_name("pve-2.lab"), "pve_2_lab");
+    assert_eq!(group_name("1node"), "node_1node");
+    assert_eq!(group_name("verified"), "node_verified");
+    assert_eq!(group_name("all"), "node_all");
+}
+
+#[test]
+fn seed_files_per_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &sample()).unwrap();
+    let read = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap();
+    assert_eq!(read("vm_101_ip.txt"), "10.0.0.11\n");
+    assert_eq!(read("vm_103_ip.txt"), "192.168.7.3\n");
+    assert!(!tmp.path().join("vm_102_ip.txt").exists());
+
+    let ok = read("vm_101_summary.txt");
+    for line in [
+        "Deployment summary for web-1 (VM 101)",
+        "VM name:       web-1",
+        "VM id:         101",
+        "Node:          pve1",
+        "State:         verified",
+        "IP address:    10.0.0.11",
+        "IP candidates: 10.0.0.11, 172.17.0.1",
+        "OS:            Ubuntu 24.04.1 LTS",
+        "uname -a:      Linux web-1 6.8.0-45-generic #45-Ubuntu SMP x86_64 GNU/Linux",
+        "Attempts:      1",
+        "Total time:    2m10s",
+        "  cloning         2026-11-25T17:00:00.000Z  2026-11-25T17:00:40.500Z  40.5s",
+        "  verifying       2026-11-25T17:01:31.000Z  2026-11-25T17:02:10.123Z  39.1s",
+        "  id             web-rollout",
+    ] {
+        assert!(ok.lines().any(|l| l == line), "missing {line:?} in\n{ok}");
+    }
+    assert!(!ok.contains("Error:"));
+
+    let failed = read("vm_102_summary.txt");
+    for line in [
+        "State:         failed",
+        "IP address:    -",
+        "IP candidates: -",
+        "Attempts:      2",
+        "Error:         awaiting-agent: QEMU guest agent is not running | after 15m",
+        "  awaiting-agent  2026-11-25T17:01:20.000Z  -                         -",
+    ] {
+        assert!(
+            failed.lines().any(|l| l == line),
+            "missing {line:?} in\n{failed}"
+        );
+    }
+    assert!(read("vm_103_summary.txt").contains("  (none started)"));
+}
+
+#[test]
+fn summary_md_has_the_table_details_and_phase_durations() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &sample()).unwrap();
+    let md = std::fs::read_to_string(tmp.path().join("summary.md")).unwrap();
+    for line in [
+        "# Rollout web-rollout",
+        "- Finished: 2026-11-25T17:05:30.250Z (after 5m30s)",
+        "- Result: 1 verified, 1 failed, 0 skipped, 1 unfinished of 3",
+        "| VM | VMID | Node | State | IP | Attempts | Time |",
+        "| web-1 | 101 | pve1 | verified | 10.0.0.11 | 1 | 2m10s |",
+        "| web-2 | 102 | pve-2 | failed | - | 2 | 50.0s |",
+        "| web-3 | 103 | pve-2 | ip-found | 192.168.7.3 | 1 | - |",
+        "## web-2 (102)",
+        "- Error: awaiting-agent: QEMU guest agent is not running | after 15m",
+        "- uname: `Linux web-1 6.8.0-45-generic #45-Ubuntu SMP x86_64 GNU/Linux`",
+        "| awaiting-agent | 2026-11-25T17:00:45.000Z | 2026-11-25T17:01:30.000Z | 45.0s |",
+        "| awaiting-agent | 2026-11-25T17:01:20.000Z | - | - |",
+    ] {
+        assert!(md.lines().any(|l| l == line), "missing {line:?} in\n{md}");
+    }
+    assert!(!md.contains("Aborted"));
+}
+
+#[test]
+fn cells_cannot_break_the_markdown_table() {
+    assert_eq!(cell("a|b\nc"), "a\\|b c");
+}
+
+#[test]
+fn aborted_rollouts_say_so() {
+    let mut summary = sample();
+    summary.rollout.aborted = true;
+    summary.rollout.finished = None;
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &summary).unwrap();
+    let md = std::fs::read_to_string(tmp.path().join("summary.md")).unwrap();
+    assert!(md.contains("- **Aborted** by the operator"), "{md}");
+    assert!(md.contains("- Finished: not yet"), "{md}");
+}
+
+#[test]
+fn rewriting_replaces_files_and_leaves_no_temp() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_all(tmp.path(), &sample()).unwrap();
+    let mut summary = sample();
+    summary.vms[0].ip = Some("10.0.0.99".into());
+    write_all(tmp.path(), &summary).unwrap();
+    let ip = std::fs::read_to_string(tmp.path().join("vm_101_ip.txt")).unwrap();
+    assert_eq!(ip, "10.0.0.99\n");
+    assert!(
+        listing(tmp.path()).iter().all(|n| !n.starts_with('.')),
+        "{:?}",
+        listing(tmp.path())
+    );
+}
+
+#[test]
+fn a_file_in_the_way_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blocker = tmp.path().join("out");
+    std::fs::write(&blocker, "x").unwrap();
+    let err = write_all(&blocker, &sample()).unwrap_err();
+    assert!(matches!(err, ReportError::CreateDir { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot create the output directory"),
+        "{err}"
+    );
+    // A directory where a file should go: the write fails, the temp file is cleaned up.
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(dir.join("summary.json")).unwrap();
+    let err = write_all(&dir, &sample()).unwrap_err();
+    assert!(err.to_string().contains("summary.json"), "{err}");
+    assert_eq!(listing(&dir), ["summary.json"]);
+}
+
+#[test]
+fn elapsed_and_formatting() {
+    assert_eq!(format_elapsed(Duration::from_millis(850)), "850ms");
+    assert_eq!(format_elapsed(Duration::from_millis(12_345)), "12.3s");
+    assert_eq!(format_elapsed(Duration::from_secs(123)), "2m03s");
+    assert_eq!(format_elapsed(Duration::from_secs(3720)), "1h02m");
+    let s = sample();
+    assert_eq!(s.vms[0].elapsed(), Some(Duration::from_millis(130_123)));
+    assert_eq!(s.vms[2].elapsed(), None);
+    assert_eq!(s.count("verified"), 1);
+}
