@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
-use crate::pve::{Auth, ClientConfig, RetryPolicy, Secret, TlsTrust};
+use crate::pve::{Auth, Client, ClientConfig, PveError, RetryPolicy, Secret, TlsTrust};
 use crate::sim::Sim;
 
 /// What a demo (or a test) rollout varies; everything else is the seed's default.
@@ -23,6 +23,8 @@ pub struct DemoSettings {
     pub ip_timeout: String,
     pub cloud_init: bool,
     pub max_in_flight: usize,
+    /// Nodes to place VMs on (see [`online_nodes`]).
+    pub nodes: Vec<String>,
 }
 
 impl Default for DemoSettings {
@@ -39,6 +41,7 @@ impl Default for DemoSettings {
             ip_timeout: "30m".into(),
             cloud_init: false,
             max_in_flight: 2,
+            nodes: vec!["pve1".into()],
         }
     }
 }
@@ -65,6 +68,7 @@ vm_count = {vms}
 max_vms = 1000
 vm_name_prefix = "demo"
 deployment_delay = "{delay}"
+nodes = [{nodes}]
 
 [defaults]
 memory = {memory}
@@ -86,6 +90,12 @@ dir = "{dir}"
         max_in_flight = s.max_in_flight,
         vms = s.vms,
         delay = s.deployment_delay,
+        nodes = s
+            .nodes
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
         memory = s.memory_mib,
         storage = s.storage,
         mode = s.mode,
@@ -117,4 +127,15 @@ pub fn client_config(sim: &Sim, max_in_flight: usize, time_scale: f64) -> Client
         retry: RetryPolicy::default(),
         time_scale,
     }
+}
+
+/// The simulator's online nodes, in its order (the demo places VMs on all of them).
+pub async fn online_nodes(client: &Client) -> Result<Vec<String>, PveError> {
+    Ok(client
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.status == "online")
+        .map(|n| n.node)
+        .collect())
 }

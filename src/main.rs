@@ -329,26 +329,26 @@ async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
         eprintln!("error: the simulator did not start: {e}");
         Exit(1)
     })?;
+    let client = Client::new(demo::client_config(&simulator, 2, time_scale)).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(3)
+    })?;
+    let nodes = demo::online_nodes(&client).await.map_err(|e| {
+        eprintln!("error: the simulator did not answer: {e}");
+        Exit(3)
+    })?;
     let settings = DemoSettings {
         vms: usize::from(args.vms),
         mode: args.mode.clone(),
         output: args.output.clone(),
-        // A multi-node scenario clones across nodes, which PVE allows only onto shared storage.
-        storage: if args.scenario == "cluster" { "shared" } else { "ssd" }.into(),
+        // Several nodes means cross-node clones, which PVE allows only onto shared storage.
+        storage: if nodes.len() > 1 { "shared" } else { "ssd" }.into(),
+        nodes,
         ..DemoSettings::default()
     };
     let config = demo::config(&simulator, &settings).map_err(|e| {
         eprintln!("error: demo configuration: {e}");
         Exit(2)
-    })?;
-    let client = Client::new(demo::client_config(
-        &simulator,
-        config.proxmox.max_in_flight,
-        time_scale,
-    ))
-    .map_err(|e| {
-        eprintln!("error: {e}");
-        Exit(3)
     })?;
     let plan = make_plan(&client, &config).await?;
     let code = roll_out(client, config, plan, time_scale, dashboard).await;

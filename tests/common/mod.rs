@@ -43,13 +43,10 @@ impl Harness {
         .expect("simulator starts");
         let out = tempfile::tempdir().expect("temp dir");
         settings.output = out.path().to_path_buf();
+        let client = Client::new(demo::client_config(&sim, settings.max_in_flight, scale))
+            .expect("client");
+        settings.nodes = demo::online_nodes(&client).await.expect("nodes");
         let config = demo::config(&sim, &settings).expect("demo config parses");
-        let client = Client::new(demo::client_config(
-            &sim,
-            config.proxmox.max_in_flight,
-            scale,
-        ))
-        .expect("client");
         Harness {
             sim,
             client,
