@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 use pve_rollout::config::Config;
 use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::demo::{self, DemoSettings};
-use pve_rollout::pve::{Client, TlsTrust};
-use pve_rollout::report::Summary;
+use pve_rollout::pve::Client;
 use pve_rollout::{headless, sim, ui};
 
 #[derive(Parser)]
@@ -168,10 +167,14 @@ async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
 }
 
 fn load_config(path: &Path) -> Result<Config, Exit> {
-    Config::load(path).map_err(|e| {
+    let config = Config::load(path).map_err(|e| {
         eprintln!("error: {e}");
         Exit(e.exit_code() as u8)
-    })
+    })?;
+    for warning in &config.source.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(config)
 }
 
 /// Connects and proves the credentials, or says exactly what is wrong (exit 3).
@@ -180,11 +183,6 @@ async fn connect(config: &Config, time_scale: f64) -> Result<Client, Exit> {
         eprintln!("error: {e}");
         Exit(e.exit_code() as u8)
     })?;
-    if client_config.tls == TlsTrust::Insecure {
-        eprintln!(
-            "WARNING: proxmox.insecure = true: the server's certificate is not checked; pin it with proxmox.fingerprint instead"
-        );
-    }
     let client = Client::new(client_config).map_err(|e| {
         eprintln!("error: {e}");
         Exit(3)
@@ -281,24 +279,15 @@ async fn roll_out(
             println!("wrote {}", path.display());
         }
         let summary = engine.await.map_err(|_| Exit(1))?;
-        Ok(exit_code(&summary))
+        Ok(u8::try_from(headless::exit_code(&summary)).unwrap_or(1))
     } else {
         let color = headless::color_enabled(std::io::stdout().is_terminal());
         let outcome = headless::run(event_rx, command_tx, std::io::stdout(), color).await;
-        if outcome.forced {
-            return Ok(1);
+        if !outcome.forced {
+            // Let the engine finish its last writes.
+            let _ = engine.await;
         }
-        let summary = engine.await.map_err(|_| Exit(1))?;
-        Ok(exit_code(&summary))
-    }
-}
-
-fn exit_code(summary: &Summary) -> u8 {
-    let all_verified = summary.vms.iter().all(|v| v.state == "verified");
-    if all_verified && !summary.rollout.aborted {
-        0
-    } else {
-        1
+        Ok(u8::try_from(outcome.exit_code).unwrap_or(1))
     }
 }
 
