@@ -9,3 +9,4 @@ pub mod engine;
 pub mod headless;
 pub mod pve;
 pub mod report;
+pub mod sim;

@@ -123,7 +123,12 @@ fn main() -> ExitCode {
         Command::Demo(a) => !a.headless && std::io::stdout().is_terminal(),
         _ => false,
     };
-    init_tracing(dashboard);
+    // The simulator reports what it serves at info; a rollout prints its own lines.
+    let default_filter = match &cli.command {
+        Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(dashboard, default_filter);
     match runtime.block_on(dispatch(cli.command, dashboard)) {
         Ok(code) => ExitCode::from(code),
         Err(report) => {
@@ -135,13 +140,14 @@ fn main() -> ExitCode {
 
 /// Diagnostics (`RUST_LOG`) go to stderr in headless runs; the dashboard owns the terminal, so
 /// there they go to its log panes.
-fn init_tracing(dashboard: bool) {
+fn init_tracing(dashboard: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     if dashboard {
         ui::init_logging();
         return;
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

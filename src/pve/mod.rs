@@ -422,13 +422,25 @@ impl Client {
         todo!()
     }
     /// `PUT resize`: a UPID (PVE >= 8) or `None` (PVE 7).
-    pub async fn resize(&self, node: &str, vmid: u32, disk: &str, size: &str) -> Result<Option<Upid>> {
+    pub async fn resize(
+        &self,
+        node: &str,
+        vmid: u32,
+        disk: &str,
+        size: &str,
+    ) -> Result<Option<Upid>> {
         todo!()
     }
     pub async fn start(&self, node: &str, vmid: u32) -> Result<Upid> {
         todo!()
     }
-    pub async fn shutdown(&self, node: &str, vmid: u32, timeout: Option<u32>, force_stop: bool) -> Result<Upid> {
+    pub async fn shutdown(
+        &self,
+        node: &str,
+        vmid: u32,
+        timeout: Option<u32>,
+        force_stop: bool,
+    ) -> Result<Upid> {
         todo!()
     }
     pub async fn stop(&self, node: &str, vmid: u32) -> Result<Upid> {
@@ -450,7 +462,11 @@ impl Client {
     pub async fn agent_ping(&self, node: &str, vmid: u32) -> Result<()> {
         todo!()
     }
-    pub async fn agent_network_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<AgentInterface>> {
+    pub async fn agent_network_interfaces(
+        &self,
+        node: &str,
+        vmid: u32,
+    ) -> Result<Vec<AgentInterface>> {
         todo!()
     }
     pub async fn agent_os_info(&self, node: &str, vmid: u32) -> Result<OsInfo> {
@@ -460,7 +476,13 @@ impl Client {
         todo!()
     }
     /// Starts `argv` in the guest; returns the pid for `agent_exec_status`.
-    pub async fn agent_exec(&self, node: &str, vmid: u32, argv: &[&str], input: Option<&str>) -> Result<u64> {
+    pub async fn agent_exec(
+        &self,
+        node: &str,
+        vmid: u32,
+        argv: &[&str],
+        input: Option<&str>,
+    ) -> Result<u64> {
         todo!()
     }
     pub async fn agent_exec_status(&self, node: &str, vmid: u32, pid: u64) -> Result<ExecStatus> {

@@ -1,0 +1,530 @@
+//! Scenarios: the cluster's shape, the latency model and the faults, from documented TOML files
+//! (`assets/scenarios/*.toml`, built in) or a user's file. Every field is public so tests can
+//! tweak a built-in scenario before starting a simulator.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::SimError;
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("fast", include_str!("../../assets/scenarios/fast.toml")),
+    (
+        "realistic",
+        include_str!("../../assets/scenarios/realistic.toml"),
+    ),
+    ("flaky", include_str!("../../assets/scenarios/flaky.toml")),
+    ("stuck", include_str!("../../assets/scenarios/stuck.toml")),
+    (
+        "cluster",
+        include_str!("../../assets/scenarios/cluster.toml"),
+    ),
+];
+
+const NAMES: &[&str] = &["fast", "realistic", "flaky", "stuck", "cluster"];
+
+/// A duration range in simulated seconds, drawn uniformly: `[min, max]` or a single number.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SpanRepr", into = "SpanRepr")]
+pub struct Span {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Span {
+    pub const fn fixed(v: f64) -> Span {
+        Span { min: v, max: v }
+    }
+    pub const fn new(min: f64, max: f64) -> Span {
+        Span { min, max }
+    }
+    pub fn draw(&self, rng: &mut impl rand::Rng) -> f64 {
+        super::clock::uniform(rng, self.min, self.max)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SpanRepr {
+    One(f64),
+    Two([f64; 2]),
+}
+
+impl TryFrom<SpanRepr> for Span {
+    type Error = String;
+    fn try_from(r: SpanRepr) -> Result<Span, String> {
+        let (min, max) = match r {
+            SpanRepr::One(v) => (v, v),
+            SpanRepr::Two([a, b]) => (a, b),
+        };
+        if !(min.is_finite() && max.is_finite()) || min < 0.0 || max < min {
+            return Err(format!(
+                "range [{min}, {max}] is invalid: use [min, max] with 0 <= min <= max (seconds)"
+            ));
+        }
+        Ok(Span { min, max })
+    }
+}
+
+impl From<Span> for SpanRepr {
+    fn from(s: Span) -> SpanRepr {
+        if s.min == s.max {
+            SpanRepr::One(s.min)
+        } else {
+            SpanRepr::Two([s.min, s.max])
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    #[serde(default = "default_storages")]
+    pub storages: Vec<StorageSpec>,
+    #[serde(default)]
+    pub template: TemplateSpec,
+    #[serde(default)]
+    pub timing: Timing,
+    #[serde(default)]
+    pub guest: GuestSpec,
+    #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
+    pub auth: AuthSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSpec {
+    /// Node names; the first is the node the API is served from.
+    pub nodes: Vec<String>,
+    /// Logical CPUs per node.
+    pub node_cpus: u32,
+    /// RAM per node, GiB.
+    pub node_memory_gib: u64,
+    /// Bridges present on every node.
+    pub bridges: Vec<String>,
+    /// Cluster name (shown in ticket responses); empty = standalone node.
+    pub name: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            nodes: vec!["pve1".into()],
+            node_cpus: 32,
+            node_memory_gib: 256,
+            bridges: vec!["vmbr0".into(), "vmbr1".into()],
+            name: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// LVM-thin: raw volumes `vm-<id>-disk-<n>`, thin provisioned, node local.
+    Lvmthin,
+    /// Directory: qcow2/raw files under `<id>/`, node local.
+    Dir,
+    /// NFS: like a directory, but shared by all nodes.
+    Nfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: StorageKind,
+    /// Content types; only storages with `images` hold VM disks.
+    pub content: Vec<String>,
+    /// Capacity, GiB.
+    pub size_gib: u64,
+    /// Write throughput shared by concurrent clones on this storage (MB/s, 10^6 bytes).
+    pub throughput_mb_s: f64,
+    /// Time one volume allocation holds the storage lock (simulated s).
+    #[serde(default = "default_alloc")]
+    pub alloc_s: Span,
+}
+
+fn default_alloc() -> Span {
+    Span::new(0.05, 0.2)
+}
+
+impl StorageSpec {
+    pub fn shared(&self) -> bool {
+        self.kind == StorageKind::Nfs
+    }
+    pub fn has_images(&self) -> bool {
+        self.content.iter().any(|c| c == "images")
+    }
+}
+
+/// The `fast` scenario's storages (a scenario without `[[storages]]` gets these).
+fn default_storages() -> Vec<StorageSpec> {
+    vec![
+        StorageSpec {
+            id: "ssd".into(),
+            kind: StorageKind::Lvmthin,
+            content: vec!["images".into(), "rootdir".into()],
+            size_gib: 3600,
+            throughput_mb_s: 65536.0,
+            alloc_s: default_alloc(),
+        },
+        StorageSpec {
+            id: "local".into(),
+            kind: StorageKind::Dir,
+            content: vec!["iso".into(), "vztmpl".into(), "backup".into()],
+            size_gib: 94,
+            throughput_mb_s: 150.0,
+            alloc_s: default_alloc(),
+        },
+        StorageSpec {
+            id: "shared".into(),
+            kind: StorageKind::Nfs,
+            content: vec!["images".into(), "iso".into()],
+            size_gib: 16000,
+            throughput_mb_s: 32768.0,
+            alloc_s: default_alloc(),
+        },
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateSpec {
+    pub vmid: u32,
+    pub name: String,
+    /// Storage of the template's disks (and so whether it may be cloned across nodes).
+    pub storage: String,
+    /// Node holding the template (default: the first node).
+    pub node: String,
+    /// Boot disk (`scsi0`) size, PVE notation (`128G`).
+    pub disk_size: String,
+    pub memory_mib: u64,
+    pub cores: u32,
+    pub sockets: u32,
+    pub bridge: String,
+}
+
+impl Default for TemplateSpec {
+    fn default() -> Self {
+        TemplateSpec {
+            vmid: 9000,
+            name: "ubuntu".into(),
+            storage: "ssd".into(),
+            node: String::new(),
+            disk_size: "128G".into(),
+            memory_mib: 2048,
+            cores: 2,
+            sockets: 1,
+            bridge: "vmbr1".into(),
+        }
+    }
+}
+
+/// Every duration of the model, simulated seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timing {
+    /// pvedaemon service time of an ordinary request (holds one of the node's 3 workers).
+    pub api_service_s: Span,
+    /// Extra service time of a clone POST (synchronous checks, fork).
+    pub clone_post_s: Span,
+    /// Fixed part of a full clone task besides copying (config, snapshots of metadata).
+    pub clone_overhead_s: Span,
+    /// Whole duration of a linked clone.
+    pub linked_clone_s: Span,
+    /// `qmstart` task duration (QEMU process start).
+    pub start_s: Span,
+    /// From start to the guest OS being up (firmware, kernel, systemd).
+    pub boot_s: Span,
+    /// From OS up to the guest agent answering.
+    pub agent_s: Span,
+    /// From agent up to the DHCP lease (IPv4 on the NIC).
+    pub dhcp_s: Span,
+    /// From agent up to cloud-init finishing (`cloud-init status --wait` returns).
+    pub cloud_init_s: Span,
+    /// Guest shutdown after an ACPI/agent request (once booted).
+    pub shutdown_s: Span,
+    /// `qmstop`, `qmdestroy`, `qmconfig`, `resize` task durations.
+    pub task_s: Span,
+    /// Runtime of a simulated guest command (guest-exec).
+    pub exec_s: Span,
+    /// pvestatd cycle: a new VM shows `status: unknown` in /cluster/resources until the next one.
+    pub pvestatd_interval_s: f64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            api_service_s: Span::new(0.003, 0.015),
+            clone_post_s: Span::new(0.05, 0.3),
+            clone_overhead_s: Span::new(0.5, 1.0),
+            linked_clone_s: Span::new(1.0, 3.0),
+            start_s: Span::new(0.5, 1.5),
+            boot_s: Span::new(1.5, 2.5),
+            agent_s: Span::new(1.0, 2.0),
+            dhcp_s: Span::new(0.5, 1.5),
+            cloud_init_s: Span::new(1.0, 3.0),
+            shutdown_s: Span::new(1.0, 3.0),
+            task_s: Span::new(0.2, 0.5),
+            exec_s: Span::new(0.05, 0.3),
+            pvestatd_interval_s: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestSpec {
+    /// Add a `docker0` interface with 172.17.0.1/16 (tests IP selection).
+    pub docker0: bool,
+    /// Guest NIC name as the agent reports it.
+    pub nic_name: String,
+}
+
+impl Default for GuestSpec {
+    fn default() -> Self {
+        GuestSpec {
+            docker0: false,
+            nic_name: "ens18".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOutage {
+    pub node: String,
+    /// Simulated second the node drops off the network.
+    pub at_s: f64,
+    /// Simulated second it comes back (never, when absent).
+    #[serde(default)]
+    pub until_s: Option<f64>,
+}
+
+/// Fault injection. Probabilities are per request (or per clone task) and drawn from the seeded RNG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// A protected request is never served: `596 Connection timed out` after the 30 s proxy timeout.
+    pub p_596: f64,
+    /// A node-bound request fails at once with `595 No route to host`.
+    pub p_595: f64,
+    /// A clone POST is performed, but its answer is lost: `596 Connection timed out`.
+    pub p_clone_response_lost: f64,
+    /// A config update waits 10 s for the config lock and fails `can't lock file … - got timeout`.
+    pub p_config_lock_timeout: f64,
+    /// A clone task waits 10 s for the storage allocation lock and fails.
+    pub p_storage_lock_timeout: f64,
+    /// A guest agent command (after a good ping) times out after 5 s.
+    pub p_agent_timeout: f64,
+    /// Clone ordinals (1 = the first clone accepted) whose guest agent never starts.
+    pub agent_never_up: Vec<usize>,
+    /// Clone ordinals whose guest never gets a DHCP lease.
+    pub ip_never: Vec<usize>,
+    /// Nodes that go offline at a simulated time.
+    pub node_offline: Vec<NodeOutage>,
+}
+
+/// Extra identities (tests of permissions). Tokens from `SimOptions` always have full rights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSpec {
+    pub tokens: Vec<TokenSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// `user@realm!tokenid`
+    pub id: String,
+    pub secret: String,
+    /// Privilege separation: the token has only `privileges` (on every path).
+    #[serde(default = "yes")]
+    pub privsep: bool,
+    #[serde(default)]
+    pub privileges: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Scenario {
+    /// A scenario shipped with the simulator (see [`Scenario::names`]).
+    pub fn builtin(name: &str) -> Result<Scenario, SimError> {
+        let text = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| SimError::UnknownScenario {
+                name: name.to_string(),
+                known: NAMES.join(", "),
+            })?;
+        Scenario::parse(text, &format!("built-in '{name}'"))
+    }
+
+    /// A scenario from a TOML file.
+    pub fn load(path: &Path) -> Result<Scenario, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::ScenarioRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::parse(&text, &path.display().to_string())
+    }
+
+    /// A built-in name, or else a path.
+    pub fn by_name_or_path(arg: &str) -> Result<Scenario, SimError> {
+        if NAMES.contains(&arg) {
+            return Scenario::builtin(arg);
+        }
+        let path = Path::new(arg);
+        if path.exists() || arg.ends_with(".toml") {
+            return Scenario::load(path);
+        }
+        Err(SimError::UnknownScenario {
+            name: arg.to_string(),
+            known: NAMES.join(", "),
+        })
+    }
+
+    pub fn names() -> &'static [&'static str] {
+        NAMES
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, SimError> {
+        let sc: Scenario = toml::from_str(text).map_err(|e| SimError::ScenarioInvalid {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        sc.validate().map_err(|message| SimError::ScenarioInvalid {
+            origin: origin.to_string(),
+            message,
+        })?;
+        Ok(sc)
+    }
+
+    /// Consistency checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster.nodes.is_empty() {
+            return Err("cluster.nodes is empty: list at least one node, e.g. [\"pve1\"]".into());
+        }
+        for n in &self.cluster.nodes {
+            if !super::params::is_node_name(n) {
+                return Err(format!(
+                    "cluster.nodes: '{n}' is not a valid node name (letters, digits, '-')"
+                ));
+            }
+        }
+        let sid = &self.template.storage;
+        let Some(st) = self.storages.iter().find(|s| &s.id == sid) else {
+            return Err(format!(
+                "template.storage = '{sid}' is not one of the [[storages]] ids"
+            ));
+        };
+        if !st.has_images() {
+            return Err(format!(
+                "template.storage = '{sid}': that storage has no 'images' content"
+            ));
+        }
+        if !self.template.node.is_empty() && !self.cluster.nodes.contains(&self.template.node) {
+            return Err(format!(
+                "template.node = '{}' is not in cluster.nodes",
+                self.template.node
+            ));
+        }
+        if super::vmconfig::parse_size(&self.template.disk_size).is_none() {
+            return Err(format!(
+                "template.disk_size = '{}' is not a size like 128G",
+                self.template.disk_size
+            ));
+        }
+        if !(100..=999_999_999).contains(&self.template.vmid) {
+            return Err(format!(
+                "template.vmid = {} is outside 100..=999999999",
+                self.template.vmid
+            ));
+        }
+        for s in &self.storages {
+            if s.throughput_mb_s.is_nan() || s.throughput_mb_s <= 0.0 {
+                return Err(format!("storages '{}': throughput_mb_s must be > 0", s.id));
+            }
+        }
+        for o in &self.faults.node_offline {
+            if !self.cluster.nodes.contains(&o.node) {
+                return Err(format!(
+                    "faults.node_offline: node '{}' is not in cluster.nodes",
+                    o.node
+                ));
+            }
+        }
+        for (k, p) in [
+            ("p_596", self.faults.p_596),
+            ("p_595", self.faults.p_595),
+            ("p_clone_response_lost", self.faults.p_clone_response_lost),
+            ("p_config_lock_timeout", self.faults.p_config_lock_timeout),
+            ("p_storage_lock_timeout", self.faults.p_storage_lock_timeout),
+            ("p_agent_timeout", self.faults.p_agent_timeout),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("faults.{k} = {p} is not a probability in [0, 1]"));
+            }
+        }
+        if self.timing.pvestatd_interval_s.is_nan() || self.timing.pvestatd_interval_s <= 0.0 {
+            return Err("timing.pvestatd_interval_s must be > 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn template_node(&self) -> &str {
+        if self.template.node.is_empty() {
+            &self.cluster.nodes[0]
+        } else {
+            &self.template.node
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_scenario_parses() {
+        for name in Scenario::names() {
+            let sc = Scenario::builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&sc.name, name);
+        }
+    }
+
+    #[test]
+    fn unknown_scenario_names_the_choices() {
+        let err = Scenario::builtin("nope").unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("realistic"), "{err}");
+    }
+
+    #[test]
+    fn bad_range_is_rejected_with_the_key() {
+        let err = Scenario::parse("name = \"x\"\n[timing]\nboot_s = [5, 1]\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("boot_s") || err.contains("[5, 1]"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = Scenario::parse("name = \"x\"\n[timing]\nboot = 1\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("boot"), "{err}");
+    }
+}

@@ -1,0 +1,157 @@
+//! `/sim/stats`: what the simulator saw (requests per endpoint, pvedaemon worker time, peak
+//! concurrency, clones per name) and each VM's timeline and drawn durations, so benchmarks can
+//! compare a rollout with its critical-path lower bound.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::Shared;
+use super::daemon::DaemonStats;
+
+/// One VM's record. Times are simulated seconds since the simulator started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    /// 1-based order in which its clone POST was accepted.
+    pub clone_index: Option<usize>,
+    /// When the clone task finished successfully (= clone_finished_at).
+    pub cloned_at: Option<f64>,
+    pub clone_started_at: Option<f64>,
+    pub clone_finished_at: Option<f64>,
+    /// Latest start (qmstart task done).
+    pub started_at: Option<f64>,
+    pub agent_up_at: Option<f64>,
+    pub ip_at: Option<f64>,
+    /// First successful agent call after the latest start.
+    pub first_agent_ok_at: Option<f64>,
+    pub destroyed_at: Option<f64>,
+    /// Uncontended clone duration (copy at the storage's full throughput + overhead).
+    pub clone_s: f64,
+    pub boot_s: f64,
+    pub agent_s: f64,
+    pub dhcp_s: f64,
+    /// Whether the scenario withholds its agent / its IP forever.
+    pub agent_never: bool,
+    pub ip_never: bool,
+    #[serde(skip)]
+    pub(crate) agent_up_plan: Option<f64>,
+    #[serde(skip)]
+    pub(crate) ip_plan: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SimStats {
+    pub requests_total: u64,
+    /// `"GET /nodes/{node}/qemu/{vmid}/status/current"` → count.
+    pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// Simulated seconds pvedaemon workers were busy, all nodes.
+    pub worker_seconds: f64,
+    /// Most HTTP requests being handled at once.
+    pub peak_in_flight: u64,
+    /// Clone name → clone POSTs accepted.
+    pub clones_by_name: BTreeMap<String, u64>,
+    pub vms: Vec<VmStats>,
+    /// HTTP status → count.
+    pub responses_by_status: BTreeMap<u16, u64>,
+    pub nodes: BTreeMap<String, DaemonStats>,
+    pub now: f64,
+    pub scenario: String,
+    pub seed: u64,
+    pub time_scale: f64,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    total: AtomicU64,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+    by_endpoint: Mutex<BTreeMap<String, u64>>,
+    by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Counts one request in flight while alive.
+pub struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    pub fn begin(&self) -> InFlight<'_> {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn endpoint(&self, key: String) {
+        *self
+            .by_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub fn status(&self, code: u16) {
+        *self
+            .by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+}
+
+pub fn snapshot(shared: &Shared) -> SimStats {
+    let now = shared.clock.now();
+    let c = &shared.counters;
+    let nodes: BTreeMap<String, DaemonStats> = shared
+        .daemons
+        .iter()
+        .map(|(n, d)| (n.clone(), d.stats()))
+        .collect();
+    let (vms, clones_by_name) = {
+        let st = shared.state();
+        let vms = st
+            .vm_stats
+            .values()
+            .map(|v| {
+                let mut v = v.clone();
+                v.agent_up_at = v.agent_up_plan.filter(|t| *t <= now);
+                v.ip_at = v.ip_plan.filter(|t| *t <= now);
+                v
+            })
+            .collect();
+        (vms, st.clones_by_name.clone())
+    };
+    SimStats {
+        requests_total: c.total.load(Ordering::Relaxed),
+        requests_by_endpoint: c
+            .by_endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        worker_seconds: nodes.values().map(|d| d.worker_seconds).sum(),
+        peak_in_flight: c.peak.load(Ordering::Relaxed),
+        clones_by_name,
+        vms,
+        responses_by_status: c
+            .by_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        nodes,
+        now,
+        scenario: shared.scenario.name.clone(),
+        seed: shared.seed,
+        time_scale: shared.clock.scale(),
+    }
+}
