@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::{Command, Event, Phase, VmState};
+use pve_rollout::sim::scenario::{Scenario, Span};
 
 const SCALE: f64 = 0.02;
 
@@ -206,49 +207,57 @@ async fn skip_takes_a_vm_out_and_the_rest_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_reruns_a_failed_vm_from_its_failed_phase_reusing_it() {
-    // VM 0's agent check times out at once (agent_timeout 0s), then a retry with the agent up
-    // verifies it, reusing the same VM (cloned once).
+    // Agents answer 8 s after the OS is up, but the agent timeout is 3 s: the first attempt
+    // fails in awaiting-agent. Retrying then (as an operator would) finds the agent up and
+    // verifies the same VM: nothing is cloned again.
+    let mut scenario = Scenario::builtin("fast").unwrap();
+    scenario.timing.agent_s = Span::fixed(8.0);
     let mut s = settings(2, "pipelined");
-    s.agent_timeout = "1s".into();
-    let h = Harness::start("fast", 2, SCALE, s).await;
+    s.agent_timeout = "3s".into();
+    let h = Harness::start_with(scenario, 2, SCALE, s).await;
     let (summary, events) = h
         .run(true, |mut rx, tx| async move {
             let mut all = Vec::new();
-            let mut retried = Vec::new();
             let mut finishes = 0;
             while let Some(e) = rx.recv().await {
-                match &e {
-                    Event::VmState { vm, state: VmState::Failed { phase: Phase::AwaitingAgent, .. }, .. } => {
-                        retried.push(*vm);
-                    }
-                    Event::Finished { summary } => {
-                        finishes += 1;
-                        let failed: Vec<usize> = summary.vms.iter().enumerate().filter(|(_, v)| v.state == "failed").map(|(i, _)| i).collect();
-                        if failed.is_empty() || finishes > 3 {
-                            drop(tx);
+                if let Event::Finished { summary } = &e {
+                    finishes += 1;
+                    let failed: Vec<usize> = (0..summary.vms.len())
+                        .filter(|&i| summary.vms[i].state == "failed")
+                        .collect();
+                    if failed.is_empty() || finishes > 4 {
+                        // Closing the command channel ends a lingering engine.
+                        drop(tx);
+                        all.push(e);
+                        while let Some(e) = rx.recv().await {
                             all.push(e);
-                            // The engine ends once we stop commanding it.
-                            while let Some(e) = rx.recv().await { all.push(e); }
-                            return all;
                         }
-                        for vm in failed {
-                            tx.send(Command::Retry(vm)).unwrap();
-                        }
+                        return all;
                     }
-                    _ => {}
+                    for vm in failed {
+                        tx.send(Command::Retry(vm)).unwrap();
+                    }
                 }
                 all.push(e);
             }
             all
         })
         .await;
-    // A 1 s agent timeout fails the first attempt; retries after the agent is up verify.
-    assert!(events.iter().any(|e| matches!(e, Event::Attempt { attempt: 2, .. })), "a retry happened");
+    let first_fail = first_state(&events, 0, |s| {
+        matches!(s, VmState::Failed { phase: Phase::AwaitingAgent, .. })
+    });
+    assert!(first_fail.is_some(), "the first attempt failed waiting for the agent");
+    assert!(events.iter().any(|e| matches!(e, Event::Attempt { vm: 0, attempt: 2 })));
     assert_eq!(states(&summary), ["verified"; 2], "{summary:#?}");
+    assert!(summary.vms[0].attempts >= 2);
     let stats = h.sim.stats();
     for vm in &summary.vms {
-        assert_eq!(stats.clones_by_name.get(&vm.name).copied(), Some(1), "{} reused, not re-cloned", vm.name);
-        assert!(vm.attempts >= 1);
+        assert_eq!(
+            stats.clones_by_name.get(&vm.name).copied(),
+            Some(1),
+            "{} reused, not cloned again",
+            vm.name
+        );
     }
 }
 
