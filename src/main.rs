@@ -138,12 +138,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Diagnostics (`RUST_LOG`) go to stderr in headless runs; the dashboard owns the terminal, so
-/// there they go to its log panes.
+/// Diagnostics (`RUST_LOG`) go to stderr in headless runs. The dashboard owns the terminal, so
+/// there they go to `pve-rollout-debug.log`, and only when `RUST_LOG` asks for them.
 fn init_tracing(dashboard: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     if dashboard {
-        ui::init_logging();
+        let Ok(filter) = EnvFilter::try_from_default_env() else {
+            return;
+        };
+        match std::fs::File::create("pve-rollout-debug.log") {
+            Ok(file) => {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_ansi(false)
+                    .try_init();
+            }
+            Err(e) => eprintln!("warning: RUST_LOG set but pve-rollout-debug.log: {e}"),
+        }
         return;
     }
     let filter =
@@ -270,7 +282,7 @@ async fn roll_out(
         let outcome = ui::run(
             event_rx,
             command_tx,
-            ui::UiOptions::new(title, no_color()),
+            ui::UiOptions::new(title),
         )
         .await
         .map_err(|e| {
@@ -297,9 +309,6 @@ async fn roll_out(
     }
 }
 
-fn no_color() -> bool {
-    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
-}
 
 async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
     let scenario = sim::Scenario::builtin(&args.scenario)
