@@ -10,3 +10,4 @@ pub mod headless;
 pub mod pve;
 pub mod report;
 pub mod sim;
+pub mod ui;

@@ -1,0 +1,145 @@
+//! Frame time of the dashboard: build + render + diff of one frame into a 120x40 `TestBackend`,
+//! at 50 and 1000 VMs with a full log buffer (10 000 lines), one engine event between frames.
+//! Run with `cargo run --release --example ui_frame_time`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use pve_rollout::engine::event::{Event, Level, Phase, PlannedVm, VmState};
+use pve_rollout::ui::model::Model;
+use pve_rollout::ui::theme::Theme;
+use pve_rollout::ui::update::{Msg, update};
+use pve_rollout::ui::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const FRAMES: usize = 2000;
+
+fn main() {
+    for (vms, mode) in [
+        (50, "grid"),
+        (1000, "grid"),
+        (1000, "timeline"),
+        (1000, "search"),
+    ] {
+        let (mut model, start) = fleet(vms);
+        match mode {
+            "timeline" => {
+                update(&mut model, key('t'));
+            }
+            "search" => {
+                for c in "/agent ping".chars() {
+                    update(&mut model, key(c));
+                }
+                update(
+                    &mut model,
+                    Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+                );
+                update(&mut model, key('N'));
+            }
+            _ => {}
+        }
+        let theme = Theme::new(false);
+        let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("backend");
+        terminal
+            .draw(|f| view::draw(f, &model, &theme))
+            .expect("draw");
+        let mut times = Vec::with_capacity(FRAMES);
+        for i in 0..FRAMES {
+            model.now = start + Duration::from_millis(600_000 + i as u64 * 100);
+            update(&mut model, Msg::Engine(step(i, vms)));
+            let t = Instant::now();
+            terminal
+                .draw(|f| view::draw(f, &model, &theme))
+                .expect("draw");
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let pick = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        println!(
+            "{vms:>5} VMs, {mode:<8} 120x40, 10k log lines: median {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            pick(0.5),
+            pick(0.95),
+            pick(0.99),
+            pick(1.0)
+        );
+    }
+}
+
+fn key(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
+}
+
+/// `vms` VMs spread over the phases, 10 000 log lines.
+fn fleet(vms: usize) -> (Model, SystemTime) {
+    let start = SystemTime::now();
+    let mut m = Model::new("pve-rollout", start);
+    m.size = (120, 40);
+    let plan = (0..vms)
+        .map(|i| PlannedVm {
+            index: i,
+            name: format!("ubuntu-opentofu-{}", i + 1),
+            vmid: 100 + i as u32,
+            node: format!("pve{}", i % 8 + 1),
+        })
+        .collect();
+    update(
+        &mut m,
+        Msg::Engine(Event::Planned {
+            rollout: "bench".into(),
+            cluster: "sim".into(),
+            vms: plan,
+        }),
+    );
+    for i in 0..vms {
+        let phase = Phase::ALL[i % Phase::ALL.len()];
+        let at = start + Duration::from_secs(i as u64);
+        update(
+            &mut m,
+            Msg::Engine(Event::VmState {
+                vm: i,
+                state: VmState::Active { phase },
+                at,
+            }),
+        );
+        if phase >= Phase::IpFound {
+            update(
+                &mut m,
+                Msg::Engine(Event::VmIp {
+                    vm: i,
+                    ip: format!("10.20.{}.{}", i / 250, i % 250),
+                    candidates: vec![],
+                }),
+            );
+        }
+    }
+    for n in 0..10_000 {
+        update(&mut m, Msg::Engine(log_line(n, vms)));
+    }
+    update(&mut m, Msg::Resize(120, 40));
+    m.select(vms / 2);
+    (m, start)
+}
+
+fn log_line(n: usize, vms: usize) -> Event {
+    let level = [Level::Info, Level::Success, Level::Warning, Level::Error][n % 4];
+    Event::Log {
+        vm: Some(n % vms),
+        level,
+        text: format!("line {n}: agent ping 1/3 ok, waiting for the stabilisation period"),
+    }
+}
+
+/// Alternate a state change and a log line.
+fn step(i: usize, vms: usize) -> Event {
+    if i.is_multiple_of(2) {
+        let phase = Phase::ALL[(i / 2) % Phase::ALL.len()];
+        Event::VmState {
+            vm: (i * 7) % vms,
+            state: VmState::Active { phase },
+            at: SystemTime::now(),
+        }
+    } else {
+        log_line(i, vms)
+    }
+}

@@ -1,0 +1,592 @@
+//! Everything the dashboard shows, and nothing about the terminal. `update` changes it, the views
+//! read it. Time comes from `now`, which the run loop (or a test) sets: views never read a clock.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::engine::event::{Phase, PlannedVm, VmIndex, VmState};
+
+use super::layout;
+use super::logs::{LogLine, LogStore, VM_LOG_CAPACITY};
+use super::text;
+
+/// Task log lines kept per VM (the detail pane shows the tail).
+pub const TASK_LOG_CAPACITY: usize = 50;
+
+/// A VM's state as the screen shows it: the phase it works in, or a side state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    Queued,
+    Cloning,
+    Configuring,
+    Booting,
+    AwaitingAgent,
+    IpFound,
+    Verifying,
+    Verified,
+    Paused,
+    Failed,
+    Skipped,
+}
+
+impl StateKind {
+    pub const COUNT: usize = 11;
+    pub const ALL: [StateKind; StateKind::COUNT] = [
+        StateKind::Queued,
+        StateKind::Cloning,
+        StateKind::Configuring,
+        StateKind::Booting,
+        StateKind::AwaitingAgent,
+        StateKind::IpFound,
+        StateKind::Verifying,
+        StateKind::Verified,
+        StateKind::Paused,
+        StateKind::Failed,
+        StateKind::Skipped,
+    ];
+
+    pub fn of(state: &VmState) -> Self {
+        match state {
+            VmState::Active { phase } => Self::of_phase(*phase),
+            VmState::Paused { .. } => StateKind::Paused,
+            VmState::Failed { .. } => StateKind::Failed,
+            VmState::Skipped { .. } => StateKind::Skipped,
+        }
+    }
+
+    pub fn of_phase(phase: Phase) -> Self {
+        match phase {
+            Phase::Queued => StateKind::Queued,
+            Phase::Cloning => StateKind::Cloning,
+            Phase::Configuring => StateKind::Configuring,
+            Phase::Booting => StateKind::Booting,
+            Phase::AwaitingAgent => StateKind::AwaitingAgent,
+            Phase::IpFound => StateKind::IpFound,
+            Phase::Verifying => StateKind::Verifying,
+            Phase::Verified => StateKind::Verified,
+        }
+    }
+
+    /// The word shown for it (`Phase::as_str` for phases: `IP-found` keeps the mission's spelling).
+    pub fn label(self) -> &'static str {
+        match self {
+            StateKind::Queued => Phase::Queued.as_str(),
+            StateKind::Cloning => Phase::Cloning.as_str(),
+            StateKind::Configuring => Phase::Configuring.as_str(),
+            StateKind::Booting => Phase::Booting.as_str(),
+            StateKind::AwaitingAgent => Phase::AwaitingAgent.as_str(),
+            StateKind::IpFound => Phase::IpFound.as_str(),
+            StateKind::Verifying => Phase::Verifying.as_str(),
+            StateKind::Verified => Phase::Verified.as_str(),
+            StateKind::Paused => "paused",
+            StateKind::Failed => "failed",
+            StateKind::Skipped => "skipped",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Working on something right now (the spinner turns).
+    pub fn is_busy(self) -> bool {
+        matches!(
+            self,
+            StateKind::Cloning
+                | StateKind::Configuring
+                | StateKind::Booting
+                | StateKind::AwaitingAgent
+                | StateKind::IpFound
+                | StateKind::Verifying
+        )
+    }
+
+    /// Nothing more happens without a command.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            StateKind::Verified | StateKind::Failed | StateKind::Skipped
+        )
+    }
+}
+
+/// One grid row: what the engine told us about a VM, plus display strings cached when it changes.
+#[derive(Debug, Clone)]
+pub struct VmRow {
+    pub name: String,
+    pub vmid: u32,
+    pub node: String,
+    /// `vmid` as text, cached.
+    pub vmid_text: String,
+    pub state: VmState,
+    pub kind: StateKind,
+    /// When the current state began.
+    pub since: SystemTime,
+    /// When each phase was last entered (indexed by `Phase as usize`).
+    pub entered: [Option<SystemTime>; Phase::ALL.len()],
+    /// Every state change, oldest first: the timeline and the phase durations come from it.
+    pub history: Vec<(SystemTime, StateKind)>,
+    pub ip: Option<String>,
+    pub candidates: Vec<String>,
+    pub attempts: u32,
+    /// `attempts` as text (empty while 0), cached.
+    pub attempts_text: String,
+    pub uname: Option<String>,
+    pub os: Option<String>,
+    pub last_error: Option<String>,
+    pub task_log: VecDeque<String>,
+    pub log: VecDeque<Arc<LogLine>>,
+}
+
+impl VmRow {
+    pub fn new(vm: &PlannedVm, at: SystemTime) -> Self {
+        VmRow {
+            name: text::clean(&vm.name),
+            vmid: vm.vmid,
+            node: text::clean(&vm.node),
+            vmid_text: vm.vmid.to_string(),
+            state: VmState::Active {
+                phase: Phase::Queued,
+            },
+            kind: StateKind::Queued,
+            since: at,
+            entered: [None; Phase::ALL.len()],
+            history: vec![(at, StateKind::Queued)],
+            ip: None,
+            candidates: Vec::new(),
+            attempts: 0,
+            attempts_text: String::new(),
+            uname: None,
+            os: None,
+            last_error: None,
+            task_log: VecDeque::new(),
+            log: VecDeque::new(),
+        }
+    }
+
+    pub fn set_state(&mut self, state: VmState, at: SystemTime) {
+        let kind = StateKind::of(&state);
+        if let VmState::Active { phase } = &state {
+            self.entered[*phase as usize] = Some(at);
+            if *phase != Phase::Queued && self.attempts == 0 {
+                self.set_attempts(1);
+            }
+        }
+        if let VmState::Failed { reason, .. } = &state {
+            self.last_error = Some(text::clean(reason));
+        }
+        if kind != self.kind || state != self.state {
+            self.since = at;
+            self.history.push((at, kind));
+        }
+        self.kind = kind;
+        self.state = state;
+    }
+
+    pub fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+        self.attempts_text = if attempts == 0 {
+            String::new()
+        } else {
+            attempts.to_string()
+        };
+    }
+
+    pub fn push_log(&mut self, line: Arc<LogLine>) {
+        if self.log.len() == VM_LOG_CAPACITY {
+            self.log.pop_front();
+        }
+        self.log.push_back(line);
+    }
+
+    /// Time spent in each phase the VM has been in (pauses count toward the phase they hold),
+    /// in phase order; the current phase runs to `now`.
+    pub fn phase_durations(&self, now: SystemTime) -> Vec<(Phase, Duration, bool)> {
+        let mut spent: [Option<Duration>; Phase::ALL.len()] = [None; Phase::ALL.len()];
+        let mut current = None;
+        for (i, (at, kind)) in self.history.iter().enumerate() {
+            let phase = match kind {
+                StateKind::Paused => self.paused_phase_at(i),
+                StateKind::Failed | StateKind::Skipped | StateKind::Verified => None,
+                StateKind::Queued => None,
+                busy => Some(phase_of(*busy)),
+            };
+            let Some(phase) = phase else { continue };
+            let end = match self.history.get(i + 1) {
+                Some((next, _)) => *next,
+                None => {
+                    current = Some(phase);
+                    now
+                }
+            };
+            let slot = &mut spent[phase as usize];
+            *slot = Some(slot.unwrap_or_default() + text::since(*at, end));
+        }
+        Phase::ALL
+            .iter()
+            .filter_map(|p| spent[*p as usize].map(|d| (*p, d, current == Some(*p))))
+            .collect()
+    }
+
+    /// The phase a pause in `history[i]` holds: the last busy phase before it, or the state's own.
+    fn paused_phase_at(&self, i: usize) -> Option<Phase> {
+        if i + 1 == self.history.len()
+            && let VmState::Paused { phase } = &self.state
+        {
+            return Some(*phase).filter(|p| *p != Phase::Queued);
+        }
+        self.history[..i]
+            .iter()
+            .rev()
+            .find(|(_, k)| k.is_busy())
+            .map(|(_, k)| phase_of(*k))
+    }
+
+    /// The state at time `t` (for the timeline): `None` before the VM was planned.
+    pub fn kind_at(&self, t: SystemTime) -> Option<StateKind> {
+        let idx = self.history.partition_point(|(at, _)| *at <= t);
+        idx.checked_sub(1).map(|i| self.history[i].1)
+    }
+}
+
+/// The phase of a busy (or verified/queued) kind.
+pub fn phase_of(kind: StateKind) -> Phase {
+    match kind {
+        StateKind::Cloning => Phase::Cloning,
+        StateKind::Configuring => Phase::Configuring,
+        StateKind::Booting => Phase::Booting,
+        StateKind::AwaitingAgent => Phase::AwaitingAgent,
+        StateKind::IpFound => Phase::IpFound,
+        StateKind::Verifying => Phase::Verifying,
+        StateKind::Verified => Phase::Verified,
+        _ => Phase::Queued,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMode {
+    /// Grid and detail pane.
+    Grid,
+    /// Gantt chart of phases per VM over wall time.
+    Timeline,
+}
+
+/// What sits on top of the dashboard and takes the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    /// "Abort and quit?"; Cancel has the focus unless `abort_focused`.
+    ConfirmQuit {
+        abort_focused: bool,
+    },
+    /// Typing a search query.
+    SearchInput,
+}
+
+/// Search over our own log buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// The query being typed (while `Overlay::SearchInput`).
+    pub input: String,
+    /// The committed query; while set, the all-VMs pane shows the search view.
+    pub query: Option<String>,
+    /// Seqs of matching lines, oldest first.
+    pub matches: VecDeque<u64>,
+    /// Index into `matches` of the current one.
+    pub current: usize,
+    /// Extra lines scrolled away from the current match (PgUp/PgDn, wheel).
+    pub scroll: isize,
+}
+
+impl Search {
+    pub fn current_seq(&self) -> Option<u64> {
+        self.matches.get(self.current).copied()
+    }
+}
+
+pub struct Model {
+    /// Shown first in the header (e.g. `pve-rollout`).
+    pub title: String,
+    pub rollout: String,
+    pub cluster: String,
+    /// The clock, set by the run loop (or a test) before each update.
+    pub now: SystemTime,
+    /// When the plan arrived.
+    pub started: Option<SystemTime>,
+    /// When `Finished` arrived (freezes the elapsed time).
+    pub finished_at: Option<SystemTime>,
+    pub vms: Vec<VmRow>,
+    /// Width of the VM name column (longest name, capped).
+    pub name_width: usize,
+    /// Width of the node column (longest node name, capped).
+    pub node_width: usize,
+    /// VMs per [`StateKind`], kept up to date on each change.
+    pub counts: [usize; StateKind::COUNT],
+    /// API requests so far, from the engine's `Progress`.
+    pub requests: u64,
+    pub paused_all: bool,
+    pub selected: usize,
+    /// First VM row shown in the grid and the timeline.
+    pub offset: usize,
+    pub view: ViewMode,
+    pub overlay: Overlay,
+    pub help_scroll: u16,
+    pub search: Search,
+    pub logs: LogStore,
+    /// The all-VMs pane is paged back (not following the tail).
+    pub log_paged: bool,
+    pub finished: bool,
+    /// "3 verified, 1 failed" from the final summary.
+    pub outcome: Option<String>,
+    /// The event channel closed without `Finished`.
+    pub engine_gone: bool,
+    /// Abort sent; waiting for `Finished` to exit.
+    pub aborting: bool,
+    /// Ctrl-C presses not yet cancelled (the second one forces the exit).
+    pub interrupts: u8,
+    /// Summary files the engine wrote last.
+    pub exported: Vec<PathBuf>,
+    /// One-line feedback in the footer until the next key.
+    pub flash: Option<String>,
+    /// Terminal size (columns, rows).
+    pub size: (u16, u16),
+}
+
+impl Model {
+    pub fn new(title: impl Into<String>, now: SystemTime) -> Self {
+        Model {
+            title: title.into(),
+            rollout: String::new(),
+            cluster: String::new(),
+            now,
+            started: None,
+            finished_at: None,
+            vms: Vec::new(),
+            name_width: 8,
+            node_width: 4,
+            counts: [0; StateKind::COUNT],
+            requests: 0,
+            paused_all: false,
+            selected: 0,
+            offset: 0,
+            view: ViewMode::Grid,
+            overlay: Overlay::None,
+            help_scroll: 0,
+            search: Search::default(),
+            logs: LogStore::new(),
+            log_paged: false,
+            finished: false,
+            outcome: None,
+            engine_gone: false,
+            aborting: false,
+            interrupts: 0,
+            exported: Vec::new(),
+            flash: None,
+            size: (120, 40),
+        }
+    }
+
+    pub fn count(&self, kind: StateKind) -> usize {
+        self.counts[kind.index()]
+    }
+
+    /// VMs not yet verified, failed or skipped.
+    pub fn unsettled(&self) -> usize {
+        self.vms.len()
+            - self.count(StateKind::Verified)
+            - self.count(StateKind::Failed)
+            - self.count(StateKind::Skipped)
+    }
+
+    /// VMs started and not settled (busy or paused).
+    pub fn in_flight(&self) -> usize {
+        self.unsettled() - self.count(StateKind::Queued)
+    }
+
+    /// The engine will send nothing more that matters: `q` quits at once.
+    pub fn is_over(&self) -> bool {
+        self.finished || self.engine_gone
+    }
+
+    pub fn selected_vm(&self) -> Option<&VmRow> {
+        self.vms.get(self.selected)
+    }
+
+    /// Since the plan arrived, frozen at the finish.
+    pub fn elapsed(&self) -> Duration {
+        match self.started {
+            Some(start) => text::since(start, self.finished_at.unwrap_or(self.now)),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Rows of VMs the grid (or timeline) shows at the current size.
+    pub fn visible_rows(&self) -> usize {
+        layout::compute(self.size.0, self.size.1, self.view)
+            .map(|a| usize::from(layout::list_rows(&a).height))
+            .unwrap_or(0)
+    }
+
+    /// Range of VM indices on screen.
+    pub fn visible_range(&self) -> std::ops::Range<usize> {
+        let start = self.offset.min(self.vms.len());
+        start..(start + self.visible_rows()).min(self.vms.len())
+    }
+
+    /// How often to wake up with nothing else happening: 100 ms while a spinner is on screen,
+    /// 1 s while VMs are in flight (timers), never once the rollout is over or idle.
+    pub fn tick_interval(&self) -> Option<Duration> {
+        if self.is_over() || self.unsettled() == 0 {
+            return None;
+        }
+        let spinner_visible = self.view == ViewMode::Grid
+            && self.vms[self.visible_range()]
+                .iter()
+                .any(|vm| vm.kind.is_busy());
+        Some(if spinner_visible {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        })
+    }
+
+    /// Select VM `index` (clamped) and scroll it into view.
+    pub fn select(&mut self, index: usize) {
+        if self.vms.is_empty() {
+            return;
+        }
+        self.selected = index.min(self.vms.len() - 1);
+        self.keep_selection_visible();
+    }
+
+    pub fn keep_selection_visible(&mut self) {
+        let rows = self.visible_rows().max(1);
+        if self.selected < self.offset {
+            self.offset = self.selected;
+        } else if self.selected >= self.offset + rows {
+            self.offset = self.selected + 1 - rows;
+        }
+        self.clamp_offset();
+    }
+
+    /// Never scroll past the last row.
+    pub fn clamp_offset(&mut self) {
+        let rows = self.visible_rows().max(1);
+        self.offset = self.offset.min(self.vms.len().saturating_sub(rows));
+    }
+
+    /// Move VM `vm` to `state`, keeping the counts right.
+    pub fn set_vm_state(&mut self, vm: VmIndex, state: VmState, at: SystemTime) {
+        let Some(row) = self.vms.get_mut(vm) else {
+            return;
+        };
+        self.counts[row.kind.index()] -= 1;
+        row.set_state(state, at);
+        self.counts[row.kind.index()] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn planned() -> PlannedVm {
+        PlannedVm {
+            index: 0,
+            name: "web-1".into(),
+            vmid: 101,
+            node: "pve1".into(),
+        }
+    }
+
+    fn active(phase: Phase) -> VmState {
+        VmState::Active { phase }
+    }
+
+    #[test]
+    fn phase_durations_add_up_across_pauses_and_retries() {
+        let mut vm = VmRow::new(&planned(), t(0));
+        vm.set_state(active(Phase::Cloning), t(10));
+        vm.set_state(
+            VmState::Paused {
+                phase: Phase::Cloning,
+            },
+            t(15),
+        );
+        vm.set_state(active(Phase::Cloning), t(20));
+        vm.set_state(active(Phase::Booting), t(30));
+        vm.set_state(
+            VmState::Failed {
+                phase: Phase::Booting,
+                reason: "boot\ntimeout".into(),
+            },
+            t(40),
+        );
+        vm.set_state(active(Phase::Booting), t(50));
+        let d = vm.phase_durations(t(53));
+        assert_eq!(
+            d,
+            [
+                (Phase::Cloning, Duration::from_secs(20), false),
+                (Phase::Booting, Duration::from_secs(13), true),
+            ]
+        );
+        assert_eq!(vm.last_error.as_deref(), Some("boot timeout"));
+        assert_eq!(vm.entered[Phase::Booting as usize], Some(t(50)));
+        assert_eq!(vm.attempts_text, "1");
+    }
+
+    #[test]
+    fn the_state_at_a_time_comes_from_the_history() {
+        let mut vm = VmRow::new(&planned(), t(0));
+        vm.set_state(active(Phase::Cloning), t(10));
+        vm.set_state(active(Phase::Verified), t(20));
+        assert_eq!(vm.kind_at(t(0) - Duration::from_secs(1)), None);
+        assert_eq!(vm.kind_at(t(5)), Some(StateKind::Queued));
+        assert_eq!(vm.kind_at(t(10)), Some(StateKind::Cloning));
+        assert_eq!(vm.kind_at(t(25)), Some(StateKind::Verified));
+    }
+
+    #[test]
+    fn a_repeated_state_is_not_a_new_transition() {
+        let mut vm = VmRow::new(&planned(), t(0));
+        vm.set_state(active(Phase::Booting), t(10));
+        vm.set_state(active(Phase::Booting), t(12));
+        assert_eq!(vm.history.len(), 2);
+        assert_eq!(vm.since, t(10));
+    }
+
+    #[test]
+    fn state_words_are_the_missions() {
+        let words: Vec<&str> = [
+            StateKind::Cloning,
+            StateKind::Booting,
+            StateKind::AwaitingAgent,
+            StateKind::IpFound,
+            StateKind::Verified,
+        ]
+        .iter()
+        .map(|k| k.label())
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "cloning",
+                "booting",
+                "awaiting-agent",
+                "IP-found",
+                "verified"
+            ]
+        );
+        for (i, kind) in StateKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+}

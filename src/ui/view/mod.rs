@@ -1,0 +1,175 @@
+//! Drawing: one module per panel, each a function of `(&Model, &Theme)` into a `Rect`. Nothing here
+//! reads a clock or changes the model.
+
+pub mod confirm;
+pub mod detail;
+pub mod footer;
+pub mod grid;
+pub mod header;
+pub mod help;
+pub mod logs;
+pub mod timeline;
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Wrap};
+
+use super::layout::{self, MIN_HEIGHT, MIN_WIDTH};
+use super::model::{Model, Overlay, ViewMode};
+use super::theme::Theme;
+
+/// The whole screen.
+pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme) {
+    let area = frame.area();
+    let Some(areas) = layout::compute(area.width, area.height, m.view) else {
+        too_small(frame, area, theme);
+        return;
+    };
+    header::draw(frame, areas.header, m, theme);
+    match m.view {
+        ViewMode::Grid => {
+            grid::draw(frame, areas.list, m, theme);
+            detail::draw(frame, areas.detail, m, theme);
+        }
+        ViewMode::Timeline => timeline::draw(frame, areas.list, m, theme),
+    }
+    logs::draw_all(frame, areas.logs_all, m, theme);
+    logs::draw_selected(frame, areas.logs_vm, m, theme);
+    footer::draw(frame, areas.footer, m, theme);
+    match m.overlay {
+        Overlay::Help => help::draw(frame, area, m, theme),
+        Overlay::ConfirmQuit { abort_focused } => {
+            confirm::draw(frame, area, m, theme, abort_focused)
+        }
+        Overlay::None | Overlay::SearchInput => {}
+    }
+}
+
+/// A bordered panel with a title.
+pub fn panel<'a>(title: impl Into<Line<'a>>, theme: &Theme) -> Block<'a> {
+    Block::bordered()
+        .border_style(theme.border())
+        .title(title)
+        .title_style(theme.title())
+}
+
+fn too_small(frame: &mut Frame<'_>, area: Rect, theme: &Theme) {
+    let text = vec![
+        Line::from(Span::styled("Terminal too small", theme.title())),
+        Line::from(format!(
+            "{}x{}: need at least {MIN_WIDTH}x{MIN_HEIGHT}",
+            area.width, area.height
+        )),
+        Line::from(Span::styled("enlarge it, or q to quit", theme.dim())),
+    ];
+    let height = (text.len() as u16).min(area.height);
+    let y = area.y + (area.height - height) / 2;
+    frame.render_widget(
+        Paragraph::new(text).centered().wrap(Wrap { trim: true }),
+        Rect::new(area.x, y, area.width, height),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::style::Color;
+
+    use super::*;
+    use crate::engine::event::Phase;
+    use crate::ui::model::StateKind;
+    use crate::ui::testkit::{self, key, mid_rollout, render};
+    use crate::ui::update::update;
+
+    #[test]
+    fn whole_screen_140x45() {
+        let m = mid_rollout();
+        insta::assert_snapshot!(render(&m, &Theme::new(false), 140, 45).backend());
+    }
+
+    #[test]
+    fn whole_screen_80x24() {
+        let mut m = mid_rollout();
+        m.size = (80, 24);
+        m.keep_selection_visible();
+        insta::assert_snapshot!(render(&m, &Theme::new(false), 80, 24).backend());
+    }
+
+    #[test]
+    fn whole_screen_timeline_140x45() {
+        let mut m = mid_rollout();
+        update(&mut m, key('t'));
+        insta::assert_snapshot!(render(&m, &Theme::new(false), 140, 45).backend());
+    }
+
+    #[test]
+    fn whole_screen_timeline_80x24_no_color() {
+        let mut m = mid_rollout();
+        m.size = (80, 24);
+        update(&mut m, key('t'));
+        insta::assert_snapshot!(render(&m, &Theme::new(true), 80, 24).backend());
+    }
+
+    #[test]
+    fn whole_screen_finished_140x45() {
+        let mut m = mid_rollout();
+        for vm in 2..7 {
+            testkit::walk(&mut m, vm, &[(Phase::Verified, 200 + vm as u64)]);
+        }
+        testkit::ev(
+            &mut m,
+            210,
+            crate::engine::event::Event::Exported {
+                paths: testkit::paths(),
+            },
+        );
+        testkit::ev(
+            &mut m,
+            211,
+            crate::engine::event::Event::Finished {
+                summary: testkit::summary(&[
+                    "verified", "verified", "verified", "verified", "verified", "verified",
+                    "verified", "failed", "skipped", "queued",
+                ]),
+            },
+        );
+        m.now = testkit::t(400);
+        let terminal = render(&m, &Theme::new(false), 140, 45);
+        insta::assert_snapshot!(terminal.backend());
+        assert!(
+            testkit::row_text(&terminal, 0).contains("elapsed 03:31"),
+            "frozen at the finish"
+        );
+    }
+
+    #[test]
+    fn too_small_says_so() {
+        let m = mid_rollout();
+        let terminal = render(&m, &Theme::new(false), 50, 12);
+        insta::assert_snapshot!(terminal.backend());
+        assert!(testkit::find(&terminal, "need at least 60x16").is_some());
+    }
+
+    #[test]
+    fn the_selected_vm_reads_in_every_panel_without_colour() {
+        let m = mid_rollout();
+        let terminal = render(&m, &Theme::new(true), 140, 45);
+        let buf = terminal.backend().buffer();
+        assert!(
+            buf.content()
+                .iter()
+                .all(|c| c.fg == Color::Reset && c.bg == Color::Reset),
+            "NO_COLOR: not a single coloured cell"
+        );
+        for kind in [
+            StateKind::Cloning,
+            StateKind::Booting,
+            StateKind::AwaitingAgent,
+            StateKind::IpFound,
+            StateKind::Verified,
+        ] {
+            let word = kind.label();
+            assert!(testkit::find(&terminal, word).is_some(), "{word} on screen");
+        }
+    }
+}

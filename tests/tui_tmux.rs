@@ -1,0 +1,284 @@
+//! End to end: the real binary's `demo` (dashboard + in-process simulator) driven through a
+//! private tmux server, the way an operator would: it starts, states appear, `P` pauses and
+//! resumes, `?` shows the help, the rollout finishes and stays on screen, `q` quits, and the
+//! summary is on disk (and its path printed after the terminal is restored).
+//!
+//! Needs tmux (`cargo test -- --include-ignored`). Each test owns a tmux server on its own socket
+//! (`tmux -L`), killed on drop; nothing waits on a fixed sleep: the screen is polled until what
+//! we wait for shows, within a deadline (`PVR_E2E_TIMEOUT_SECS` scales it, default 60 s).
+
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The mission's five states, as the dashboard spells them.
+const MISSION_STATES: [&str; 5] = [
+    "cloning",
+    "booting",
+    "awaiting-agent",
+    "IP-found",
+    "verified",
+];
+
+static NEXT_SERVER: AtomicU32 = AtomicU32::new(0);
+
+/// A private tmux server running one command in a window of its own size.
+struct Tmux {
+    socket: String,
+    /// Where tmux put the socket (removed on drop: tmux leaves it behind).
+    socket_path: Option<PathBuf>,
+    /// The command's exit code is written here when it ends (tmux's own `pane_dead_status` is
+    /// sometimes never filled in: the child stays a zombie).
+    exit_file: PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, width: u16, height: u16, argv: &[&str]) -> Tmux {
+        let socket = format!(
+            "pvr-e2e-{}-{}",
+            std::process::id(),
+            NEXT_SERVER.fetch_add(1, Ordering::Relaxed)
+        );
+        // remain-on-exit keeps the pane (and what the program printed) after it exits
+        let conf = dir.join("tmux.conf");
+        std::fs::write(
+            &conf,
+            "set -g remain-on-exit on\nset -g history-limit 2000\n",
+        )
+        .expect("write tmux.conf");
+        let exit_file = dir.join("exit-code");
+        let script = format!(
+            "\"$@\"; echo $? > {}",
+            shell_quote(exit_file.to_str().expect("utf-8 path"))
+        );
+        let command = ["sh", "-c", &script, "sh"]
+            .iter()
+            .chain(argv)
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut tmux = Tmux {
+            socket,
+            socket_path: None,
+            exit_file,
+        };
+        let out = tmux.run(&[
+            "-f",
+            conf.to_str().expect("utf-8 path"),
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "-s",
+            "e2e",
+            &command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = tmux
+            .run(&["display-message", "-p", "-t", "e2e", "#{socket_path}"])
+            .stdout;
+        let path = String::from_utf8_lossy(&path).trim().to_string();
+        tmux.socket_path = (!path.is_empty()).then(|| path.into());
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("tmux runs (is it installed?)")
+    }
+
+    fn send(&self, key: &str) {
+        let out = self.run(&["send-keys", "-t", "e2e", key]);
+        assert!(
+            out.status.success(),
+            "send-keys {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "e2e"]).stdout).into_owned()
+    }
+
+    /// Poll the screen until `done` holds; panic with the last screen after the deadline.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout();
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            if let Some(status) = self.exit_status() {
+                panic!("the program exited ({status}) while waiting for {what}:\n{screen}");
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `Some(exit code)` once the program has ended.
+    fn exit_status(&self) -> Option<String> {
+        let code = std::fs::read_to_string(&self.exit_file).ok()?;
+        let code = code.trim();
+        (!code.is_empty()).then(|| code.to_string())
+    }
+
+    fn wait_for_exit(&self) -> String {
+        let deadline = Instant::now() + timeout();
+        loop {
+            if let Some(status) = self.exit_status() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after q:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        if let Some(path) = &self.socket_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn timeout() -> Duration {
+    let secs = std::env::var("PVR_E2E_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// The header's first row (title, elapsed, PAUSED / FINISHED flags).
+fn title_row(screen: &str) -> &str {
+    screen.lines().next().unwrap_or("")
+}
+
+/// How many VMs the header counts in `state` (its second row reads `◐ 2 cloning  ◑ 1 booting`).
+fn count(screen: &str, state: &str) -> usize {
+    let row = screen.lines().nth(1).unwrap_or("");
+    row.split("  ")
+        .filter_map(|item| {
+            let mut words = item.split_whitespace().skip(1);
+            let n = words.next()?.parse().ok()?;
+            (words.next()? == state).then_some(n)
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs tmux"]
+fn demo_runs_pauses_shows_help_finishes_and_writes_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("output dir");
+    let tmux = Tmux::start(
+        dir.path(),
+        140,
+        45,
+        &[
+            env!("CARGO_BIN_EXE_pve-rollout"),
+            "demo",
+            "--vms",
+            "5",
+            "--scenario",
+            "fast",
+            "--output",
+            out.to_str().expect("utf-8 path"),
+        ],
+    );
+
+    // The dashboard comes up with the plan, and the mission's states start to show.
+    tmux.wait_for("the grid of 5 VMs", |s| {
+        s.contains("VMs (5)") && s.contains("Log · all VMs")
+    });
+    tmux.wait_for("a VM in one of the mission's states", |s| {
+        MISSION_STATES.iter().any(|state| count(s, state) > 0)
+    });
+
+    // Pause everything (so the rollout cannot finish while we look around), then resume.
+    tmux.send("P");
+    tmux.wait_for("the PAUSED flag", |s| title_row(s).contains("PAUSED"));
+
+    tmux.send("?");
+    let help = tmux.wait_for("the help overlay", |s| s.contains("Help · keys"));
+    assert!(help.contains("pause or resume the selected VM"), "{help}");
+    tmux.send("Escape");
+    tmux.wait_for("the help to close", |s| !s.contains("Help · keys"));
+
+    tmux.send("P");
+    tmux.wait_for("the PAUSED flag to go", |s| {
+        !title_row(s).contains("PAUSED")
+    });
+
+    // The rollout finishes and stays on screen until q.
+    let done = tmux.wait_for("the rollout to finish", |s| {
+        title_row(s).contains("FINISHED")
+    });
+    assert_eq!(count(&done, "verified"), 5, "{done}");
+    assert!(title_row(&done).contains("5 verified"), "{done}");
+    assert!(
+        tmux.exit_status().is_none(),
+        "a finished rollout stays on screen"
+    );
+
+    // q quits at once (nothing in flight), exit code 0 (every VM verified), paths printed.
+    tmux.send("q");
+    assert_eq!(tmux.wait_for_exit(), "0", "{}", tmux.screen());
+    let after = tmux.screen();
+    assert!(
+        after.contains("summary.json"),
+        "the summary's path is printed:\n{after}"
+    );
+
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json on disk"),
+    )
+    .expect("summary.json parses");
+    let vms = summary["vms"].as_array().expect("vms");
+    assert_eq!(vms.len(), 5);
+    assert!(
+        vms.iter().all(|vm| vm["state"] == "verified"),
+        "{summary:#}"
+    );
+    assert!(out.join("summary.md").is_file());
+}
+
+#[test]
+fn header_counts_are_read_from_the_screen() {
+    let screen = " pve-rollout │ r on c │ elapsed 00:03\n · 1 queued  ◐ 2 cloning  ◒ 0 awaiting-agent  ✓ 12 verified\n";
+    assert_eq!(count(screen, "cloning"), 2);
+    assert_eq!(count(screen, "awaiting-agent"), 0);
+    assert_eq!(count(screen, "verified"), 12);
+    assert_eq!(count(screen, "booting"), 0);
+    assert_eq!(shell_quote("it's"), r"'it'\''s'");
+}
