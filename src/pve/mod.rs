@@ -2,13 +2,56 @@
 //! retries and a process-wide in-flight cap. Knows nothing of the engine.
 //!
 //! CONTRACT (the engine codes against these signatures; keep them, add freely).
+//!
+//! Layout: this file holds the public types; `transport` sends one request (auth, in-flight cap,
+//! stats, error classification), `calls` holds the typed calls, `tls`, `auth`, `retry`, `encode`,
+//! `decode`, `wire` and `error` one idea each.
+//!
+//! Caller rules the types cannot express:
+//! - Create one `Client` per process and clone it: clones share the in-flight cap and the stats.
+//! - `clone_vm` never creates a second VM for one request: on any error, retry with the SAME
+//!   `newid`. `ErrorClass::AlreadyExists` means a VM with that id is there (typically our own clone
+//!   whose answer was lost): look at it (`vm_config`: name, `lock: clone`) and adopt it rather
+//!   than cloning again.
+//! - `start` of a running VM returns a UPID whose task fails with `VM N already running`;
+//!   `TaskState::is_success_for_start` treats that as success.
+//! - Transient errors are retried inside the client for idempotent calls (reads, PUT config,
+//!   absolute resize, agent ping, task stop); other calls are repeated only when the request
+//!   certainly never reached PVE (see `calls.rs`). A transient error that comes back means the
+//!   policy gave up, or the outcome of a non-idempotent call is unknown: check before repeating.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod auth;
+mod calls;
+mod decode;
+mod encode;
+mod error;
+mod retry;
+#[cfg(test)]
+mod test_server;
+#[cfg(test)]
+mod tests;
+mod tls;
+mod transport;
+mod wire;
+
+pub use calls::CheckReport;
+pub use encode::encode_sshkeys;
+pub use error::{classify_message, classify_response};
+pub use tls::{fingerprint_of_der, normalize_fingerprint};
+
+/// Default per-request timeout. Above pveproxy's 30 s proxy limit so that a stuck pvedaemon shows
+/// up as PVE's own `596 Connection timed out` rather than as a client-side timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// Default process-wide cap on requests in flight (pvedaemon has 3 workers).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
 
 /// A secret (token secret, password, ticket). Never printed: Debug and Display say `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,11 +109,27 @@ pub struct ClientConfig {
     /// Requests in flight at once, for the whole process (default 2).
     pub max_in_flight: usize,
     /// Per-request timeout (long enough for agent calls: 3 s ping + 5 s command server-side).
+    /// Not multiplied by `time_scale`.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
     /// Multiplies every client-side wait (back-off, ticket renewal age) so tests can run against
     /// a time-scaled simulator. 1.0 = real time.
     pub time_scale: f64,
+}
+
+impl ClientConfig {
+    /// The defaults: system roots, 2 in flight, 35 s timeout, default retries, real time.
+    pub fn new(url: impl Into<String>, auth: Auth) -> Self {
+        ClientConfig {
+            url: url.into(),
+            auth,
+            tls: TlsTrust::System,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            retry: RetryPolicy::default(),
+            time_scale: 1.0,
+        }
+    }
 }
 
 /// Exponential back-off with jitter for transient errors, bounded by attempts and time.
@@ -80,6 +139,19 @@ pub struct RetryPolicy {
     pub initial: Duration,
     pub max_delay: Duration,
     pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 6 attempts, 0.5 s doubling to an 8 s cap, 60 s in total (all times scaled by
+    /// `ClientConfig::time_scale`). Waits are drawn from [d/2, d] (equal jitter).
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
 }
 
 /// What kind of failure, so the engine never has to parse text.
@@ -107,7 +179,37 @@ pub enum ErrorClass {
     Tls,
     /// Response that could not be decoded.
     Decode,
+    /// The VM id is taken: `unable to create VM N: config file already exists`, or `clone_vm` found
+    /// `newid` present after losing the answer to its POST. Never clone again with another id:
+    /// inspect the VM and adopt it if it is ours.
+    AlreadyExists,
     Other,
+}
+
+impl ErrorClass {
+    /// Worth trying again later (after a back-off) without changing anything.
+    pub fn is_transient(self) -> bool {
+        self == ErrorClass::Transient
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::AgentNotReady => "agent-not-ready",
+            ErrorClass::NotRunning => "not-running",
+            ErrorClass::Locked => "locked",
+            ErrorClass::NotFound => "not-found",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Permission => "permission",
+            ErrorClass::InvalidParameter => "invalid-parameter",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Decode => "decode",
+            ErrorClass::AlreadyExists => "already-exists",
+            ErrorClass::Other => "other",
+        })
+    }
 }
 
 /// A failed API call. Carries no secret.
@@ -128,8 +230,10 @@ pub struct PveError {
 }
 
 impl PveError {
+    /// `POST /nodes/pve1/qemu/9000/clone: 500 VM is locked (clone)`, then ` - key: message; ...`
+    /// for the per-parameter errors of a 400.
     fn render(&self) -> String {
-        todo!("contract: {} {:?}", self.call, self.class)
+        error::render(self)
     }
 }
 
@@ -139,13 +243,63 @@ pub type Result<T, E = PveError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Upid(pub String);
 
+/// The fields of a UPID (`pid`, `pstart`, `starttime` decoded from hex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpidParts<'a> {
+    pub node: &'a str,
+    pub pid: u32,
+    pub pstart: u64,
+    pub starttime: u64,
+    pub task_type: &'a str,
+    /// May be empty (`imgcopy::`).
+    pub id: &'a str,
+    /// `root@pam` or `root@pam!token`.
+    pub user: &'a str,
+}
+
 impl Upid {
+    /// Splits `UPID:node:pid:pstart:starttime:type:id:user:` (the trailing colon is optional
+    /// here); `None` when it is not a UPID.
+    pub fn parts(&self) -> Option<UpidParts<'_>> {
+        let mut fields = self.0.trim().split(':');
+        if fields.next()? != "UPID" {
+            return None;
+        }
+        let node = fields.next().filter(|n| !n.is_empty())?;
+        let pid = u32::from_str_radix(fields.next()?, 16).ok()?;
+        let pstart = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let starttime = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let task_type = fields.next().filter(|t| !t.is_empty())?;
+        let id = fields.next()?;
+        let user = fields.next().filter(|u| !u.is_empty())?;
+        // Only the empty field after the trailing colon may follow.
+        match (fields.next(), fields.next()) {
+            (None | Some(""), None) => {}
+            _ => return None,
+        }
+        let valid_node = node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        valid_node.then_some(UpidParts {
+            node,
+            pid,
+            pstart,
+            starttime,
+            task_type,
+            id,
+            user,
+        })
+    }
     /// The node the task runs on (task status must be asked there).
     pub fn node(&self) -> Option<&str> {
-        todo!()
+        self.parts().map(|p| p.node)
     }
     pub fn task_type(&self) -> Option<&str> {
-        todo!()
+        self.parts().map(|p| p.task_type)
+    }
+}
+
+impl fmt::Display for Upid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -249,8 +403,20 @@ impl VmConfig {
     }
     /// The MAC of `net0` (as configured, uppercase), if any.
     pub fn net0_mac(&self) -> Option<String> {
-        todo!()
+        // `virtio=BC:24:11:4F:2A:9E,bridge=vmbr1` (model=MAC) or `...,macaddr=BC:...`.
+        self.get("net0")?.split(',').find_map(|part| {
+            let (_key, value) = part.split_once('=')?;
+            is_mac(value.trim()).then(|| value.trim().to_ascii_uppercase())
+        })
     }
+}
+
+fn is_mac(text: &str) -> bool {
+    let octets: Vec<&str> = text.split(':').collect();
+    octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Parameters of `POST .../clone`.
@@ -284,6 +450,44 @@ pub enum TaskState {
     Warnings(u32),
     /// Stopped with an error text.
     Failed(String),
+}
+
+impl TaskState {
+    /// `OK` from Proxmox's exit status text (`running` is decided by the caller).
+    pub fn from_exit_status(exitstatus: &str) -> TaskState {
+        let text = exitstatus.trim();
+        if text == "OK" {
+            return TaskState::Ok;
+        }
+        if let Some(Ok(n)) = text
+            .strip_prefix("WARNINGS:")
+            .map(|count| count.trim().parse())
+        {
+            return TaskState::Warnings(n);
+        }
+        TaskState::Failed(text.to_string())
+    }
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, TaskState::Running)
+    }
+    /// `OK` or `WARNINGS: n`.
+    pub fn is_success(&self) -> bool {
+        matches!(self, TaskState::Ok | TaskState::Warnings(_))
+    }
+    /// For a `qmstart` task: success, or failed only because the VM was `already running`.
+    pub fn is_success_for_start(&self) -> bool {
+        match self {
+            TaskState::Failed(text) => text.contains("already running"),
+            other => other.is_success(),
+        }
+    }
+    /// The class of a failed task's text (lock timeouts are transient, `VM is locked` is locked).
+    pub fn failure_class(&self) -> Option<ErrorClass> {
+        match self {
+            TaskState::Failed(text) => Some(classify_message(text).unwrap_or(ErrorClass::Other)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,135 +561,13 @@ pub struct EndpointStats {
 /// The API client. Cheap to clone (shares the connection pool, the in-flight cap and the stats).
 #[derive(Clone)]
 pub struct Client {
-    _private: (),
+    inner: Arc<transport::Inner>,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Client")
-    }
-}
-
-#[allow(unused_variables)]
-impl Client {
-    pub fn new(config: ClientConfig) -> Result<Client> {
-        todo!()
-    }
-    /// The base URL (`https://host:8006`), without credentials.
-    pub fn url(&self) -> &str {
-        todo!()
-    }
-    pub fn stats(&self) -> ClientStats {
-        todo!()
-    }
-
-    pub async fn version(&self) -> Result<Version> {
-        todo!()
-    }
-    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        todo!()
-    }
-    pub async fn node_status(&self, node: &str) -> Result<NodeStatus> {
-        todo!()
-    }
-    pub async fn cluster_resources(&self, kind: Option<ResourceType>) -> Result<Vec<Resource>> {
-        todo!()
-    }
-    /// `GET /cluster/nextid` (optionally asking whether `vmid` is free).
-    pub async fn next_id(&self, vmid: Option<u32>) -> Result<u32> {
-        todo!()
-    }
-    pub async fn vm_list(&self, node: &str) -> Result<Vec<VmListEntry>> {
-        todo!()
-    }
-    pub async fn vm_status(&self, node: &str, vmid: u32) -> Result<VmStatus> {
-        todo!()
-    }
-    pub async fn vm_config(&self, node: &str, vmid: u32) -> Result<VmConfig> {
-        todo!()
-    }
-    /// `PUT config` (synchronous).
-    pub async fn set_config(&self, node: &str, vmid: u32, update: &ConfigUpdate) -> Result<()> {
-        todo!()
-    }
-    /// `POST config` (asynchronous: a UPID, or `None` when PVE answered null).
-    pub async fn set_config_async(
-        &self,
-        node: &str,
-        vmid: u32,
-        update: &ConfigUpdate,
-    ) -> Result<Option<Upid>> {
-        todo!()
-    }
-    /// Not retried blindly: a timed-out POST is checked by looking for `newid` first.
-    pub async fn clone_vm(&self, node: &str, vmid: u32, request: &CloneRequest) -> Result<Upid> {
-        todo!()
-    }
-    /// `PUT resize`: a UPID (PVE >= 8) or `None` (PVE 7).
-    pub async fn resize(
-        &self,
-        node: &str,
-        vmid: u32,
-        disk: &str,
-        size: &str,
-    ) -> Result<Option<Upid>> {
-        todo!()
-    }
-    pub async fn start(&self, node: &str, vmid: u32) -> Result<Upid> {
-        todo!()
-    }
-    pub async fn shutdown(
-        &self,
-        node: &str,
-        vmid: u32,
-        timeout: Option<u32>,
-        force_stop: bool,
-    ) -> Result<Upid> {
-        todo!()
-    }
-    pub async fn stop(&self, node: &str, vmid: u32) -> Result<Upid> {
-        todo!()
-    }
-    pub async fn delete_vm(&self, node: &str, vmid: u32, purge: bool) -> Result<Upid> {
-        todo!()
-    }
-    /// Asked of the node named in the UPID.
-    pub async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
-        todo!()
-    }
-    pub async fn task_log(&self, upid: &Upid, start: u64, limit: u64) -> Result<Vec<TaskLogLine>> {
-        todo!()
-    }
-    pub async fn stop_task(&self, upid: &Upid) -> Result<()> {
-        todo!()
-    }
-    pub async fn agent_ping(&self, node: &str, vmid: u32) -> Result<()> {
-        todo!()
-    }
-    pub async fn agent_network_interfaces(
-        &self,
-        node: &str,
-        vmid: u32,
-    ) -> Result<Vec<AgentInterface>> {
-        todo!()
-    }
-    pub async fn agent_os_info(&self, node: &str, vmid: u32) -> Result<OsInfo> {
-        todo!()
-    }
-    pub async fn agent_host_name(&self, node: &str, vmid: u32) -> Result<String> {
-        todo!()
-    }
-    /// Starts `argv` in the guest; returns the pid for `agent_exec_status`.
-    pub async fn agent_exec(
-        &self,
-        node: &str,
-        vmid: u32,
-        argv: &[&str],
-        input: Option<&str>,
-    ) -> Result<u64> {
-        todo!()
-    }
-    pub async fn agent_exec_status(&self, node: &str, vmid: u32, pid: u64) -> Result<ExecStatus> {
-        todo!()
+        f.debug_struct("Client")
+            .field("url", &self.inner.base_url())
+            .finish_non_exhaustive()
     }
 }
