@@ -10,8 +10,8 @@ use color_eyre::eyre::{Result, WrapErr};
 use tokio::sync::mpsc;
 
 use pve_rollout::config::Config;
-use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::demo::{self, DemoSettings};
+use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::pve::Client;
 use pve_rollout::{headless, sim, ui};
 
@@ -219,7 +219,21 @@ async fn check(path: &Path) -> Result<u8, Exit> {
         eprintln!("error: {e}");
         Exit(3)
     })?;
-    println!("{report}");
+    println!(
+        "connected to {} ({}, {})",
+        report.url, report.auth, report.tls
+    );
+    println!(
+        "Proxmox VE {} (release {}, repoid {})",
+        report.version.version, report.version.release, report.version.repoid
+    );
+    for node in &report.nodes {
+        let memory = match (node.mem, node.maxmem) {
+            (Some(used), Some(max)) => format!(", memory {} of {} GiB used", used >> 30, max >> 30),
+            _ => String::new(),
+        };
+        println!("node {}: {}{memory}", node.node, node.status);
+    }
     let plan = make_plan(&client, &config).await?;
     println!(
         "template '{}' found; {} VM(s) can be placed",
@@ -279,16 +293,12 @@ async fn roll_out(
     };
     let engine = tokio::spawn(engine::run(rollout, event_tx, command_rx));
     if dashboard {
-        let outcome = ui::run(
-            event_rx,
-            command_tx,
-            ui::UiOptions::new(title),
-        )
-        .await
-        .map_err(|e| {
-            eprintln!("error: the dashboard failed: {e}");
-            Exit(1)
-        })?;
+        let outcome = ui::run(event_rx, command_tx, ui::UiOptions::new(title))
+            .await
+            .map_err(|e| {
+                eprintln!("error: the dashboard failed: {e}");
+                Exit(1)
+            })?;
         if outcome.forced {
             eprintln!("stopped at once (second Ctrl-C); outputs may be incomplete");
             return Ok(1);
@@ -308,7 +318,6 @@ async fn roll_out(
         Ok(u8::try_from(outcome.exit_code).unwrap_or(1))
     }
 }
-
 
 async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
     let scenario = sim::Scenario::builtin(&args.scenario)

@@ -146,6 +146,8 @@ pub async fn run(
             phase: from,
             first_attempt,
             started_at: None,
+            staggered: false,
+            reclones: 0,
         };
         tasks.spawn(async move {
             tokio::select! {

@@ -77,10 +77,8 @@ impl Record {
                 };
                 let at = stamp(*at);
                 let phase = state.phase();
-                let ends = matches!(
-                    state,
-                    VmState::Failed { .. } | VmState::Skipped { .. }
-                ) || phase == Phase::Verified;
+                let ends = matches!(state, VmState::Failed { .. } | VmState::Skipped { .. })
+                    || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
                     if let Some(open) = r.open.take() {
                         if let Some(t) = r.phases.get_mut(open.summary_key()) {
@@ -238,7 +236,14 @@ mod tests {
         let keys: Vec<&str> = vm.phases.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["cloning", "configuring", "booting", "awaiting-agent", "ip-found", "verifying"]
+            [
+                "cloning",
+                "configuring",
+                "booting",
+                "awaiting-agent",
+                "ip-found",
+                "verifying"
+            ]
         );
         let cloning = vm.phases["cloning"];
         assert_eq!(cloning.started, Some(stamp(at(0))));

@@ -170,7 +170,10 @@ impl Stagger {
                 if s.next == vm {
                     Some(
                         s.last_start
-                            .map(|t| (t + clock.wall(self.delay)).saturating_duration_since(Instant::now()))
+                            .map(|t| {
+                                (t + clock.wall(self.delay))
+                                    .saturating_duration_since(Instant::now())
+                            })
                             .unwrap_or_default(),
                     )
                 } else {

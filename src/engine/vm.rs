@@ -39,9 +39,14 @@ pub(super) struct Shared {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
     Verified,
-    Failed { phase: Phase, reason: String },
+    Failed {
+        phase: Phase,
+        reason: String,
+    },
     /// Stopped by `Abort` in this phase.
-    Aborted { phase: Phase },
+    Aborted {
+        phase: Phase,
+    },
 }
 
 /// Why a step stopped early.
@@ -67,6 +72,10 @@ pub(super) struct VmTask {
     pub first_attempt: bool,
     /// Rollout-clock second at which the VM was seen started (to learn agent delays).
     pub started_at: Option<f64>,
+    /// The stagger turn was taken (a re-clone within the attempt does not wait again).
+    pub staggered: bool,
+    /// Clones redone within this attempt because the VM vanished (its clone task failed).
+    pub reclones: u32,
 }
 
 impl VmTask {
@@ -212,7 +221,12 @@ impl VmTask {
                 Ok(status) if status.state != TaskState::Running => return Ok(status.state),
                 Ok(_) => {}
                 // A task not visible yet on a busy cluster answers "no such task"; keep asking.
-                Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::InvalidParameter) => {
+                Err(e)
+                    if matches!(
+                        e.class,
+                        ErrorClass::Transient | ErrorClass::InvalidParameter
+                    ) =>
+                {
                     self.log(Level::Warning, format!("task status: {e}"));
                 }
                 Err(e) => return Err(e.into()),
@@ -258,18 +272,22 @@ impl VmTask {
             None => false,
         };
         if !exists {
-            if self.first_attempt {
+            if self.first_attempt && !self.staggered {
                 tokio::select! {
                     _ = self.shared.abort.cancelled() => return Err(Stop::Aborted),
                     _ = self.shared.stagger.wait_turn(self.vm.index, &self.shared.clock) => {}
                 }
+                self.staggered = true;
             }
             self.gate().await?;
             self.enter(Phase::Cloning);
             self.clone_with_retries().await?;
         } else {
             self.enter(Phase::Cloning);
-            self.log(Level::Info, format!("VM {vmid} exists and is ours: adopting it"));
+            self.log(
+                Level::Info,
+                format!("VM {vmid} exists and is ours: adopting it"),
+            );
         }
         // Wait until the clone's `lock: clone` is gone (bpg does the same).
         let deadline = self.shared.clock.deadline(timeout);
@@ -278,10 +296,14 @@ impl VmTask {
             match self.shared.client.vm_config(&node, vmid).await {
                 Ok(cfg) if cfg.lock().is_none() => return Ok(cfg),
                 Ok(_) => {}
-                Err(e) if e.class == ErrorClass::NotFound && exists => {
-                    // An adopted clone that failed after all: clone it anew.
-                    self.log(Level::Warning, "the VM being adopted vanished; cloning it again");
+                Err(e) if e.class == ErrorClass::NotFound && self.reclones < 2 => {
+                    // The clone task failed after all (PVE removes the half-made VM): clone anew.
+                    self.log(
+                        Level::Warning,
+                        "the VM vanished while its clone ran; cloning it again",
+                    );
                     self.vm.adopted = None;
+                    self.reclones += 1;
                     return Box::pin(self.clone_phase()).await;
                 }
                 Err(e) if e.class == ErrorClass::Transient => {}
@@ -334,8 +356,18 @@ impl VmTask {
         for attempt in 1..=ATTEMPTS {
             let upid = match self.shared.client.clone_vm(&snode, svmid, &request).await {
                 Ok(upid) => upid,
-                Err(e) if e.class == ErrorClass::Transient && attempt < ATTEMPTS => {
-                    // The client already checked that the clone did not happen.
+                Err(e) if e.class == ErrorClass::AlreadyExists => {
+                    // The clone happened but its answer was lost (or an earlier attempt's did):
+                    // the VM is ours if it carries our marker, and its clone may still run.
+                    if self.lookup_ours().await? {
+                        self.log(Level::Warning, format!("{e}; adopting the VM"));
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
+                Err(e) if e.class.is_transient() && attempt < ATTEMPTS => {
+                    // Retrying with the same newid can clone at most once: PVE refuses an id
+                    // that exists, and the client reports that as AlreadyExists.
                     self.log(Level::Warning, format!("clone refused ({e}); retrying"));
                     self.sleep(backoff).await?;
                     backoff *= 2;
@@ -343,14 +375,20 @@ impl VmTask {
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.log(Level::Info, format!("cloning {} -> {} ({})", svmid, self.vm.vmid, upid.0));
+            self.log(
+                Level::Info,
+                format!("cloning {} -> {} ({})", svmid, self.vm.vmid, upid.0),
+            );
             match self
                 .wait_task(&upid, self.shared.checks.clone_timeout)
                 .await?
             {
                 TaskState::Ok => return Ok(()),
                 TaskState::Warnings(n) => {
-                    self.log(Level::Warning, format!("clone finished with {n} warning(s)"));
+                    self.log(
+                        Level::Warning,
+                        format!("clone finished with {n} warning(s)"),
+                    );
                     return Ok(());
                 }
                 TaskState::Failed(text) => {
@@ -418,12 +456,7 @@ impl VmTask {
             Some(cur) if cur == wanted => {}
             _ => {
                 let size = size_text(wanted);
-                if let Some(upid) = self
-                    .shared
-                    .client
-                    .resize(&node, vmid, &disk, &size)
-                    .await?
-                {
+                if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
                     match self
                         .wait_task(&upid, self.shared.checks.clone_timeout)
                         .await?
@@ -486,7 +519,10 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         ("cores".to_string(), spec.cores.to_string()),
         ("sockets".to_string(), spec.sockets.to_string()),
         ("memory".to_string(), spec.memory.to_string()),
-        ("net0".to_string(), net0_value(current.get("net0"), &spec.bridge)),
+        (
+            "net0".to_string(),
+            net0_value(current.get("net0"), &spec.bridge),
+        ),
         ("ipconfig0".to_string(), "ip=dhcp".to_string()),
         ("agent".to_string(), "1".to_string()),
         ("bios".to_string(), "ovmf".to_string()),
@@ -735,9 +771,7 @@ impl VmTask {
                 .await?
             {
                 Ok(()) => ok += 1,
-                Err(e)
-                    if matches!(e.class, ErrorClass::AgentNotReady | ErrorClass::Transient) =>
-                {
+                Err(e) if matches!(e.class, ErrorClass::AgentNotReady | ErrorClass::Transient) => {
                     ok = 0;
                     if clock.left(deadline).is_zero() {
                         return Err(Stop::Failed(format!(
@@ -749,7 +783,10 @@ impl VmTask {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.log(Level::Info, format!("{wanted} consecutive agent pings answered"));
+        self.log(
+            Level::Info,
+            format!("{wanted} consecutive agent pings answered"),
+        );
 
         // Let the guest settle (the seed waited 30 s); the lane is free meanwhile in pipelined mode.
         let settle = self.shared.checks.stabilization;
@@ -770,7 +807,11 @@ impl VmTask {
 
         // The agent's own service (informational: it answered, so it runs).
         let service = self
-            .exec(held, &["systemctl", "is-active", "qemu-guest-agent"], deadline)
+            .exec(
+                held,
+                &["systemctl", "is-active", "qemu-guest-agent"],
+                deadline,
+            )
             .await?;
         let word = service.stdout.trim().to_string();
         if word == "active" {
@@ -780,7 +821,11 @@ impl VmTask {
                 Level::Warning,
                 format!(
                     "systemctl is-active qemu-guest-agent said {:?} (exit {:?})",
-                    if word.is_empty() { service.stderr.trim() } else { &word },
+                    if word.is_empty() {
+                        service.stderr.trim()
+                    } else {
+                        &word
+                    },
                     service.exitcode
                 ),
             );
@@ -849,38 +894,78 @@ impl VmTask {
         }
     }
 
-    /// Runs a command through the agent and waits for it to exit.
+    /// Runs a command through the agent and waits for it to exit. The commands run here are
+    /// harmless to repeat, so a transient failure (an agent command timeout, a lost answer, a
+    /// pid the agent already forgot) runs the command again, a few times.
     async fn exec(
         &mut self,
         held: bool,
         argv: &[&str],
         deadline: tokio::time::Instant,
     ) -> Step<ExecResult> {
-        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 1;
+        loop {
+            let error = match self.exec_once(held, argv, deadline).await? {
+                Ok(result) => return Ok(result),
+                Err(e) => e,
+            };
+            let again = error.class.is_transient()
+                || error.class == ErrorClass::AgentNotReady
+                || error.to_string().contains("Invalid parameter 'pid'");
+            if !again || attempt >= ATTEMPTS || self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "guest-exec {}: {error}",
+                    argv.join(" ")
+                )));
+            }
+            self.log(
+                Level::Warning,
+                format!("guest-exec {}: {error}; running it again", argv.join(" ")),
+            );
+            attempt += 1;
+            self.sleep(Duration::from_secs(1)).await?;
+        }
+    }
+
+    async fn exec_once(
+        &mut self,
+        held: bool,
+        argv: &[&str],
+        deadline: tokio::time::Instant,
+    ) -> Step<Result<ExecResult, PveError>> {
+        let vmid = self.vm.vmid;
         let args: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let n = node.clone();
-        let pid = self
+        let n = self.vm.node.clone();
+        let pid = match self
             .agent_call(held, |c| async move {
                 let argv: Vec<&str> = args.iter().map(String::as_str).collect();
                 c.agent_exec(&n, vmid, &argv, None).await
             })
             .await?
-            .map_err(|e| Stop::Failed(format!("guest-exec {}: {e}", argv.join(" "))))?;
+        {
+            Ok(pid) => pid,
+            Err(e) => return Ok(Err(e)),
+        };
         let mut interval = Duration::from_millis(100);
         loop {
-            let n = node.clone();
-            let status = self
-                .agent_call(held, |c| async move {
-                    c.agent_exec_status(&n, vmid, pid).await
-                })
+            let n = self.vm.node.clone();
+            let status = match self
+                .agent_call(
+                    held,
+                    |c| async move { c.agent_exec_status(&n, vmid, pid).await },
+                )
                 .await?
-                .map_err(|e| Stop::Failed(format!("guest-exec {}: {e}", argv.join(" "))))?;
+            {
+                Ok(status) => status,
+                Err(e) => return Ok(Err(e)),
+            };
             if status.exited {
-                return Ok(ExecResult {
+                return Ok(Ok(ExecResult {
                     exitcode: status.exitcode,
                     stdout: status.out_data.unwrap_or_default(),
                     stderr: status.err_data.unwrap_or_default(),
-                });
+                }));
             }
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
@@ -919,7 +1004,10 @@ mod tests {
     #[test]
     fn net0_keeps_model_and_mac_and_sets_bridge() {
         assert_eq!(
-            net0_value(Some("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1"), "vmbr1"),
+            net0_value(
+                Some("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1"),
+                "vmbr1"
+            ),
             "virtio=BC:24:11:4F:2A:9E,bridge=vmbr1,firewall=1"
         );
         assert_eq!(net0_value(None, "vmbr1"), "virtio,bridge=vmbr1");
@@ -940,7 +1028,9 @@ mod tests {
         assert!(is_transient_task_error(
             "clone failed: cfs-lock 'storage-shared' error: got lock request timeout"
         ));
-        assert!(!is_transient_task_error("clone failed: storage 'x' does not exist"));
+        assert!(!is_transient_task_error(
+            "clone failed: storage 'x' does not exist"
+        ));
     }
 
     #[test]

@@ -24,7 +24,13 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(scenario: &str, seed: u64, scale: f64, settings: DemoSettings) -> Harness {
-        Self::start_with(Scenario::builtin(scenario).expect("scenario"), seed, scale, settings).await
+        Self::start_with(
+            Scenario::builtin(scenario).expect("scenario"),
+            seed,
+            scale,
+            settings,
+        )
+        .await
     }
 
     pub async fn start_with(
@@ -43,8 +49,8 @@ impl Harness {
         .expect("simulator starts");
         let out = tempfile::tempdir().expect("temp dir");
         settings.output = out.path().to_path_buf();
-        let client = Client::new(demo::client_config(&sim, settings.max_in_flight, scale))
-            .expect("client");
+        let client =
+            Client::new(demo::client_config(&sim, settings.max_in_flight, scale)).expect("client");
         settings.nodes = demo::online_nodes(&client).await.expect("nodes");
         let config = demo::config(&sim, &settings).expect("demo config parses");
         Harness {
@@ -87,7 +93,13 @@ impl Harness {
 
     /// Runs to the end with no commands.
     pub async fn run_plain(&self) -> (Summary, Vec<Event>) {
-        self.run(false, |rx, _tx| collect(rx)).await
+        // Holding the command sender: a closed command channel means the watcher quit.
+        self.run(false, |rx, tx| async move {
+            let events = collect(rx).await;
+            drop(tx);
+            events
+        })
+        .await
     }
 }
 
