@@ -227,29 +227,26 @@ async fn pause_all_stops_new_work_until_resumed() {
             let mut resumed = false;
             let mut paused = false;
             while let Some(e) = rx.recv().await {
-                if let Event::VmState {
-                    vm: 0,
-                    state:
-                        VmState::Active {
-                            phase: Phase::Cloning,
-                        },
-                    ..
-                } = &e
-                {
-                    if !paused {
+                match &e {
+                    Event::VmState {
+                        vm: 0,
+                        state:
+                            VmState::Active {
+                                phase: Phase::Cloning,
+                            },
+                        ..
+                    } if !paused => {
                         paused = true;
                         tx.send(Command::PauseAll).unwrap();
                     }
-                }
-                if let Event::VmState {
-                    state: VmState::Paused { .. },
-                    ..
-                } = &e
-                {
-                    if !resumed {
+                    Event::VmState {
+                        state: VmState::Paused { .. },
+                        ..
+                    } if !resumed => {
                         resumed = true;
                         tx.send(Command::ResumeAll).unwrap();
                     }
+                    _ => {}
                 }
                 all.push(e);
             }
@@ -278,7 +275,7 @@ async fn skip_takes_a_vm_out_and_the_rest_go_on() {
                 // VM 2 (the 3rd clone) never gets an agent and VM 4 (the 5th) never gets an IP:
                 // skip each once it waits for what will never come, as an operator would.
                 if let Event::VmState {
-                    vm,
+                    vm: vm @ (2 | 4),
                     state:
                         VmState::Active {
                             phase: Phase::AwaitingAgent,
@@ -286,9 +283,7 @@ async fn skip_takes_a_vm_out_and_the_rest_go_on() {
                     ..
                 } = &e
                 {
-                    if *vm == 2 || *vm == 4 {
-                        tx.send(Command::Skip(*vm)).unwrap();
-                    }
+                    tx.send(Command::Skip(*vm)).unwrap();
                 }
                 all.push(e);
             }

@@ -11,7 +11,7 @@ pub mod schedule;
 mod vm;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -57,7 +57,7 @@ impl Rollout {
             }
             .to_string(),
             vm_count: self.plan.vms.len(),
-            deployment_delay: vm::human(c.rollout.deployment_delay),
+            deployment_delay: crate::config::format_duration(c.rollout.deployment_delay),
             nodes: {
                 let mut nodes: Vec<String> = self.plan.vms.iter().map(|v| v.node.clone()).collect();
                 nodes.sort();
@@ -124,7 +124,7 @@ pub async fn run(
             "rolling out {n} VM(s) from template '{}' ({} checks, {} between clones)",
             rollout.plan.template_name,
             record_mode(&rollout.config),
-            vm::human(rollout.config.rollout.deployment_delay)
+            crate::config::format_duration(rollout.config.rollout.deployment_delay)
         ),
     });
 
@@ -337,7 +337,7 @@ fn record_mode(config: &Config) -> &'static str {
 }
 
 /// Writes the summary files and tells the watchers where (or why not).
-fn export(dir: &PathBuf, summary: &Summary, events: &mpsc::UnboundedSender<Event>) {
+fn export(dir: &Path, summary: &Summary, events: &mpsc::UnboundedSender<Event>) {
     match crate::report::write_all(dir, summary) {
         Ok(paths) => {
             let _ = events.send(Event::Exported { paths });

@@ -303,10 +303,8 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 }
             },
         };
-        if adopted.is_none() {
-            if let Some(f) = free.get_mut(&node) {
-                *f -= memory;
-            }
+        if let (None, Some(f)) = (&adopted, free.get_mut(&node)) {
+            *f -= memory;
         }
 
         // Storage on that node.

@@ -80,10 +80,12 @@ impl Record {
                 let ends = matches!(state, VmState::Failed { .. } | VmState::Skipped { .. })
                     || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
-                    if let Some(open) = r.open.take() {
-                        if let Some(t) = r.phases.get_mut(open.summary_key()) {
-                            t.finished = Some(at);
-                        }
+                    if let Some(t) = r
+                        .open
+                        .take()
+                        .and_then(|open| r.phases.get_mut(open.summary_key()))
+                    {
+                        t.finished = Some(at);
                     }
                     if !ends && phase != Phase::Queued {
                         let t = r.phases.entry(phase.summary_key().to_string()).or_default();

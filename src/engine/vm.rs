@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckMode, ChecksConfig};
+use crate::config::{CheckMode, ChecksConfig, format_duration, format_size, parse_size};
 use crate::pve::{
     Client, CloneRequest, ConfigUpdate, ErrorClass, PveError, TaskState, Upid, VmConfig,
 };
@@ -235,7 +235,7 @@ impl VmTask {
                 return Err(Stop::Failed(format!(
                     "task {} still running after {}",
                     upid.0,
-                    human(timeout)
+                    format_duration(timeout)
                 )));
             }
             interval = (interval.mul_f64(1.5)).min(Duration::from_secs(10));
@@ -312,7 +312,7 @@ impl VmTask {
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
                     "VM {vmid} still locked after {}",
-                    human(timeout)
+                    format_duration(timeout)
                 )));
             }
             self.sleep(interval).await?;
@@ -396,7 +396,10 @@ impl VmTask {
                     if is_transient_task_error(&text) && attempt < ATTEMPTS {
                         self.log(
                             Level::Warning,
-                            format!("clone task failed ({text}); retrying in {}", human(backoff)),
+                            format!(
+                                "clone task failed ({text}); retrying in {}",
+                                format_duration(backoff)
+                            ),
                         );
                         self.sleep(backoff).await?;
                         backoff *= 2;
@@ -449,13 +452,13 @@ impl VmTask {
                 Level::Warning,
                 format!(
                     "{disk} is {} already, larger than disk_size {}; left as is",
-                    size_text(cur),
-                    size_text(wanted)
+                    format_size(cur),
+                    format_size(wanted)
                 ),
             ),
             Some(cur) if cur == wanted => {}
             _ => {
-                let size = size_text(wanted);
+                let size = format_size(wanted);
                 if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
                     match self
                         .wait_task(&upid, self.shared.checks.clone_timeout)
@@ -583,44 +586,10 @@ fn merge_tags(current: Option<&str>) -> String {
     tags.join(";")
 }
 
-/// `size=128G` of a disk line, in bytes.
+/// `size=128G` of a disk line, in bytes (PVE writes a unit, or plain bytes).
 fn disk_size_of(line: &str) -> Option<u64> {
     let size = line.split(',').find_map(|p| p.strip_prefix("size="))?;
-    parse_size(size)
-}
-
-/// PVE sizes: a number with an optional K/M/G/T suffix (powers of 1024); no suffix = bytes.
-pub(super) fn parse_size(text: &str) -> Option<u64> {
-    let (num, mult) = match text.chars().last()? {
-        'K' => (&text[..text.len() - 1], 1u64 << 10),
-        'M' => (&text[..text.len() - 1], 1 << 20),
-        'G' => (&text[..text.len() - 1], 1 << 30),
-        'T' => (&text[..text.len() - 1], 1 << 40),
-        _ => (text, 1),
-    };
-    let value: f64 = num.parse().ok()?;
-    (value >= 0.0).then(|| (value * mult as f64) as u64)
-}
-
-/// The shortest exact PVE size text for `bytes` (`128G`, `1536M`, ...).
-pub(super) fn size_text(bytes: u64) -> String {
-    for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return format!("{}{suffix}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
-}
-
-/// A duration as an operator reads it (`30s`, `5m`, `1h2m`).
-pub(super) fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{:.1}s", d.as_secs_f64()),
-        60..=3599 if s % 60 == 0 => format!("{}m", s / 60),
-        60..=3599 => format!("{}m{}s", s / 60, s % 60),
-        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-    }
+    parse_size(size).ok().or_else(|| size.parse().ok())
 }
 
 impl VmTask {
@@ -687,7 +656,7 @@ impl VmTask {
             if clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
                     "guest agent did not answer within {} ({last_error})",
-                    human(timeout)
+                    format_duration(timeout)
                 )));
             }
             self.sleep(interval).await?;
@@ -745,7 +714,7 @@ impl VmTask {
             if clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
                     "no usable IP address reported within {}",
-                    human(timeout)
+                    format_duration(timeout)
                 )));
             }
             self.sleep(interval).await?;
@@ -990,15 +959,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_and_print_like_pve() {
-        assert_eq!(parse_size("128G"), Some(128 << 30));
-        assert_eq!(parse_size("4M"), Some(4 << 20));
-        assert_eq!(parse_size("1.5G"), Some(1536 << 20));
-        assert_eq!(parse_size("512"), Some(512));
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(size_text(128 << 30), "128G");
-        assert_eq!(size_text(1536 << 20), "1536M");
-        assert_eq!(size_text(1000), "1000");
+    fn disk_sizes_read_from_config_lines() {
+        assert_eq!(
+            disk_size_of("ssd:vm-101-disk-0,iothread=1,size=128G"),
+            Some(128 << 30)
+        );
+        assert_eq!(
+            disk_size_of("ssd:vm-101-disk-0,size=1073741824"),
+            Some(1 << 30)
+        );
+        assert_eq!(disk_size_of("ssd:vm-101-disk-0"), None);
     }
 
     #[test]
@@ -1031,13 +1001,5 @@ mod tests {
         assert!(!is_transient_task_error(
             "clone failed: storage 'x' does not exist"
         ));
-    }
-
-    #[test]
-    fn durations_read_like_an_operator_writes_them() {
-        assert_eq!(human(Duration::from_secs(30)), "30.0s");
-        assert_eq!(human(Duration::from_secs(300)), "5m");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human(Duration::from_secs(3720)), "1h2m");
     }
 }
