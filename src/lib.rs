@@ -4,6 +4,7 @@
 //! engine, ui and headless; `sim` is a black box that only speaks HTTP and imports none of them.
 
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod headless;
 pub mod pve;

@@ -1,0 +1,141 @@
+//! The demo and the tests' harness: a deploy.toml and a client for the built-in simulator, so a
+//! rollout against it goes through exactly the same config parsing and client as a real one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::pve::{Auth, Client, ClientConfig, PveError, RetryPolicy, Secret, TlsTrust};
+use crate::sim::Sim;
+
+/// What a demo (or a test) rollout varies; everything else is the seed's default.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    pub vms: usize,
+    /// `pipelined` or `sequential`.
+    pub mode: String,
+    pub output: PathBuf,
+    pub storage: String,
+    pub memory_mib: u64,
+    pub deployment_delay: String,
+    pub stabilization: String,
+    pub agent_timeout: String,
+    pub ip_timeout: String,
+    pub cloud_init: bool,
+    pub max_in_flight: usize,
+    /// Nodes to place VMs on (see [`online_nodes`]).
+    pub nodes: Vec<String>,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        DemoSettings {
+            vms: 8,
+            mode: "pipelined".into(),
+            output: PathBuf::from("demo-out"),
+            storage: "ssd".into(),
+            memory_mib: 4096,
+            deployment_delay: "2s".into(),
+            stabilization: "5s".into(),
+            agent_timeout: "10m".into(),
+            ip_timeout: "30m".into(),
+            cloud_init: false,
+            max_in_flight: 2,
+            nodes: vec!["pve1".into()],
+        }
+    }
+}
+
+/// A deploy.toml for the simulator (the token secret is not in it: see [`client_config`]).
+pub fn config_toml(sim: &Sim, s: &DemoSettings) -> String {
+    let dir = s
+        .output
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!(
+        r#"[proxmox]
+url = "{url}"
+token_id = "{token_id}"
+fingerprint = "{fingerprint}"
+max_in_flight = {max_in_flight}
+
+[rollout]
+name = "demo"
+template = "ubuntu"
+vm_count = {vms}
+max_vms = 1000
+vm_name_prefix = "demo"
+deployment_delay = "{delay}"
+nodes = [{nodes}]
+
+[defaults]
+memory = {memory}
+storage = "{storage}"
+
+[checks]
+mode = "{mode}"
+stabilization = "{stabilization}"
+agent_timeout = "{agent_timeout}"
+ip_timeout = "{ip_timeout}"
+cloud_init = {cloud_init}
+
+[output]
+dir = "{dir}"
+"#,
+        url = sim.url(),
+        token_id = sim.token_id(),
+        fingerprint = sim.fingerprint(),
+        max_in_flight = s.max_in_flight,
+        vms = s.vms,
+        delay = s.deployment_delay,
+        nodes = s
+            .nodes
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        memory = s.memory_mib,
+        storage = s.storage,
+        mode = s.mode,
+        stabilization = s.stabilization,
+        agent_timeout = s.agent_timeout,
+        ip_timeout = s.ip_timeout,
+        cloud_init = s.cloud_init,
+    )
+}
+
+pub fn config(sim: &Sim, s: &DemoSettings) -> Result<Config, ConfigError> {
+    Config::parse(&config_toml(sim, s), "demo")
+}
+
+/// A client for the simulator: its generated token, its certificate pinned by fingerprint.
+pub fn client_config(sim: &Sim, max_in_flight: usize, time_scale: f64) -> ClientConfig {
+    ClientConfig {
+        url: sim.url(),
+        auth: Auth::Token {
+            token_id: sim.token_id(),
+            secret: Secret::new(sim.token_secret()),
+        },
+        tls: TlsTrust::Fingerprint(sim.fingerprint()),
+        max_in_flight,
+        // The server-side limits (30 s proxy timeout) are scaled by the simulator too.
+        request_timeout: Duration::from_secs(35)
+            .mul_f64(time_scale)
+            .max(Duration::from_secs(5)),
+        retry: RetryPolicy::default(),
+        time_scale,
+    }
+}
+
+/// The simulator's online nodes, in its order (the demo places VMs on all of them).
+pub async fn online_nodes(client: &Client) -> Result<Vec<String>, PveError> {
+    Ok(client
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.status == "online")
+        .map(|n| n.node)
+        .collect())
+}

@@ -1,0 +1,453 @@
+//! Plan and preflight: which VMs, with which ids, on which nodes, cloned from which template.
+//! Everything is checked against the cluster before anything is created, and every problem is
+//! reported at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, TemplateRef, VmSpec};
+use crate::pve::{Client, NodeInfo, Resource, VmConfig};
+
+use super::error::EngineError;
+
+/// The tag every VM this tool creates carries (PVE tags are lowercase, so the rollout's own id
+/// goes in the description instead, see [`marker_line`]).
+pub const TAG: &str = "pve-rollout";
+
+/// The description line that marks a VM as created by the rollout `rollout_id`.
+pub fn marker_line(rollout_id: &str) -> String {
+    format!("pve-rollout: {rollout_id}")
+}
+
+/// Whether a VM's config says it belongs to `rollout_id`.
+pub fn is_ours(config: &VmConfig, rollout_id: &str) -> bool {
+    let marker = marker_line(rollout_id);
+    config
+        .get("description")
+        .map(|d| percent_decode(d).lines().any(|l| l.trim() == marker))
+        .unwrap_or(false)
+}
+
+/// PVE stores `description` as given but some clients send it URL-encoded; accept both.
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Where a clone comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneSource {
+    pub node: String,
+    pub vmid: u32,
+    /// `target` for a cross-node clone from a template on shared storage.
+    pub target: Option<String>,
+}
+
+/// A VM this rollout found already on the cluster and recognised as its own (resume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub status: String,
+    pub lock: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedVm {
+    pub index: usize,
+    pub name: String,
+    pub vmid: u32,
+    pub node: String,
+    pub spec: VmSpec,
+    pub source: CloneSource,
+    pub adopted: Option<Adopted>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub rollout_id: String,
+    pub cluster: String,
+    pub template_name: String,
+    pub vms: Vec<PlannedVm>,
+}
+
+impl Plan {
+    /// The plan as the watchers see it.
+    pub fn planned(&self) -> Vec<super::event::PlannedVm> {
+        self.vms
+            .iter()
+            .map(|vm| super::event::PlannedVm {
+                index: vm.index,
+                name: vm.name.clone(),
+                vmid: vm.vmid,
+                node: vm.node.clone(),
+            })
+            .collect()
+    }
+
+    /// A fixed-width table for `plan` and the headless start.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<24} {:>7} {:<10} {:>5} {:>7} {:>9} {:>8} {:<10} {}\n",
+            "NAME", "VMID", "NODE", "CORES", "SOCKETS", "MEMORY", "DISK", "STORAGE", "SOURCE"
+        );
+        for vm in &self.vms {
+            let source = match (&vm.adopted, &vm.source.target) {
+                (Some(a), _) => format!("exists ({}), adopt", a.status),
+                (None, Some(t)) => {
+                    format!("clone {} on {} -> {t}", vm.source.vmid, vm.source.node)
+                }
+                (None, None) => format!("clone {} on {}", vm.source.vmid, vm.source.node),
+            };
+            out.push_str(&format!(
+                "{:<24} {:>7} {:<10} {:>5} {:>7} {:>8}M {:>7}G {:<10} {}\n",
+                vm.name,
+                vm.vmid,
+                vm.node,
+                vm.spec.cores,
+                vm.spec.sockets,
+                vm.spec.memory,
+                vm.spec.disk_size / (1 << 30),
+                vm.spec.storage,
+                source
+            ));
+        }
+        out
+    }
+}
+
+/// Resolves the plan against the cluster. Read-only: sends GETs only.
+pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError> {
+    let rollout_id = config.rollout.name.clone();
+    let mut problems = Vec::new();
+
+    let nodes = client.nodes().await?;
+    let resources = client.cluster_resources(None).await?;
+    let vms: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| r.kind == "qemu" || r.kind == "lxc")
+        .collect();
+    let storages: Vec<&Resource> = resources.iter().filter(|r| r.kind == "storage").collect();
+
+    // Nodes: named ones must exist and be online.
+    let wanted_nodes: Vec<String> = if config.rollout.nodes.is_empty() {
+        nodes
+            .iter()
+            .filter(|n| n.status == "online")
+            .map(|n| n.node.clone())
+            .collect()
+    } else {
+        config.rollout.nodes.clone()
+    };
+    let by_name: BTreeMap<&str, &NodeInfo> = nodes.iter().map(|n| (n.node.as_str(), n)).collect();
+    let mut online = Vec::new();
+    for node in &wanted_nodes {
+        match by_name.get(node.as_str()) {
+            None => problems.push(format!(
+                "rollout.nodes: node '{node}' is not in the cluster (nodes: {})",
+                nodes
+                    .iter()
+                    .map(|n| n.node.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(n) if n.status != "online" => {
+                problems.push(format!("node '{node}' is {}, not online", n.status))
+            }
+            Some(_) => online.push(node.clone()),
+        }
+    }
+
+    // Templates: every template with the configured name (or id), per node.
+    let templates: Vec<&Resource> = vms
+        .iter()
+        .copied()
+        .filter(|r| r.template)
+        .filter(|r| match &config.rollout.template {
+            TemplateRef::Name(name) => r.name.as_deref() == Some(name.as_str()),
+            TemplateRef::Id(id) => r.vmid == Some(*id),
+        })
+        .collect();
+    let template_name = match &config.rollout.template {
+        TemplateRef::Name(name) => name.clone(),
+        TemplateRef::Id(id) => templates
+            .first()
+            .and_then(|t| t.name.clone())
+            .unwrap_or_else(|| id.to_string()),
+    };
+    if templates.is_empty() {
+        let not_template = vms.iter().any(|r| match &config.rollout.template {
+            TemplateRef::Name(name) => r.name.as_deref() == Some(name.as_str()),
+            TemplateRef::Id(id) => r.vmid == Some(*id),
+        });
+        problems.push(if not_template {
+            format!("rollout.template: '{template_name}' exists but is not a template (convert it with `qm template`)")
+        } else {
+            format!("rollout.template: no template named '{template_name}' on the cluster")
+        });
+    }
+    // Which templates have every volume on shared storage (usable with `target`).
+    let shared_storages: BTreeSet<&str> = storages
+        .iter()
+        .filter(|s| s.shared)
+        .filter_map(|s| s.storage.as_deref())
+        .collect();
+    let mut shared_template: Option<(String, u32)> = None;
+    for t in &templates {
+        let (Some(node), Some(vmid)) = (t.node.as_deref(), t.vmid) else {
+            continue;
+        };
+        let cfg = client.vm_config(node, vmid).await?;
+        if volumes(&cfg)
+            .iter()
+            .all(|sid| shared_storages.contains(sid.as_str()))
+        {
+            shared_template = Some((node.to_string(), vmid));
+            break;
+        }
+    }
+
+    // Free memory per node (bytes), for placement.
+    let mut free: BTreeMap<String, i128> = BTreeMap::new();
+    for node in &online {
+        let status = client.node_status(node).await?;
+        free.insert(node.clone(), status.memory_free as i128);
+    }
+
+    // Existing VMs by name and id.
+    let by_vm_name: BTreeMap<&str, &Resource> = vms
+        .iter()
+        .filter_map(|r| r.name.as_deref().map(|n| (n, *r)))
+        .collect();
+    let used_ids: BTreeSet<u32> = vms.iter().filter_map(|r| r.vmid).collect();
+
+    let entries = config.vms();
+    let mut assigned: BTreeSet<u32> = BTreeSet::new();
+    let mut next_candidate: Option<u32> = None;
+    let mut planned = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        // Adopt our own VM of the same name (resume); refuse anyone else's.
+        let mut adopted = None;
+        let mut vmid = entry.vmid;
+        let mut node = entry.node.clone();
+        if let Some(existing) = by_vm_name.get(entry.name.as_str()) {
+            let (Some(enode), Some(evmid)) = (existing.node.clone(), existing.vmid) else {
+                problems.push(format!("VM name '{}' is taken", entry.name));
+                continue;
+            };
+            let cfg = client.vm_config(&enode, evmid).await?;
+            if is_ours(&cfg, &rollout_id) {
+                adopted = Some(Adopted {
+                    status: existing.status.clone().unwrap_or_else(|| "unknown".into()),
+                    lock: cfg.lock().map(str::to_string),
+                });
+                vmid = Some(evmid);
+                node = Some(enode);
+            } else {
+                problems.push(format!(
+                    "VM name '{}' is taken by VM {evmid} on {enode}, which this rollout did not create; rename the VM in deploy.toml or remove the other VM",
+                    entry.name
+                ));
+                continue;
+            }
+        }
+
+        let vmid = match vmid {
+            Some(id) => {
+                if adopted.is_none() && used_ids.contains(&id) {
+                    problems.push(format!(
+                        "vm_configs.\"{}\".vmid: VM id {id} is already in use",
+                        entry.name
+                    ));
+                    continue;
+                }
+                id
+            }
+            None => {
+                let start = match next_candidate {
+                    Some(c) => c,
+                    None => match config.rollout.vmid_range {
+                        Some((lo, _)) => lo,
+                        None => client.next_id(None).await?,
+                    },
+                };
+                let upper = config
+                    .rollout
+                    .vmid_range
+                    .map(|(_, hi)| hi)
+                    .unwrap_or(999_999_999);
+                let mut id = start;
+                while id <= upper && (used_ids.contains(&id) || assigned.contains(&id)) {
+                    id += 1;
+                }
+                if id > upper {
+                    problems.push(format!(
+                        "rollout.vmid_range: no free VM id left for '{}' (range ends at {upper})",
+                        entry.name
+                    ));
+                    continue;
+                }
+                next_candidate = Some(id + 1);
+                id
+            }
+        };
+        assigned.insert(vmid);
+
+        // Placement: the pinned node, else the online node with the most free memory left.
+        let memory = entry.spec.memory as i128 * 1024 * 1024;
+        let node = match node {
+            Some(n) => n,
+            None => match free.iter().max_by_key(|(_, f)| **f).map(|(n, _)| n.clone()) {
+                Some(n) => n,
+                None => {
+                    problems.push("no online node to place VMs on".to_string());
+                    break;
+                }
+            },
+        };
+        if let (None, Some(f)) = (&adopted, free.get_mut(&node)) {
+            *f -= memory;
+        }
+
+        // Storage on that node.
+        let storage_ok = storages.iter().any(|s| {
+            s.storage.as_deref() == Some(entry.spec.storage.as_str())
+                && (s.node.as_deref() == Some(node.as_str()) || s.shared)
+        });
+        if !storage_ok && adopted.is_none() {
+            problems.push(format!(
+                "storage '{}' (for '{}') does not exist on node {node}",
+                entry.spec.storage, entry.name
+            ));
+        }
+
+        // Template: one on the same node, else a shared one cloned with `target`.
+        let local = templates
+            .iter()
+            .find(|t| t.node.as_deref() == Some(node.as_str()));
+        let source = match (local, &shared_template) {
+            (Some(t), _) => t.vmid.map(|vmid| CloneSource {
+                node: node.clone(),
+                vmid,
+                target: None,
+            }),
+            (None, Some((tnode, tvmid))) => {
+                if !shared_storages.contains(entry.spec.storage.as_str()) && adopted.is_none() {
+                    problems.push(format!(
+                        "'{}' is placed on {node}, which has no template '{template_name}', and storage '{}' is not shared, so a cross-node clone is impossible; use a shared storage or put a template on {node}",
+                        entry.name, entry.spec.storage
+                    ));
+                }
+                Some(CloneSource {
+                    node: tnode.clone(),
+                    vmid: *tvmid,
+                    target: Some(node.clone()),
+                })
+            }
+            (None, None) => {
+                if !templates.is_empty() {
+                    problems.push(format!(
+                        "node {node} has no usable template '{template_name}' (none on that node, and none with all volumes on shared storage)"
+                    ));
+                }
+                None
+            }
+        };
+        let Some(source) = source else { continue };
+        planned.push(PlannedVm {
+            index,
+            name: entry.name,
+            vmid,
+            node,
+            spec: entry.spec,
+            source,
+            adopted,
+        });
+    }
+
+    for (node, f) in &free {
+        if *f < 0 {
+            problems.push(format!(
+                "node {node} lacks {} MiB of free memory for the VMs placed on it",
+                (-*f) / (1024 * 1024)
+            ));
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(EngineError::Preflight(problems));
+    }
+    // Re-number in plan order (skipped entries were reported as problems above).
+    for (i, vm) in planned.iter_mut().enumerate() {
+        vm.index = i;
+    }
+    Ok(Plan {
+        rollout_id,
+        cluster: client.url().to_string(),
+        template_name,
+        vms: planned,
+    })
+}
+
+/// Storage ids of every volume a VM config uses (disks, EFI/TPM state, cloud-init, CD-ROMs).
+pub fn volumes(config: &VmConfig) -> Vec<String> {
+    const DISK_PREFIXES: [&str; 8] = [
+        "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "mp",
+    ];
+    config
+        .values
+        .iter()
+        .filter(|(k, _)| {
+            DISK_PREFIXES.iter().any(|p| {
+                k.strip_prefix(p)
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            }) && !k.starts_with("scsihw")
+        })
+        .filter_map(|(_, v)| {
+            let volume = v.split(',').next()?;
+            if volume == "none" || volume == "cdrom" {
+                return None;
+            }
+            let (sid, _) = volume.split_once(':')?;
+            Some(sid.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> VmConfig {
+        VmConfig {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn volumes_lists_every_storage_a_vm_uses() {
+        let c = cfg(&[
+            ("scsi0", "ssd:base-9000-disk-0,iothread=1,size=128G"),
+            ("efidisk0", "ssd:base-9000-disk-1,efitype=4m,size=4M"),
+            ("ide2", "local:9000/vm-9000-cloudinit.qcow2,media=cdrom"),
+            ("ide0", "none,media=cdrom"),
+            ("scsihw", "virtio-scsi-single"),
+            ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr1"),
+        ]);
+        let mut v = volumes(&c);
+        v.sort();
+        assert_eq!(v, ["local", "ssd", "ssd"]);
+    }
+
+    #[test]
+    fn marker_recognises_our_vms_only() {
+        let ours = cfg(&[("description", "web tier\npve-rollout: prod-web\n")]);
+        let encoded = cfg(&[("description", "pve-rollout%3A%20prod-web%0A")]);
+        let other = cfg(&[("description", "pve-rollout: staging\n")]);
+        assert!(is_ours(&ours, "prod-web"));
+        assert!(is_ours(&encoded, "prod-web"));
+        assert!(!is_ours(&other, "prod-web"));
+        assert!(!is_ours(&cfg(&[]), "prod-web"));
+    }
+}

@@ -1,0 +1,291 @@
+//! Scheduling shared by every VM task: the clone stagger and the guest-agent lane.
+//!
+//! The lane lets one VM talk to the guest agent at a time, lowest VM index first. In `sequential`
+//! mode (the seed's order) VM k also waits until every VM before it has passed the lane (verified,
+//! failed or skipped) and holds the lane for its whole check sequence. In `pipelined` mode a VM
+//! holds the lane only for a call, so one VM's waits (stabilisation, poll back-off) overlap the
+//! next VM's calls.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::clock::Clock;
+
+#[derive(Debug, Default)]
+struct LaneState {
+    busy: Option<usize>,
+    waiting: BTreeSet<usize>,
+    /// VMs that have passed (settled) in sequential order; `passed[k]` for VM k.
+    passed: Vec<bool>,
+}
+
+#[derive(Debug)]
+pub struct Lane {
+    ordered: bool,
+    state: Mutex<LaneState>,
+    notify: Notify,
+}
+
+/// Holding the lane; dropping it lets the next VM in.
+#[derive(Debug)]
+pub struct LaneGuard {
+    lane: Arc<Lane>,
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        self.lane.lock().busy = None;
+        self.lane.notify.notify_waiters();
+    }
+}
+
+impl Lane {
+    pub fn new(vms: usize, ordered: bool) -> Arc<Lane> {
+        Arc::new(Lane {
+            ordered,
+            state: Mutex::new(LaneState {
+                passed: vec![false; vms],
+                ..Default::default()
+            }),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Whether VM k must wait for the VMs before it (sequential mode).
+    pub fn ordered(&self) -> bool {
+        self.ordered
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LaneState> {
+        // A panic while holding this tiny lock cannot leave it inconsistent; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn acquire(self: &Arc<Self>, vm: usize) -> LaneGuard {
+        self.lock().waiting.insert(vm);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                let first = s.waiting.first().copied() == Some(vm);
+                let turn = !self.ordered || s.passed.iter().take(vm).all(|p| *p);
+                if s.busy.is_none() && first && turn {
+                    s.busy = Some(vm);
+                    s.waiting.remove(&vm);
+                    return LaneGuard { lane: self.clone() };
+                }
+                // In ordered mode a VM not yet allowed in must not block those behind it
+                // that are (there are none: all behind it wait for it), so `first` suffices.
+            }
+            notified.await;
+        }
+    }
+
+    /// Withdraws a waiter (its task was cancelled while waiting).
+    pub fn withdraw(&self, vm: usize) {
+        self.lock().waiting.remove(&vm);
+        self.notify.notify_waiters();
+    }
+
+    /// VM `vm` is done with its checks (verified, failed or skipped): later VMs may go.
+    pub fn pass(&self, vm: usize) {
+        if let Some(p) = self.lock().passed.get_mut(vm) {
+            *p = true;
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+/// Cancel-safe waiting in the lane: withdraws the waiter if the future is dropped.
+pub struct Waiter<'a> {
+    pub lane: &'a Arc<Lane>,
+    pub vm: usize,
+    pub done: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.lane.withdraw(self.vm);
+        }
+    }
+}
+
+impl Lane {
+    /// `acquire`, safe to drop while waiting.
+    pub async fn enter(self: &Arc<Self>, vm: usize) -> LaneGuard {
+        let mut w = Waiter {
+            lane: self,
+            vm,
+            done: false,
+        };
+        let guard = self.acquire(vm).await;
+        w.done = true;
+        guard
+    }
+}
+
+/// Clone k starts no earlier than `delay` after clone k-1 started, in VM order.
+#[derive(Debug)]
+pub struct Stagger {
+    delay: Duration,
+    state: Mutex<StaggerState>,
+    notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct StaggerState {
+    /// Next VM index allowed to start its first clone.
+    next: usize,
+    last_start: Option<Instant>,
+}
+
+impl Stagger {
+    pub fn new(delay: Duration) -> Arc<Stagger> {
+        Arc::new(Stagger {
+            delay,
+            state: Mutex::new(StaggerState::default()),
+            notify: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StaggerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for VM `vm`'s turn and the delay since the previous start; returns when it may clone.
+    pub async fn wait_turn(&self, vm: usize, clock: &Clock) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let wait = {
+                let s = self.lock();
+                if s.next == vm {
+                    Some(
+                        s.last_start
+                            .map(|t| {
+                                (t + clock.wall(self.delay))
+                                    .saturating_duration_since(Instant::now())
+                            })
+                            .unwrap_or_default(),
+                    )
+                } else {
+                    None
+                }
+            };
+            match wait {
+                Some(d) if d.is_zero() => {
+                    let mut s = self.lock();
+                    s.next = vm + 1;
+                    s.last_start = Some(Instant::now());
+                    drop(s);
+                    self.notify.notify_waiters();
+                    return;
+                }
+                Some(d) => tokio::time::sleep(d).await,
+                None => notified.await,
+            }
+        }
+    }
+
+    /// VM `vm` will not clone (adopted, skipped, failed before its turn): let the next one go
+    /// without waiting a delay for it.
+    pub fn release(&self, vm: usize) {
+        let mut s = self.lock();
+        if s.next == vm {
+            s.next = vm + 1;
+        }
+        drop(s);
+        self.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn stagger_spaces_clone_starts_in_vm_order() {
+        let clock = Clock::new(1.0);
+        let stagger = Stagger::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let mut handles = Vec::new();
+        for vm in (0..3).rev() {
+            let s = stagger.clone();
+            handles.push(tokio::spawn(async move {
+                s.wait_turn(vm, &clock).await;
+                (vm, t0.elapsed().as_secs())
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.unwrap());
+        }
+        starts.sort();
+        assert_eq!(starts, vec![(0, 0), (1, 30), (2, 60)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_vm_does_not_cost_a_delay() {
+        let clock = Clock::new(1.0);
+        let stagger = Stagger::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        stagger.wait_turn(0, &clock).await;
+        stagger.release(1);
+        stagger.wait_turn(2, &clock).await;
+        assert_eq!(t0.elapsed().as_secs(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordered_lane_waits_for_earlier_vms_to_pass() {
+        let lane = Lane::new(3, true);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for vm in [2usize, 1, 0] {
+            let lane = lane.clone();
+            let order = order.clone();
+            handles.push(tokio::spawn(async move {
+                let _g = lane.enter(vm).await;
+                order.lock().unwrap().push(vm);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                lane.pass(vm);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unordered_lane_is_exclusive_and_prefers_low_index() {
+        let lane = Lane::new(3, false);
+        let first = lane.enter(2).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for vm in [1usize, 0] {
+            let lane = lane.clone();
+            let order = order.clone();
+            handles.push(tokio::spawn(async move {
+                let _g = lane.enter(vm).await;
+                order.lock().unwrap().push(vm);
+            }));
+        }
+        while lane.lock().waiting.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(order.lock().unwrap().is_empty(), "lane is held by VM 2");
+        drop(first);
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1]);
+    }
+}

@@ -1,0 +1,129 @@
+//! Shared harness: a simulator in-process on an ephemeral port, and a rollout against it through
+//! the real config parser and API client. Time comes from the simulator's scale, which the engine
+//! uses too, so the same logic runs 50-100x faster than real time.
+#![allow(dead_code)]
+
+use std::future::Future;
+
+use pve_rollout::config::Config;
+use pve_rollout::demo::{self, DemoSettings};
+use pve_rollout::engine::event::{Command, Event, Phase, VmState};
+use pve_rollout::engine::{self, Clock, Rollout, plan};
+use pve_rollout::pve::Client;
+use pve_rollout::report::Summary;
+use pve_rollout::sim::{self, Scenario, Sim, SimOptions};
+use tokio::sync::mpsc;
+
+pub struct Harness {
+    pub sim: Sim,
+    pub client: Client,
+    pub config: Config,
+    pub scale: f64,
+    pub out: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start(scenario: &str, seed: u64, scale: f64, settings: DemoSettings) -> Harness {
+        Self::start_with(
+            Scenario::builtin(scenario).expect("scenario"),
+            seed,
+            scale,
+            settings,
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        scenario: Scenario,
+        seed: u64,
+        scale: f64,
+        mut settings: DemoSettings,
+    ) -> Harness {
+        let sim = sim::start(SimOptions {
+            scenario,
+            seed,
+            time_scale: scale,
+            ..SimOptions::default()
+        })
+        .await
+        .expect("simulator starts");
+        let out = tempfile::tempdir().expect("temp dir");
+        settings.output = out.path().to_path_buf();
+        let client =
+            Client::new(demo::client_config(&sim, settings.max_in_flight, scale)).expect("client");
+        settings.nodes = demo::online_nodes(&client).await.expect("nodes");
+        let config = demo::config(&sim, &settings).expect("demo config parses");
+        Harness {
+            sim,
+            client,
+            config,
+            scale,
+            out,
+        }
+    }
+
+    pub async fn plan(&self) -> plan::Plan {
+        plan::build(&self.client, &self.config)
+            .await
+            .expect("preflight passes")
+    }
+
+    /// Runs the whole rollout, letting `drive` watch the events and send commands.
+    /// Returns the summary and every event in order.
+    pub async fn run<F, Fut>(&self, linger: bool, drive: F) -> (Summary, Vec<Event>)
+    where
+        F: FnOnce(mpsc::UnboundedReceiver<Event>, mpsc::UnboundedSender<Command>) -> Fut,
+        Fut: Future<Output = Vec<Event>>,
+    {
+        let plan = self.plan().await;
+        let (etx, erx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let rollout = Rollout {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            plan,
+            clock: Clock::new(self.scale),
+            linger,
+        };
+        let engine = tokio::spawn(engine::run(rollout, etx, crx));
+        let events = drive(erx, ctx).await;
+        let summary = engine.await.expect("engine task");
+        (summary, events)
+    }
+
+    /// Runs to the end with no commands.
+    pub async fn run_plain(&self) -> (Summary, Vec<Event>) {
+        // Holding the command sender: a closed command channel means the watcher quit.
+        self.run(false, |rx, tx| async move {
+            let events = collect(rx).await;
+            drop(tx);
+            events
+        })
+        .await
+    }
+}
+
+/// Every event until the channel closes.
+pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut all = Vec::new();
+    while let Some(e) = rx.recv().await {
+        all.push(e);
+    }
+    all
+}
+
+/// Position of the first event that sets `vm` to `state`.
+pub fn first_state(events: &[Event], vm: usize, pred: impl Fn(&VmState) -> bool) -> Option<usize> {
+    events.iter().position(|e| match e {
+        Event::VmState { vm: v, state, .. } => *v == vm && pred(state),
+        _ => false,
+    })
+}
+
+pub fn is_phase(phase: Phase) -> impl Fn(&VmState) -> bool {
+    move |s| *s == VmState::Active { phase }
+}
+
+pub fn states(summary: &Summary) -> Vec<&str> {
+    summary.vms.iter().map(|v| v.state.as_str()).collect()
+}
