@@ -102,17 +102,11 @@ impl<W: Write> Printer<W> {
             }
             Event::VmState { vm, state, .. } => self.state(*vm, state),
             Event::Log { vm, level, text } => self.line(*level, *vm, text),
-            Event::VmIp { vm, ip, candidates } => {
+            // The engine logs the IP with its candidates; keep it for the final table.
+            Event::VmIp { vm, ip, .. } => {
                 if let Some(slot) = self.ips.get_mut(*vm) {
                     *slot = Some(ip.clone());
                 }
-                let others = candidates.iter().any(|c| c != ip);
-                let text = if others {
-                    format!("IP {ip} (candidates: {})", candidates.join(", "))
-                } else {
-                    format!("IP {ip}")
-                };
-                self.line(Level::Info, Some(*vm), &text);
             }
             Event::VmGuest { vm, uname, os } => {
                 let parts: Vec<&str> = [os.as_deref(), uname.as_deref()]
@@ -179,25 +173,17 @@ impl<W: Write> Printer<W> {
         };
     }
 
+    /// Phase changes and pauses. Verified, failed and skipped come as the engine's own
+    /// SUCCESS/ERROR/WARNING lines (with the details), so they are not printed twice.
     fn state(&mut self, vm: usize, state: &VmState) {
         let (level, text) = match state {
             VmState::Active {
                 phase: Phase::Verified,
-            } => {
-                let ip = self.ips.get(vm).cloned().flatten();
-                let text = match ip {
-                    Some(ip) => format!("verified, IP {ip}"),
-                    None => "verified".to_string(),
-                };
-                (Level::Success, text)
             }
+            | VmState::Failed { .. }
+            | VmState::Skipped { .. } => return,
             VmState::Active { phase } => (Level::Info, phase.as_str().to_string()),
             VmState::Paused { phase } => (Level::Warning, format!("paused (in {phase})")),
-            VmState::Failed { phase, reason } => (
-                Level::Error,
-                format!("failed in {phase}: {}", reason.trim()),
-            ),
-            VmState::Skipped { phase } => (Level::Warning, format!("skipped (was in {phase})")),
         };
         self.line(level, Some(vm), &text);
     }

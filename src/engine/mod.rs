@@ -148,6 +148,7 @@ pub async fn run(
             started_at: None,
             staggered: false,
             reclones: 0,
+            ip: None,
         };
         tasks.spawn(async move {
             tokio::select! {
@@ -184,7 +185,7 @@ pub async fn run(
             _ => Level::Warning,
         };
         let text = match &state {
-            VmState::Failed { phase, reason } => format!("failed in {phase}: {reason}"),
+            VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
             other => other.label().to_string(),
         };

@@ -76,6 +76,8 @@ pub(super) struct VmTask {
     pub staggered: bool,
     /// Clones redone within this attempt because the VM vanished (its clone task failed).
     pub reclones: u32,
+    /// The IP chosen (for the verified line).
+    pub ip: Option<String>,
 }
 
 impl VmTask {
@@ -694,13 +696,24 @@ impl VmTask {
                     if let Some(ip) = choice.ip {
                         let candidates: Vec<String> =
                             choice.candidates.iter().map(|c| c.to_string()).collect();
+                        let others: Vec<&str> = candidates
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|c| *c != ip.to_string())
+                            .collect();
+                        let text = if others.is_empty() {
+                            format!("IP {ip}")
+                        } else {
+                            format!("IP {ip} (other candidates: {})", others.join(", "))
+                        };
                         self.send(Event::VmIp {
                             vm: self.vm.index,
                             ip: ip.to_string(),
                             candidates,
                         });
                         self.enter(Phase::IpFound);
-                        self.log(Level::Info, format!("IP {ip}"));
+                        self.log(Level::Info, text);
+                        self.ip = Some(ip.to_string());
                         return Ok(());
                     }
                 }
@@ -822,7 +835,13 @@ impl VmTask {
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
         }
-        self.log(Level::Success, "verified");
+        self.log(
+            Level::Success,
+            format!(
+                "verified: IP {}, {wanted}/{wanted} pings, guest-exec works",
+                self.ip.as_deref().unwrap_or("?")
+            ),
+        );
         Ok(())
     }
 

@@ -143,11 +143,21 @@ fn recorded() -> Vec<Event> {
             candidates: vec!["10.0.0.11".into(), "172.17.0.1".into()],
         },
         state(0, Phase::IpFound),
+        Event::Log {
+            vm: Some(0),
+            level: Level::Info,
+            text: "IP 10.0.0.11 (other candidates: 172.17.0.1)".into(),
+        },
         state(0, Phase::Verifying),
         Event::VmGuest {
             vm: 0,
             uname: Some("Linux web-1 6.8.0-45-generic x86_64 GNU/Linux\n".into()),
             os: Some("Ubuntu 24.04.1 LTS".into()),
+        },
+        Event::Log {
+            vm: Some(0),
+            level: Level::Success,
+            text: "verified: IP 10.0.0.11, 3/3 pings, guest-exec works".into(),
         },
         state(0, Phase::Verified),
         progress(2, 1, 0, 1, 40),
@@ -159,6 +169,11 @@ fn recorded() -> Vec<Event> {
                 reason: "agent did not answer within 15m\n".into(),
             },
             at: SystemTime::UNIX_EPOCH,
+        },
+        Event::Log {
+            vm: Some(1),
+            level: Level::Error,
+            text: "failed in awaiting-agent: agent did not answer within 15m".into(),
         },
         progress(2, 1, 1, 0, 77),
         Event::Log {
@@ -189,11 +204,11 @@ const EXPECTED_PLAIN: &str = "\
 [INFO] web-1 (101): booting
 [INFO] web-1 (101): awaiting-agent
 [WARNING] web-1 (101): QEMU guest agent is not running; waiting
-[INFO] web-1 (101): IP 10.0.0.11 (candidates: 10.0.0.11, 172.17.0.1)
 [INFO] web-1 (101): IP-found
+[INFO] web-1 (101): IP 10.0.0.11 (other candidates: 172.17.0.1)
 [INFO] web-1 (101): verifying
 [INFO] web-1 (101): guest: Ubuntu 24.04.1 LTS; Linux web-1 6.8.0-45-generic x86_64 GNU/Linux
-[SUCCESS] web-1 (101): verified, IP 10.0.0.11
+[SUCCESS] web-1 (101): verified: IP 10.0.0.11, 3/3 pings, guest-exec works
 [INFO] progress: 1/2 verified, 0 failed, 0 skipped, 1 in flight, 0 queued, 0 paused; 40 API requests
 [INFO] web-2 (102): retrying (attempt 2)
 [ERROR] web-2 (102): failed in awaiting-agent: agent did not answer within 15m
@@ -232,7 +247,9 @@ fn colour_marks_the_tags_and_states_only() {
     assert!(lines.contains(
         &"\x1b[33m[WARNING]\x1b[0m web-1 (101): QEMU guest agent is not running; waiting"
     ));
-    assert!(lines.contains(&"\x1b[32m[SUCCESS]\x1b[0m web-1 (101): verified, IP 10.0.0.11"));
+    assert!(lines.contains(
+        &"\x1b[32m[SUCCESS]\x1b[0m web-1 (101): verified: IP 10.0.0.11, 3/3 pings, guest-exec works"
+    ));
     assert!(lines.contains(&"\x1b[31m[ERROR]\x1b[0m web-2 (102): failed in awaiting-agent: agent did not answer within 15m"));
     assert!(
         lines.contains(&"\x1b[1mNAME   VMID  NODE  STATE     IP         ATTEMPTS  TIME\x1b[0m")
@@ -301,7 +318,7 @@ fn paused_skipped_and_unknown_vms() {
     ];
     assert_eq!(
         print_all(&events, false),
-        "[WARNING] vm #7: paused (in booting)\n[WARNING] vm #7: skipped (was in booting)\n"
+        "[WARNING] vm #7: paused (in booting)\n"
     );
 }
 
