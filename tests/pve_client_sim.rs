@@ -852,7 +852,7 @@ async fn the_flaky_scenario_is_ridden_out() {
         // what must hold is that each name exists exactly once.
         let accepted = stats.clones_by_name.get(name).copied().unwrap_or(0);
         assert!(
-            accepted > failed_clones,
+            accepted > *failed_clones,
             "{name}: {:?}",
             stats.clones_by_name
         );
