@@ -270,6 +270,16 @@ async fn deploy(args: DeployArgs, dashboard: bool) -> Result<u8, Exit> {
     }
     let client = connect(&config, args.time_scale).await?;
     let plan = make_plan(&client, &config).await?;
+    if plan.already_done() {
+        // Run again after it finished: everything is verified and still running; touch nothing.
+        println!(
+            "rollout '{}' is already complete: all {} VM(s) were verified (journal {}) and are running; nothing to do",
+            plan.rollout_id,
+            plan.vms.len(),
+            engine::journal::path_in(&config.output.dir).display()
+        );
+        return Ok(0);
+    }
     roll_out(client, config, plan, args.time_scale, dashboard).await
 }
 

@@ -11,6 +11,9 @@ pub enum EngineError {
     /// Preflight found problems; nothing was created.
     #[error("preflight found {} problem(s), nothing was created:\n{}", .0.len(), bullet_list(.0))]
     Preflight(Vec<String>),
+    /// The journal of an earlier run cannot be read (or this run's cannot be written).
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
     /// Writing the summary files failed.
     #[error("writing the outputs to {dir}: {source}")]
     Output {
@@ -24,7 +27,7 @@ impl EngineError {
     /// Exit code per design.md section 1: 3 = cannot reach/authenticate or preflight failed.
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Api(_) | EngineError::Preflight(_) => 3,
+            EngineError::Api(_) | EngineError::Preflight(_) | EngineError::Journal(_) => 3,
             EngineError::Output { .. } => 1,
         }
     }

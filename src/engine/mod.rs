@@ -5,6 +5,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 pub mod ip;
+pub mod journal;
 pub mod plan;
 pub mod record;
 pub mod schedule;
@@ -28,6 +29,7 @@ pub use clock::Clock;
 pub use error::EngineError;
 use event::{Command, Event, Level, Phase, VmState};
 use ip::IpRules;
+use journal::{Entry, Journal};
 use plan::Plan;
 use record::Record;
 use schedule::{Lane, Stagger};
@@ -89,6 +91,26 @@ pub async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Summary {
     let n = rollout.plan.vms.len();
+    let out_dir = rollout.config.output.dir.clone();
+    let journal = Journal::open(&out_dir).and_then(|j| {
+        j.append(Entry::RolloutStarted {
+            rollout: rollout.plan.rollout_id.clone(),
+            settings: settings_digest(&rollout.plan),
+        })?;
+        // Every id is on disk before any clone is asked for, so a rerun finds the same ones.
+        for vm in rollout.plan.vms.iter().filter(|vm| vm.journaled.is_none()) {
+            j.append(Entry::Assigned {
+                name: vm.name.clone(),
+                vmid: vm.vmid,
+                node: vm.node.clone(),
+            })?;
+        }
+        Ok(Arc::new(j))
+    });
+    let journal = match journal {
+        Ok(j) => j,
+        Err(e) => return refuse_without_journal(&rollout, &events, &e.to_string()),
+    };
     let (itx, mut irx) = mpsc::unbounded_channel::<Event>();
     let (pause_all_tx, pause_all_rx) = watch::channel(false);
     let abort = CancellationToken::new();
@@ -104,9 +126,9 @@ pub async fn run(
         abort: abort.clone(),
         pause_all: pause_all_rx,
         events: itx,
+        journal: journal.clone(),
         agent_delays: Mutex::new(Vec::new()),
     });
-    let out_dir = rollout.config.output.dir.clone();
     let planned = rollout.plan.planned();
     let mut record = Record::new(rollout.info(), &planned);
     let emit = |e: Event| {
@@ -184,6 +206,24 @@ pub async fn run(
             VmState::Failed { .. } => Level::Error,
             _ => Level::Warning,
         };
+        let (name, vmid) = (rollout.plan.vms[i].name.clone(), rollout.plan.vms[i].vmid);
+        let entry = match &state {
+            VmState::Failed { phase, reason } => Some(Entry::Failed {
+                name,
+                vmid,
+                phase: phase.to_string(),
+                reason: reason.clone(),
+            }),
+            VmState::Skipped { .. } => Some(Entry::Skipped { name, vmid }),
+            _ => None,
+        };
+        if let Some(Err(e)) = entry.map(|e| journal.append(e)) {
+            let _ = events.send(Event::Log {
+                vm: Some(i),
+                level: Level::Error,
+                text: format!("cannot write the journal: {e}"),
+            });
+        }
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
@@ -328,6 +368,60 @@ pub async fn run(
             }
         }
     }
+}
+
+/// What a journal's `rollout-started` line pins: the VMs and their settings, hashed (a rerun
+/// with other settings is told so in the journal, never shown a secret: none is in the plan).
+fn settings_digest(plan: &Plan) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(plan.template_name.as_bytes());
+    for vm in &plan.vms {
+        h.update(format!("{}|{}|{}|{:?}\n", vm.name, vm.vmid, vm.node, vm.spec).as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Without a journal nothing is started (a crash could not be resumed): every VM fails at once.
+fn refuse_without_journal(
+    rollout: &Rollout,
+    events: &mpsc::UnboundedSender<Event>,
+    error: &str,
+) -> Summary {
+    let planned = rollout.plan.planned();
+    let mut record = Record::new(rollout.info(), &planned);
+    let _ = events.send(Event::Planned {
+        rollout: rollout.plan.rollout_id.clone(),
+        cluster: rollout.plan.cluster.clone(),
+        vms: planned,
+    });
+    let reason = format!("nothing was started: {error}");
+    let _ = events.send(Event::Log {
+        vm: None,
+        level: Level::Error,
+        text: reason.clone(),
+    });
+    for i in 0..rollout.plan.vms.len() {
+        let e = Event::VmState {
+            vm: i,
+            state: VmState::Failed {
+                phase: Phase::Queued,
+                reason: reason.clone(),
+            },
+            at: SystemTime::now(),
+        };
+        record.apply(&e);
+        let _ = events.send(e);
+    }
+    let summary = record.summary(Some(SystemTime::now()), false);
+    let _ = events.send(Event::Finished {
+        summary: Box::new(summary.clone()),
+    });
+    summary
 }
 
 fn record_mode(config: &Config) -> &'static str {

@@ -8,6 +8,7 @@ use crate::config::{Config, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
 use super::error::EngineError;
+use super::journal::{self, History, Step};
 
 /// The tag every VM this tool creates carries (PVE tags are lowercase, so the rollout's own id
 /// goes in the description instead, see [`marker_line`]).
@@ -59,6 +60,11 @@ pub struct PlannedVm {
     pub spec: VmSpec,
     pub source: CloneSource,
     pub adopted: Option<Adopted>,
+    /// The last step the journal recorded for this VM (resume), if any.
+    pub journaled: Option<Step>,
+    /// The clone task the journal says was accepted for this VM and not seen finishing: a
+    /// resumed run awaits it before anything else.
+    pub clone_upid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +76,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A finished rollout run again: every VM was verified according to the journal and is, on
+    /// the cluster right now, ours, unlocked and running. Nothing is left to do.
+    pub fn already_done(&self) -> bool {
+        !self.vms.is_empty()
+            && self.vms.iter().all(|vm| {
+                vm.journaled == Some(Step::Verified)
+                    && vm
+                        .adopted
+                        .as_ref()
+                        .is_some_and(|a| a.status == "running" && a.lock.is_none())
+            })
+    }
+
     /// The plan as the watchers see it.
     pub fn planned(&self) -> Vec<super::event::PlannedVm> {
         self.vms
@@ -91,6 +110,9 @@ impl Plan {
         );
         for vm in &self.vms {
             let source = match (&vm.adopted, &vm.source.target) {
+                (Some(a), _) if vm.journaled == Some(Step::Verified) => {
+                    format!("exists ({}), verified before", a.status)
+                }
                 (Some(a), _) => format!("exists ({}), adopt", a.status),
                 (None, Some(t)) => {
                     format!("clone {} on {} -> {t}", vm.source.vmid, vm.source.node)
@@ -118,6 +140,16 @@ impl Plan {
 pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError> {
     let rollout_id = config.rollout.name.clone();
     let mut problems = Vec::new();
+
+    // The journal of an earlier run (resume): its VM ids are reused, never handed to others.
+    let journal_path = journal::path_in(&config.output.dir);
+    let history = History::read(&journal_path)?;
+    if let Some(other) = history.rollout.as_deref().filter(|r| *r != rollout_id) {
+        problems.push(format!(
+            "output.dir: the journal {} belongs to rollout '{other}', not '{rollout_id}'; use another output dir (or the other rollout's name)",
+            journal_path.display()
+        ));
+    }
 
     let nodes = client.nodes().await?;
     let resources = client.cluster_resources(None).await?;
@@ -220,14 +252,22 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     let used_ids: BTreeSet<u32> = vms.iter().filter_map(|r| r.vmid).collect();
 
     let entries = config.vms();
-    let mut assigned: BTreeSet<u32> = BTreeSet::new();
+    let mut assigned: BTreeSet<u32> = history.vms.values().map(|r| r.vmid).collect();
     let mut next_candidate: Option<u32> = None;
     let mut planned = Vec::new();
     for (index, entry) in entries.into_iter().enumerate() {
         // Adopt our own VM of the same name (resume); refuse anyone else's.
         let mut adopted = None;
+        let journaled = history.vms.get(&entry.name);
         let mut vmid = entry.vmid;
         let mut node = entry.node.clone();
+        if let Some(j) = journaled.filter(|_| entry.vmid.is_none()) {
+            // A rerun picks the ids (and nodes) the journal assigned.
+            vmid = Some(j.vmid);
+            if node.is_none() && !j.node.is_empty() {
+                node = Some(j.node.clone());
+            }
+        }
         if let Some(existing) = by_vm_name.get(entry.name.as_str()) {
             let (Some(enode), Some(evmid)) = (existing.node.clone(), existing.vmid) else {
                 problems.push(format!("VM name '{}' is taken", entry.name));
@@ -251,8 +291,24 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         }
 
         let vmid = match vmid {
+            Some(id) if adopted.is_none() && journaled.is_some_and(|j| j.vmid == id) => {
+                if used_ids.contains(&id) {
+                    let holder = vms
+                        .iter()
+                        .find(|r| r.vmid == Some(id))
+                        .and_then(|r| r.name.clone())
+                        .unwrap_or_else(|| "?".into());
+                    problems.push(format!(
+                        "VM id {id}, which the journal {} assigned to '{}', is now used by VM '{holder}'; this rollout will not take it over (remove that VM, or move the journal away to plan new ids)",
+                        journal_path.display(),
+                        entry.name
+                    ));
+                    continue;
+                }
+                id
+            }
             Some(id) => {
-                if adopted.is_none() && used_ids.contains(&id) {
+                if adopted.is_none() && (used_ids.contains(&id) || assigned.contains(&id)) {
                     problems.push(format!(
                         "vm_configs.\"{}\".vmid: VM id {id} is already in use",
                         entry.name
@@ -352,7 +408,12 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         let Some(source) = source else { continue };
+        let clone_upid = journaled
+            .filter(|j| j.step == Step::CloneAccepted && j.vmid == vmid)
+            .and_then(|j| j.clone_upid.clone());
         planned.push(PlannedVm {
+            journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
+            clone_upid,
             index,
             name: entry.name,
             vmid,

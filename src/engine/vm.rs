@@ -15,6 +15,7 @@ use crate::pve::{
 use super::clock::Clock;
 use super::event::{Event, Level, Phase, VmState};
 use super::ip::IpRules;
+use super::journal::{Entry, Journal, Step as Journaled};
 use super::plan::{self, PlannedVm};
 use super::schedule::{Lane, LaneGuard, Stagger};
 
@@ -31,6 +32,8 @@ pub(super) struct Shared {
     pub abort: CancellationToken,
     pub pause_all: watch::Receiver<bool>,
     pub events: UnboundedSender<Event>,
+    /// Every transition that matters is on disk here before the next step.
+    pub journal: Arc<Journal>,
     /// How long after `start` the agents of earlier VMs answered (rollout seconds).
     pub agent_delays: Mutex<Vec<f64>>,
 }
@@ -106,9 +109,17 @@ impl VmTask {
         }
         if from <= Phase::Configuring {
             self.configure_phase(config.take()).await?;
+            self.journal(Entry::Configured {
+                name: self.vm.name.clone(),
+                vmid: self.vm.vmid,
+            })?;
         }
         if from <= Phase::Booting {
             self.boot_phase().await?;
+            self.journal(Entry::Started {
+                name: self.vm.name.clone(),
+                vmid: self.vm.vmid,
+            })?;
         }
         // From here on the guest agent is talked to; in sequential mode the lane is held for
         // the whole check sequence, in pipelined mode per call.
@@ -121,10 +132,23 @@ impl VmTask {
         self.ip_phase(mac.as_deref(), held.is_some()).await?;
         self.verify_phase(held.is_some()).await?;
         drop(held);
+        self.journal(Entry::Verified {
+            name: self.vm.name.clone(),
+            vmid: self.vm.vmid,
+        })?;
         self.set(VmState::Active {
             phase: Phase::Verified,
         });
         Ok(())
+    }
+
+    /// Records a transition durably; a journal that cannot be written stops the VM, since
+    /// going on would leave a VM a later run could not account for.
+    fn journal(&self, entry: Entry) -> Step {
+        self.shared
+            .journal
+            .append(entry)
+            .map_err(|e| Stop::Failed(format!("cannot write the journal: {e}")))
     }
 
     // ---- events -------------------------------------------------------------------------
@@ -267,10 +291,22 @@ impl VmTask {
     async fn clone_phase(&mut self) -> Step<VmConfig> {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         let timeout = self.shared.checks.clone_timeout;
+        if self.first_attempt
+            && let Some(upid) = self.vm.clone_upid.take()
+        {
+            self.await_earlier_clone(Upid(upid)).await?;
+        }
         let exists = match &self.vm.adopted {
             Some(_) => true,
-            // A retry after a failed clone: the VM may or may not be there.
-            None if !self.first_attempt => self.lookup_ours().await?,
+            // An earlier run asked for this clone but may have died before the answer: give a
+            // request still on its way a moment to show, so the clone is not asked for twice.
+            None if self.first_attempt && self.vm.journaled == Some(Journaled::CloneRequested) => {
+                self.lookup_ours_within(Duration::from_secs(5)).await?
+            }
+            // A retry after a failed clone, or a resume: the VM may or may not be there.
+            None if !self.first_attempt || self.vm.journaled.is_some() => {
+                self.lookup_ours().await?
+            }
             None => false,
         };
         if !exists {
@@ -296,7 +332,17 @@ impl VmTask {
         let mut interval = Duration::from_millis(500);
         loop {
             match self.shared.client.vm_config(&node, vmid).await {
-                Ok(cfg) if cfg.lock().is_none() => return Ok(cfg),
+                Ok(cfg) if cfg.lock().is_none() => {
+                    // An adopted VM that was mid-clone could not be judged before: judge it now.
+                    if !plan::is_ours(&cfg, &self.shared.rollout_id) {
+                        return Err(self.not_ours());
+                    }
+                    self.journal(Entry::Cloned {
+                        name: self.vm.name.clone(),
+                        vmid,
+                    })?;
+                    return Ok(cfg);
+                }
                 Ok(_) => {}
                 Err(e) if e.class == ErrorClass::NotFound && self.reclones < 2 => {
                     // The clone task failed after all (PVE removes the half-made VM): clone anew.
@@ -322,21 +368,72 @@ impl VmTask {
         }
     }
 
-    /// Whether the VM exists on its node and carries this rollout's marker.
+    /// Whether the VM exists on its node and carries this rollout's marker. A VM still being
+    /// cloned has no name or description yet: it is waited for, then judged.
     async fn lookup_ours(&mut self) -> Step<bool> {
-        match self
-            .shared
-            .client
-            .vm_config(&self.vm.node, self.vm.vmid)
-            .await
-        {
-            Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => Ok(true),
-            Ok(_) => Err(Stop::Failed(format!(
-                "VM {} exists but was not created by rollout '{}'; not touching it",
-                self.vm.vmid, self.shared.rollout_id
-            ))),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
+        let deadline = self.shared.clock.deadline(self.shared.checks.clone_timeout);
+        loop {
+            match self
+                .shared
+                .client
+                .vm_config(&self.vm.node, self.vm.vmid)
+                .await
+            {
+                Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => return Ok(true),
+                Ok(cfg)
+                    if cfg.lock() == Some("clone")
+                        && cfg.get("description").is_none()
+                        && !self.shared.clock.left(deadline).is_zero() => {}
+                Ok(_) => return Err(self.not_ours()),
+                Err(e) if e.class == ErrorClass::NotFound => return Ok(false),
+                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.sleep(Duration::from_millis(500)).await?;
+        }
+    }
+
+    /// [`Self::lookup_ours`], asked again for `grace` (rollout time) while the VM is absent.
+    async fn lookup_ours_within(&mut self, grace: Duration) -> Step<bool> {
+        let deadline = self.shared.clock.deadline(grace);
+        loop {
+            if self.lookup_ours().await? {
+                return Ok(true);
+            }
+            if self.shared.clock.left(deadline).is_zero() {
+                return Ok(false);
+            }
+            self.sleep(Duration::from_millis(500)).await?;
+        }
+    }
+
+    fn not_ours(&self) -> Stop {
+        Stop::Failed(format!(
+            "VM {} exists but was not created by rollout '{}'; not touching it",
+            self.vm.vmid, self.shared.rollout_id
+        ))
+    }
+
+    /// A clone an earlier run started (the journal has its UPID): wait for it to end before
+    /// deciding anything, so it is never asked for twice. A task the node no longer knows is
+    /// over.
+    async fn await_earlier_clone(&mut self, upid: Upid) -> Step {
+        match self.shared.client.task_status(&upid).await {
+            Ok(status) if status.state == TaskState::Running => {
+                self.enter(Phase::Cloning);
+                self.log(
+                    Level::Info,
+                    format!("waiting for the clone an earlier run started ({})", upid.0),
+                );
+                let state = self
+                    .wait_task(&upid, self.shared.checks.clone_timeout)
+                    .await?;
+                if let TaskState::Failed(text) = state {
+                    self.log(Level::Warning, format!("the earlier clone failed: {text}"));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -356,8 +453,19 @@ impl VmTask {
         let (snode, svmid) = (s.node.clone(), s.vmid);
         let mut backoff = Duration::from_secs(5);
         for attempt in 1..=ATTEMPTS {
+            self.journal(Entry::CloneRequested {
+                name: self.vm.name.clone(),
+                vmid: self.vm.vmid,
+            })?;
             let upid = match self.shared.client.clone_vm(&snode, svmid, &request).await {
-                Ok(upid) => upid,
+                Ok(upid) => {
+                    self.journal(Entry::CloneAccepted {
+                        name: self.vm.name.clone(),
+                        vmid: self.vm.vmid,
+                        upid: upid.0.clone(),
+                    })?;
+                    upid
+                }
                 Err(e) if e.class == ErrorClass::AlreadyExists => {
                     // The clone happened but its answer was lost (or an earlier attempt's did):
                     // the VM is ours if it carries our marker, and its clone may still run.
@@ -392,6 +500,15 @@ impl VmTask {
                         format!("clone finished with {n} warning(s)"),
                     );
                     return Ok(());
+                }
+                TaskState::Failed(text) if text.contains("already exists") => {
+                    // Another request for the same id got there first (an earlier run's, whose
+                    // answer was lost): adopt its VM if it is ours.
+                    if self.lookup_ours().await? {
+                        self.log(Level::Warning, format!("{text}; adopting the VM"));
+                        return Ok(());
+                    }
+                    return Err(Stop::Failed(format!("clone task failed: {text}")));
                 }
                 TaskState::Failed(text) => {
                     self.task_log_tail(&upid).await;
