@@ -292,12 +292,33 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
 
         let vmid = match vmid {
             Some(id) if adopted.is_none() && journaled.is_some_and(|j| j.vmid == id) => {
-                if used_ids.contains(&id) {
-                    let holder = vms
-                        .iter()
-                        .find(|r| r.vmid == Some(id))
-                        .and_then(|r| r.name.clone())
-                        .unwrap_or_else(|| "?".into());
+                // /cluster/resources lags (pvestatd) and a VM being cloned has no name yet, so
+                // the VM holding the id is judged by its own config.
+                let holder = vms.iter().find(|r| r.vmid == Some(id));
+                let mut holder_name = "(no name)".to_string();
+                if let Some(hnode) = holder.and_then(|r| r.node.clone()) {
+                    let cfg = client.vm_config(&hnode, id).await?;
+                    let clone_asked = journaled.is_some_and(|j| {
+                        matches!(j.step, Step::CloneRequested | Step::CloneAccepted)
+                    });
+                    let named = cfg.get("name");
+                    let ours = is_ours(&cfg, &rollout_id) && named == Some(entry.name.as_str());
+                    // Our clone may still run: PVE names and describes the VM only at its
+                    // end, so it is adopted now and judged by its marker once unlocked.
+                    let in_flight = clone_asked
+                        && cfg.lock() == Some("clone")
+                        && cfg.get("description").is_none();
+                    if ours || in_flight {
+                        adopted = Some(Adopted {
+                            status: "unknown".into(),
+                            lock: cfg.lock().map(str::to_string),
+                        });
+                        node = Some(hnode);
+                    }
+                    holder_name = named.unwrap_or("(no name)").to_string();
+                }
+                if adopted.is_none() && used_ids.contains(&id) {
+                    let holder = holder_name;
                     problems.push(format!(
                         "VM id {id}, which the journal {} assigned to '{}', is now used by VM '{holder}'; this rollout will not take it over (remove that VM, or move the journal away to plan new ids)",
                         journal_path.display(),
@@ -408,6 +429,13 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         let Some(source) = source else { continue };
+        if let Some(a) = adopted.as_mut() {
+            // The resources' status lags; the VM's own status does not.
+            if let Ok(st) = client.vm_status(&node, vmid).await {
+                a.status = st.status;
+                a.lock = st.lock.or(a.lock.take());
+            }
+        }
         let clone_upid = journaled
             .filter(|j| j.step == Step::CloneAccepted && j.vmid == vmid)
             .and_then(|j| j.clone_upid.clone());
