@@ -2,6 +2,7 @@
 //! Emits `Event`s, takes `Command`s; knows no terminal.
 
 pub mod clock;
+pub mod destroy;
 pub mod error;
 pub mod event;
 pub mod ip;
