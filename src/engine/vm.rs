@@ -321,7 +321,9 @@ impl VmTask {
             self.enter(Phase::Cloning);
             self.clone_with_retries().await?;
         } else {
-            self.enter(Phase::Cloning);
+            if self.phase != Phase::Cloning {
+                self.enter(Phase::Cloning);
+            }
             self.log(
                 Level::Info,
                 format!("VM {vmid} exists and is ours: adopting it"),

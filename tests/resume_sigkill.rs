@@ -1,0 +1,262 @@
+//! The real thing: `pve-rollout deploy` as a child process, SIGKILLed twice at chosen lines of
+//! its output, against `pve-rollout sim` in another process; each rerun resumes, and in the end
+//! every VM is verified and was cloned exactly once (the simulator's own `/sim/stats` says so).
+//! Then a finished rollout run again says so, and `destroy` removes it, safely twice.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pve-rollout");
+const SCALE: &str = "0.02";
+const VMS: usize = 3;
+
+/// The simulator child, killed when dropped.
+struct SimProcess {
+    child: Child,
+    url: String,
+    fingerprint: String,
+    token_id: String,
+    secret_file: PathBuf,
+    ca_file: PathBuf,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pve-rollout sim` on an ephemeral loopback port and reads what it serves from its
+/// banner.
+fn start_sim() -> SimProcess {
+    let mut child = Command::new(BIN)
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--scenario",
+            "fast",
+            "--time-scale",
+            SCALE,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sim starts");
+    let stdout = child.stdout.take().expect("sim stdout");
+    let mut fields = std::collections::BTreeMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("sim banner");
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+        for key in ["URL", "Fingerprint", "Token", "Secret file", "CA cert"] {
+            if let Some(rest) = line.trim_start().strip_prefix(key)
+                && rest.starts_with("  ")
+            {
+                fields.insert(key, rest.trim().to_string());
+            }
+        }
+    }
+    let get = |k: &str| {
+        fields
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} in the sim banner: {fields:?}"))
+    };
+    SimProcess {
+        url: get("URL"),
+        fingerprint: get("Fingerprint"),
+        token_id: get("Token"),
+        secret_file: get("Secret file").into(),
+        ca_file: get("CA cert").into(),
+        child,
+    }
+}
+
+fn write_config(dir: &Path, sim: &SimProcess) -> PathBuf {
+    let path = dir.join("deploy.toml");
+    let text = format!(
+        r#"[proxmox]
+url = "{url}"
+token_id = "{token}"
+token_secret_file = "{secret}"
+fingerprint = "{fp}"
+
+[rollout]
+name = "sigkill"
+template = "ubuntu"
+vm_count = {VMS}
+vm_name_prefix = "kill"
+deployment_delay = "3s"
+nodes = ["pve1"]
+
+[defaults]
+memory = 4096
+storage = "ssd"
+
+[checks]
+stabilization = "2s"
+agent_timeout = "2m"
+ip_timeout = "2m"
+
+[output]
+dir = "{out}"
+"#,
+        url = sim.url,
+        token = sim.token_id,
+        secret = sim.secret_file.display(),
+        fp = sim.fingerprint,
+        out = dir.join("out").display(),
+    );
+    std::fs::write(&path, text).expect("deploy.toml");
+    path
+}
+
+fn command(args: &[&str], config: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    c
+}
+
+/// Runs `deploy --headless` and SIGKILLs it when a line satisfies `kill_at`. Returns the lines
+/// seen and whether it was killed.
+fn deploy_until(config: &Path, kill_at: impl Fn(&str) -> bool) -> (Vec<String>, bool) {
+    let mut child = command(&["deploy", "--headless", "--time-scale", SCALE], config)
+        .spawn()
+        .expect("deploy starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 line");
+        let hit = kill_at(&line);
+        lines.push(line);
+        if hit {
+            child.kill().expect("SIGKILL");
+            killed = true;
+            break;
+        }
+    }
+    let status = child.wait().expect("deploy ends");
+    if killed {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{lines:#?}");
+    }
+    (lines, killed)
+}
+
+fn output(args: &[&str], config: &Path) -> (i32, String, String) {
+    let out = command(args, config).output().expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `GET /sim/stats` over TLS, trusting the simulator's CA file.
+fn sim_stats(sim: &SimProcess) -> serde_json::Value {
+    let pem = std::fs::read(&sim.ca_file).expect("ca file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let addr = sim
+        .url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let ip: std::net::IpAddr = addr
+        .rsplit_once(':')
+        .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
+        .expect("ip in the sim url");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), ip.into()).expect("tls");
+    let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(
+        tls,
+        "GET /sim/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let (_, body) = text.split_once("\r\n\r\n").expect("http response");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("stats json: {e}: {body}"))
+}
+
+#[test]
+fn sigkilled_deploy_resumes_and_clones_each_vm_once() {
+    let sim = start_sim();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), &sim);
+
+    // Kill 1: the moment the second clone was accepted (its UPID is on the journal).
+    let (lines, killed) = deploy_until(&config, |l| l.contains("kill-2") && l.contains("cloning "));
+    assert!(killed, "kill point 1 reached: {lines:#?}");
+    // Kill 2: in the resumed run, when the first VM's IP is found.
+    let (lines, killed) = deploy_until(&config, |l| l.contains("kill-1") && l.contains("IP "));
+    assert!(killed, "kill point 2 reached: {lines:#?}");
+    // The third run finishes.
+    let (lines, killed) = deploy_until(&config, |_| false);
+    assert!(!killed);
+    let last = lines.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains(&format!("{VMS} verified"))
+            || lines.iter().any(|l| l.contains("rollout finished")),
+        "{lines:#?}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+    )
+    .expect("summary json");
+    let vms = summary["vms"].as_array().expect("vms");
+    assert_eq!(vms.len(), VMS);
+    assert!(vms.iter().all(|v| v["state"] == "verified"), "{summary:#}");
+
+    let stats = sim_stats(&sim);
+    for i in 1..=VMS {
+        assert_eq!(
+            stats["clones_by_name"][format!("kill-{i}")],
+            1,
+            "kill-{i} cloned once: {}",
+            stats["clones_by_name"]
+        );
+    }
+
+    // Run again: done, nothing touched.
+    let (code, out, err) = output(&["deploy", "--headless", "--time-scale", SCALE], &config);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("already complete"), "{out}{err}");
+    assert_eq!(sim_stats(&sim)["clones_by_name"], stats["clones_by_name"]);
+
+    // destroy: refuses to act unasked without a terminal, then removes all three, then nothing.
+    let (code, out, err) = output(&["destroy", "--time-scale", SCALE], &config);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--yes"), "{err}");
+    let (code, out, err) = output(&["destroy", "--yes", "--time-scale", SCALE], &config);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("removed {VMS} of {VMS}")), "{out}");
+    let (code, out, err) = output(&["destroy", "--yes", "--time-scale", SCALE], &config);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("nothing to remove"), "{out}");
+}
