@@ -278,6 +278,12 @@ impl Journal {
             file.set_len(keep as u64).map_err(io)?;
             file.sync_data().map_err(io)?;
         }
+        if bytes.is_empty() {
+            // A new file: its directory entry must reach the disk too (power loss).
+            File::open(output_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
         file.seek(SeekFrom::End(0)).map_err(io)?;
         Ok(Journal {
             path,
