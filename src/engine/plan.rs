@@ -329,10 +329,18 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 id
             }
             Some(id) => {
-                if adopted.is_none() && (used_ids.contains(&id) || assigned.contains(&id)) {
+                if adopted.is_none() && used_ids.contains(&id) {
                     problems.push(format!(
                         "vm_configs.\"{}\".vmid: VM id {id} is already in use",
                         entry.name
+                    ));
+                    continue;
+                }
+                if adopted.is_none() && assigned.contains(&id) {
+                    problems.push(format!(
+                        "vm_configs.\"{}\".vmid: VM id {id} belongs to another VM of this rollout (journal {}); pick another id",
+                        entry.name,
+                        journal_path.display()
                     ));
                     continue;
                 }
