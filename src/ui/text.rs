@@ -38,7 +38,10 @@ pub fn short(d: Duration) -> String {
 
 /// With tenths under a minute, for phase durations: `0.4s`, `12.3s`, `3m04s`.
 pub fn precise(d: Duration) -> String {
-    if d.as_secs() < 60 {
+    if d < Duration::from_millis(100) {
+        // Sub-tenth durations (a timeline column of a short demo) would read "0.0s".
+        format!("{}ms", d.as_millis())
+    } else if d.as_secs() < 60 {
         format!("{}.{}s", d.as_secs(), d.subsec_millis() / 100)
     } else {
         short(d)
@@ -125,6 +128,7 @@ mod tests {
         assert_eq!(short(Duration::from_secs(3720)), "1h02m");
         assert_eq!(precise(Duration::from_millis(12_345)), "12.3s");
         assert_eq!(precise(Duration::from_millis(400)), "0.4s");
+        assert_eq!(precise(Duration::from_millis(77)), "77ms");
         assert_eq!(precise(Duration::from_secs(184)), "3m04s");
     }
 
