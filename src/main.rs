@@ -379,6 +379,12 @@ async fn destroy(args: DestroyArgs) -> Result<u8, Exit> {
             t.vmid, t.name, t.node, t.status
         );
     }
+    // Held until the end: no deploy of this rollout can start meanwhile, nor can this run
+    // while one is going on.
+    let journal = engine::journal::Journal::open(&config.output.dir).map_err(|e| {
+        eprintln!("error: not removing anything: {e}");
+        Exit(1)
+    })?;
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             eprintln!(
@@ -395,8 +401,13 @@ async fn destroy(args: DestroyArgs) -> Result<u8, Exit> {
             return Ok(1);
         }
     }
-    let results =
-        engine::destroy::remove(&client, &config, Clock::new(args.time_scale), found.targets).await;
+    let results = engine::destroy::remove(
+        &client,
+        &journal,
+        Clock::new(args.time_scale),
+        found.targets,
+    )
+    .await;
     let mut failed = 0;
     for r in &results {
         match &r.result {

@@ -74,8 +74,8 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
         )
         .await
         .unwrap();
-    Journal::open(h.out.path())
-        .unwrap()
+    let journal = Journal::open(h.out.path()).unwrap();
+    journal
         .append(Entry::Assigned {
             name: "demo-3".into(),
             vmid: foreign,
@@ -98,7 +98,7 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
 
     let removed = destroy::remove(
         &h.client,
-        &h.config,
+        &journal,
         Clock::new(SCALE),
         found.targets.clone(),
     )
@@ -118,7 +118,7 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
     // Twice: nothing left to find, and removing the same list again is harmless.
     let again = destroy::find(&h.client, &h.config).await.unwrap();
     assert!(again.targets.is_empty(), "{again:?}");
-    let removed = destroy::remove(&h.client, &h.config, Clock::new(SCALE), found.targets).await;
+    let removed = destroy::remove(&h.client, &journal, Clock::new(SCALE), found.targets).await;
     assert!(removed.iter().all(|r| r.result.is_ok()), "{removed:?}");
     assert!(h.client.vm_config(&src.node, foreign).await.is_ok());
 }

@@ -58,7 +58,23 @@ async fn run_and_kill(h: &Harness, kill_at: &(dyn Fn(&Event) -> bool + Sync)) ->
     let joined = engine.await;
     assert_eq!(joined.is_err(), killed, "the engine ended as expected");
     drop(ctx);
+    journal_released(h).await;
     killed
+}
+
+/// The killed engine's VM tasks are dropped on their own threads a moment after the abort; the
+/// journal lock goes with the last of them (with SIGKILL, the kernel drops it at once).
+async fn journal_released(h: &Harness) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match journal::Journal::open(h.out.path()) {
+            Ok(_) => return,
+            Err(journal::JournalError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("journal not released: {e}"),
+        }
+    }
 }
 
 fn enters(vm: usize, phase: Phase) -> impl Fn(&Event) -> bool + Sync {

@@ -107,22 +107,24 @@ pub struct Removed {
 }
 
 /// Stops (when running) and deletes with purge every target, one after the other, waiting for
-/// each task; each removal is journaled.
+/// each task; each removal is journaled. Holding the open journal keeps a deploy of the same
+/// rollout from running meanwhile (see [`Journal::open`]).
 pub async fn remove(
     client: &Client,
-    config: &Config,
+    journal: &Journal,
     clock: Clock,
     targets: Vec<Target>,
 ) -> Vec<Removed> {
-    let journal = Journal::open(&config.output.dir).ok();
     let mut out = Vec::new();
     for target in targets {
-        let result = remove_one(client, clock, &target).await;
-        if let (Ok(()), Some(j)) = (&result, &journal) {
-            let _ = j.append(Entry::Destroyed {
+        let mut result = remove_one(client, clock, &target).await;
+        if result.is_ok()
+            && let Err(e) = journal.append(Entry::Destroyed {
                 name: target.name.clone(),
                 vmid: target.vmid,
-            });
+            })
+        {
+            result = Err(format!("removed, but {e}"));
         }
         out.push(Removed { target, result });
     }

@@ -98,6 +98,10 @@ pub enum JournalError {
         source: std::io::Error,
     },
     #[error(
+        "journal {path} is in use by another pve-rollout run of this rollout; wait for it to end (two runs at once could clone a VM twice)"
+    )]
+    Busy { path: String },
+    #[error(
         "journal {path}, line {line}: not a journal record ({reason}); fix or move the file away to start over"
     )]
     Corrupt {
@@ -271,6 +275,15 @@ impl Journal {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
+        lock_exclusive(&file).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                JournalError::Busy {
+                    path: path.display().to_string(),
+                }
+            } else {
+                io(e)
+            }
+        })?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         if !bytes.is_empty() && !bytes.ends_with(b"\n") {
@@ -310,6 +323,18 @@ impl Journal {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.write_all(line.as_bytes()).map_err(io)?;
         file.sync_data().map_err(io)
+    }
+}
+
+/// One run per journal: an advisory lock the kernel drops when the holder dies (even SIGKILL).
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor this `File` owns and keeps open.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -387,6 +412,16 @@ mod tests {
         std::fs::write(&path, "{\"nonsense\":1}\n{}\n").unwrap();
         let err = History::read(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path()).unwrap();
+        let err = Journal::open(dir.path()).unwrap_err();
+        assert!(matches!(err, JournalError::Busy { .. }), "{err}");
+        drop(first);
+        Journal::open(dir.path()).expect("free again");
     }
 
     #[test]
