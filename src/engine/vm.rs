@@ -322,21 +322,53 @@ impl VmTask {
         }
     }
 
-    /// Whether the VM exists on its node and carries this rollout's marker.
+    /// Whether the VM exists on its node and carries this rollout's marker. A clone still in
+    /// flight (its answer lost, or a retry right after) is waited for: until its task ends the
+    /// new VM is locked, lacks the marker and, for a cross-node clone, sits on the source node,
+    /// so judging it earlier would call our own clone someone else's.
     async fn lookup_ours(&mut self) -> Step<bool> {
-        match self
-            .shared
-            .client
-            .vm_config(&self.vm.node, self.vm.vmid)
-            .await
-        {
-            Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => Ok(true),
-            Ok(_) => Err(Stop::Failed(format!(
-                "VM {} exists but was not created by rollout '{}'; not touching it",
-                self.vm.vmid, self.shared.rollout_id
-            ))),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(false),
-            Err(e) => Err(e.into()),
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let timeout = self.shared.checks.clone_timeout;
+        let deadline = self.shared.clock.deadline(timeout);
+        let mut interval = Duration::from_millis(500);
+        loop {
+            // Each arm that does not return means: still cloning (or briefly unreachable).
+            match self.shared.client.vm_config(&node, vmid).await {
+                Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => return Ok(true),
+                Ok(cfg) if cfg.lock() == Some("clone") => {}
+                Ok(_) => {
+                    return Err(Stop::Failed(format!(
+                        "VM {vmid} exists but was not created by rollout '{}'; not touching it",
+                        self.shared.rollout_id
+                    )));
+                }
+                Err(e) if e.class == ErrorClass::NotFound => {
+                    match self.shared.client.find_vm(vmid).await {
+                        Ok(None) => return Ok(false),
+                        Ok(Some(found)) if found.lock.as_deref() == Some("clone") => {}
+                        // Its clone ended between the two questions: ask the node again.
+                        Ok(Some(found)) if found.node.as_deref() == Some(node.as_str()) => {}
+                        Ok(Some(found)) => {
+                            return Err(Stop::Failed(format!(
+                                "VM {vmid} exists on {}, not on {node}, and is not being cloned; not touching it",
+                                found.node.as_deref().unwrap_or("another node")
+                            )));
+                        }
+                        Err(e) if e.class == ErrorClass::Transient => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "VM {vmid} was still being cloned (or unreachable) after {}",
+                    format_duration(timeout)
+                )));
+            }
+            self.sleep(interval).await?;
+            interval = (interval.mul_f64(1.5)).min(Duration::from_secs(5));
         }
     }
 
@@ -364,6 +396,14 @@ impl VmTask {
                     if self.lookup_ours().await? {
                         self.log(Level::Warning, format!("{e}; adopting the VM"));
                         return Ok(());
+                    }
+                    if attempt < ATTEMPTS {
+                        // Gone again: that clone task failed and PVE removed its VM.
+                        self.log(
+                            Level::Warning,
+                            format!("{e}; it is gone again, cloning anew"),
+                        );
+                        continue;
                     }
                     return Err(e.into());
                 }
