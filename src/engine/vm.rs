@@ -525,7 +525,7 @@ impl VmTask {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         let status = self.shared.client.vm_status(&node, vmid).await?;
         if status.status != "running" {
-            let upid = self.shared.client.start(&node, vmid).await?;
+            let upid = self.start_with_retries().await?;
             match self
                 .wait_task(&upid, self.shared.checks.boot_timeout)
                 .await?
@@ -542,6 +542,27 @@ impl VmTask {
         }
         self.mark_started();
         Ok(())
+    }
+
+    /// `start`, asked again after a transient error: a lost answer may hide a start that
+    /// happened, and a second start is harmless (its task fails "already running", accepted).
+    async fn start_with_retries(&mut self) -> Step<Upid> {
+        const ATTEMPTS: u32 = 4;
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let mut backoff = Duration::from_secs(2);
+        let mut attempt = 1;
+        loop {
+            match self.shared.client.start(&node, vmid).await {
+                Ok(upid) => return Ok(upid),
+                Err(e) if e.class.is_transient() && attempt < ATTEMPTS => {
+                    self.log(Level::Warning, format!("start: {e}; asking again"));
+                    self.sleep(backoff).await?;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn mark_started(&mut self) {
