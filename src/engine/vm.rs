@@ -294,10 +294,14 @@ impl VmTask {
         // Wait until the clone's `lock: clone` is gone (bpg does the same).
         let deadline = self.shared.clock.deadline(timeout);
         let mut interval = Duration::from_millis(500);
+        // What kept us waiting last: the lock, or a node that did not answer.
+        let mut waiting_for: String;
         loop {
             match self.shared.client.vm_config(&node, vmid).await {
                 Ok(cfg) if cfg.lock().is_none() => return Ok(cfg),
-                Ok(_) => {}
+                Ok(cfg) => {
+                    waiting_for = format!("locked ({})", cfg.lock().unwrap_or_default());
+                }
                 Err(e) if e.class == ErrorClass::NotFound && self.reclones < 2 => {
                     // The clone task failed after all (PVE removes the half-made VM): clone anew.
                     self.log(
@@ -308,12 +312,14 @@ impl VmTask {
                     self.reclones += 1;
                     return Box::pin(self.clone_phase()).await;
                 }
-                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) if e.class == ErrorClass::Transient => {
+                    waiting_for = format!("unreachable ({e})");
+                }
                 Err(e) => return Err(e.into()),
             }
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
-                    "VM {vmid} still locked after {}",
+                    "VM {vmid} still {waiting_for} after {}",
                     format_duration(timeout)
                 )));
             }
@@ -331,11 +337,12 @@ impl VmTask {
         let timeout = self.shared.checks.clone_timeout;
         let deadline = self.shared.clock.deadline(timeout);
         let mut interval = Duration::from_millis(500);
+        let mut waiting_for = "being cloned".to_string();
         loop {
             // Each arm that does not return means: still cloning (or briefly unreachable).
             match self.shared.client.vm_config(&node, vmid).await {
                 Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => return Ok(true),
-                Ok(cfg) if cfg.lock() == Some("clone") => {}
+                Ok(cfg) if cfg.lock() == Some("clone") => waiting_for = "being cloned".into(),
                 Ok(_) => {
                     return Err(Stop::Failed(format!(
                         "VM {vmid} exists but was not created by rollout '{}'; not touching it",
@@ -345,7 +352,9 @@ impl VmTask {
                 Err(e) if e.class == ErrorClass::NotFound => {
                     match self.shared.client.find_vm(vmid).await {
                         Ok(None) => return Ok(false),
-                        Ok(Some(found)) if found.lock.as_deref() == Some("clone") => {}
+                        Ok(Some(found)) if found.lock.as_deref() == Some("clone") => {
+                            waiting_for = "being cloned".into();
+                        }
                         // Its clone ended between the two questions: ask the node again.
                         Ok(Some(found)) if found.node.as_deref() == Some(node.as_str()) => {}
                         Ok(Some(found)) => {
@@ -354,16 +363,20 @@ impl VmTask {
                                 found.node.as_deref().unwrap_or("another node")
                             )));
                         }
-                        Err(e) if e.class == ErrorClass::Transient => {}
+                        Err(e) if e.class == ErrorClass::Transient => {
+                            waiting_for = format!("unreachable ({e})");
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) if e.class == ErrorClass::Transient => {
+                    waiting_for = format!("unreachable ({e})");
+                }
                 Err(e) => return Err(e.into()),
             }
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
-                    "VM {vmid} was still being cloned (or unreachable) after {}",
+                    "VM {vmid} still {waiting_for} after {}",
                     format_duration(timeout)
                 )));
             }
