@@ -237,6 +237,19 @@ async fn two_hundred_vms_through_flaky_stuck_and_a_lost_node() {
         );
     }
 
+    // Why the first pass failed, by kind (ids and nodes blanked), for the record.
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for vm in first.vms.iter().filter(|v| v.state == "failed") {
+        let text = vm.error.as_deref().unwrap_or_default();
+        let kind: String = text
+            .chars()
+            .take(48)
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *reasons.entry(kind).or_default() += 1;
+    }
+    println!("first-pass failures by kind: {reasons:#?}");
+
     let stats = h.sim.stats();
     let faults: u64 = stats
         .responses_by_status
