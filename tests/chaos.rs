@@ -297,3 +297,49 @@ async fn wait_until_online(client: &Client, node: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every clone answer lost, clones landing on other nodes: the VM is found locked on the source
+/// node without its marker while the clone runs; the engine waits for it instead of calling it
+/// someone else's, and adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_clone_answers_across_nodes_are_awaited_and_adopted() {
+    let mut s = Scenario::builtin("cluster").expect("cluster scenario");
+    s.cluster.nodes.truncate(3);
+    s.faults.node_offline.clear();
+    s.faults.p_clone_response_lost = 1.0;
+    // A clone (40 GiB at 1 GB/s) outlasts the 30 s after which the lost answer comes back, so
+    // the client finds each VM while its clone still runs.
+    s.template.disk_size = "40G".into();
+    for storage in &mut s.storages {
+        if storage.id == "shared" {
+            storage.throughput_mb_s = 1000.0;
+        }
+    }
+    s.validate().expect("valid");
+    let h = Harness::start_with(
+        s,
+        3,
+        0.01,
+        DemoSettings {
+            vms: 3,
+            storage: "shared".into(),
+            deployment_delay: "10s".into(),
+            ..settings()
+        },
+    )
+    .await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 3], "{summary:#?}");
+    assert!(
+        summary.vms.iter().any(|v| v.node != "pve1"),
+        "some clone crossed nodes"
+    );
+    let resources = h.client.cluster_resources(None).await.expect("resources");
+    for vm in &summary.vms {
+        let same_name = resources
+            .iter()
+            .filter(|r| r.name.as_deref() == Some(vm.name.as_str()))
+            .count();
+        assert_eq!(same_name, 1, "{} exists once", vm.name);
+    }
+}
