@@ -293,7 +293,7 @@ impl Config {
                     value: None,
                     message: format!("cannot read the config file: {e}"),
                     hint: Some(
-                        "pass the path of your deploy.toml with -c (deploy.toml.example                          documents every key)"
+                        "pass the path of your deploy.toml with -c (deploy.toml.example documents every key)"
                             .to_string(),
                     ),
                 },

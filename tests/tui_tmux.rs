@@ -282,3 +282,79 @@ fn header_counts_are_read_from_the_screen() {
     assert_eq!(count(screen, "booting"), 0);
     assert_eq!(shell_quote("it's"), r"'it'\''s'");
 }
+
+impl Tmux {
+    /// `(alternate screen on, mouse reporting on)` of the pane, as tmux tracks them.
+    fn modes(&self) -> (bool, bool) {
+        let out = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "e2e",
+            "#{alternate_on} #{mouse_any_flag}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match text.split_whitespace().collect::<Vec<_>>()[..] {
+            [alt, mouse] => (alt == "1", mouse == "1"),
+            _ => panic!("tmux modes: {text:?}"),
+        }
+    }
+}
+
+fn demo_argv<'a>(out: &'a str, env: &'a [&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["env"];
+    argv.extend_from_slice(env);
+    argv.extend([
+        env!("CARGO_BIN_EXE_pve-rollout"),
+        "demo",
+        "--vms",
+        "3",
+        "--scenario",
+        "fast",
+        "--output",
+        out,
+    ]);
+    argv
+}
+
+/// A panic inside the dashboard (forced by the debug-build hook `PVE_ROLLOUT_TEST_PANIC`) leaves
+/// the terminal as it found it: main screen, no mouse reporting, the panic message readable.
+#[test]
+#[ignore = "needs tmux"]
+fn a_panic_in_the_dashboard_restores_the_terminal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8 path");
+
+    // Control: while the dashboard runs, tmux sees the alternate screen and mouse reporting on
+    // (so reading 0 below means they were switched off, not that tmux cannot tell).
+    let running = Tmux::start(dir.path(), 120, 40, &demo_argv(out, &[]));
+    running.wait_for("the dashboard", |s| s.contains("VMs (3)"));
+    assert_eq!(running.modes(), (true, true), "{}", running.screen());
+    drop(running);
+
+    let crash_dir = tempfile::tempdir().expect("temp dir");
+    let crashed = Tmux::start(
+        crash_dir.path(),
+        120,
+        40,
+        &demo_argv(out, &["RUST_BACKTRACE=0", "PVE_ROLLOUT_TEST_PANIC=5"]),
+    );
+    let code = crashed.wait_for_exit();
+    assert_ne!(code, "0", "a panic is a failure exit");
+    assert_eq!(
+        crashed.modes(),
+        (false, false),
+        "alternate screen / mouse reporting left on after the panic:\n{}",
+        crashed.screen()
+    );
+    let screen = crashed.screen();
+    assert!(
+        screen.contains("deliberate panic while drawing frame 5"),
+        "the panic message is printed on the restored screen:\n{screen}"
+    );
+    assert!(
+        !screen.contains("VMs (3)"),
+        "the dashboard is gone from the screen:\n{screen}"
+    );
+}

@@ -1125,6 +1125,14 @@ mod never_panics {
             let _ = Config::parse(&text, "fuzz.toml");
         }
 
+        // `\PC` leaves out control characters; TOML must refuse those cleanly too.
+        #[test]
+        fn on_text_with_control_characters(text in "(?s).{0,200}") {
+            if let Err(e) = Config::parse(&text, "fuzz.toml") {
+                prop_assert!(!e.problems.is_empty());
+            }
+        }
+
         #[test]
         fn on_toml_shaped_text(text in "(\\[[a-z_.\"-]{1,12}\\]\n|[a-z_]{1,14} = (\"[ -~]{0,20}\"|-?[0-9]{1,12}|true|\\[[0-9, \"a-z]{0,20}\\])\n){0,20}") {
             let _ = Config::parse(&text, "fuzz.toml");
@@ -1152,4 +1160,21 @@ mod never_panics {
             }
         }
     }
+}
+
+/// A file that is not UTF-8 (a binary, a UTF-16 export) is refused with one clear message.
+#[test]
+fn a_config_file_that_is_not_utf8_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, b"\xff\xfe[\x00p\x00r\x00o\x00x\x00").unwrap();
+    let e = Config::load(&path).expect_err("not UTF-8");
+    let text = e.to_string();
+    assert_eq!(e.exit_code(), 2);
+    assert!(text.contains("cannot read the config file"), "{text}");
+    assert!(text.contains("UTF-8"), "{text}");
+    assert!(
+        !text.contains("  "),
+        "no runs of spaces in the hint: {text}"
+    );
 }

@@ -332,6 +332,8 @@ impl VmTask {
         // Wait until the clone's `lock: clone` is gone (bpg does the same).
         let deadline = self.shared.clock.deadline(timeout);
         let mut interval = Duration::from_millis(500);
+        // What kept us waiting last: the lock, or a node that did not answer.
+        let mut waiting_for: String;
         loop {
             match self.shared.client.vm_config(&node, vmid).await {
                 Ok(cfg) if cfg.lock().is_none() => {
@@ -345,7 +347,9 @@ impl VmTask {
                     })?;
                     return Ok(cfg);
                 }
-                Ok(_) => {}
+                Ok(cfg) => {
+                    waiting_for = format!("locked ({})", cfg.lock().unwrap_or_default());
+                }
                 Err(e) if e.class == ErrorClass::NotFound && self.reclones < 2 => {
                     // The clone task failed after all (PVE removes the half-made VM): clone anew.
                     self.log(
@@ -356,12 +360,14 @@ impl VmTask {
                     self.reclones += 1;
                     return Box::pin(self.clone_phase()).await;
                 }
-                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) if e.class == ErrorClass::Transient => {
+                    waiting_for = format!("unreachable ({e})");
+                }
                 Err(e) => return Err(e.into()),
             }
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
-                    "VM {vmid} still locked after {}",
+                    "VM {vmid} still {waiting_for} after {}",
                     format_duration(timeout)
                 )));
             }
@@ -370,28 +376,55 @@ impl VmTask {
         }
     }
 
-    /// Whether the VM exists on its node and carries this rollout's marker. A VM still being
-    /// cloned has no name or description yet: it is waited for, then judged.
+    /// Whether the VM exists on its node and carries this rollout's marker. A clone still in
+    /// flight (its answer lost, or a retry right after) is waited for: until its task ends the
+    /// new VM is locked, lacks the marker and, for a cross-node clone, sits on the source node,
+    /// so judging it earlier would call our own clone someone else's.
     async fn lookup_ours(&mut self) -> Step<bool> {
-        let deadline = self.shared.clock.deadline(self.shared.checks.clone_timeout);
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let timeout = self.shared.checks.clone_timeout;
+        let deadline = self.shared.clock.deadline(timeout);
+        let mut interval = Duration::from_millis(500);
+        let mut waiting_for = "being cloned".to_string();
         loop {
-            match self
-                .shared
-                .client
-                .vm_config(&self.vm.node, self.vm.vmid)
-                .await
-            {
+            // Each arm that does not return means: still cloning (or briefly unreachable).
+            match self.shared.client.vm_config(&node, vmid).await {
                 Ok(cfg) if plan::is_ours(&cfg, &self.shared.rollout_id) => return Ok(true),
-                Ok(cfg)
-                    if cfg.lock() == Some("clone")
-                        && cfg.get("description").is_none()
-                        && !self.shared.clock.left(deadline).is_zero() => {}
+                Ok(cfg) if cfg.lock() == Some("clone") => waiting_for = "being cloned".into(),
                 Ok(_) => return Err(self.not_ours()),
-                Err(e) if e.class == ErrorClass::NotFound => return Ok(false),
-                Err(e) if e.class == ErrorClass::Transient => {}
+                Err(e) if e.class == ErrorClass::NotFound => {
+                    match self.shared.client.find_vm(vmid).await {
+                        Ok(None) => return Ok(false),
+                        Ok(Some(found)) if found.lock.as_deref() == Some("clone") => {
+                            waiting_for = "being cloned".into();
+                        }
+                        // Its clone ended between the two questions: ask the node again.
+                        Ok(Some(found)) if found.node.as_deref() == Some(node.as_str()) => {}
+                        Ok(Some(found)) => {
+                            return Err(Stop::Failed(format!(
+                                "VM {vmid} exists on {}, not on {node}, and is not being cloned; not touching it",
+                                found.node.as_deref().unwrap_or("another node")
+                            )));
+                        }
+                        Err(e) if e.class == ErrorClass::Transient => {
+                            waiting_for = format!("unreachable ({e})");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) if e.class == ErrorClass::Transient => {
+                    waiting_for = format!("unreachable ({e})");
+                }
                 Err(e) => return Err(e.into()),
             }
-            self.sleep(Duration::from_millis(500)).await?;
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "VM {vmid} still {waiting_for} after {}",
+                    format_duration(timeout)
+                )));
+            }
+            self.sleep(interval).await?;
+            interval = (interval.mul_f64(1.5)).min(Duration::from_secs(5));
         }
     }
 
@@ -474,6 +507,14 @@ impl VmTask {
                     if self.lookup_ours().await? {
                         self.log(Level::Warning, format!("{e}; adopting the VM"));
                         return Ok(());
+                    }
+                    if attempt < ATTEMPTS {
+                        // Gone again: that clone task failed and PVE removed its VM.
+                        self.log(
+                            Level::Warning,
+                            format!("{e}; it is gone again, cloning anew"),
+                        );
+                        continue;
                     }
                     return Err(e.into());
                 }
@@ -604,7 +645,7 @@ impl VmTask {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         let status = self.shared.client.vm_status(&node, vmid).await?;
         if status.status != "running" {
-            let upid = self.shared.client.start(&node, vmid).await?;
+            let upid = self.start_with_retries().await?;
             match self
                 .wait_task(&upid, self.shared.checks.boot_timeout)
                 .await?
@@ -621,6 +662,27 @@ impl VmTask {
         }
         self.mark_started();
         Ok(())
+    }
+
+    /// `start`, asked again after a transient error: a lost answer may hide a start that
+    /// happened, and a second start is harmless (its task fails "already running", accepted).
+    async fn start_with_retries(&mut self) -> Step<Upid> {
+        const ATTEMPTS: u32 = 4;
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let mut backoff = Duration::from_secs(2);
+        let mut attempt = 1;
+        loop {
+            match self.shared.client.start(&node, vmid).await {
+                Ok(upid) => return Ok(upid),
+                Err(e) if e.class.is_transient() && attempt < ATTEMPTS => {
+                    self.log(Level::Warning, format!("start: {e}; asking again"));
+                    self.sleep(backoff).await?;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn mark_started(&mut self) {

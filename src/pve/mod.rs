@@ -29,6 +29,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+#[cfg(test)]
+mod bad_input_tests;
 mod calls;
 mod decode;
 mod encode;

@@ -37,6 +37,7 @@ impl Seen {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Reply {
     status: u16,
     reason: Option<String>,

@@ -556,7 +556,7 @@ fn effect_unknown(error: &PveError) -> bool {
 }
 
 /// `{"data": ...}` of a 2xx answer.
-fn decode_envelope(call: &str, status: u16, body: &[u8]) -> Result<Value, PveError> {
+pub(crate) fn decode_envelope(call: &str, status: u16, body: &[u8]) -> Result<Value, PveError> {
     if body.is_empty() {
         return Ok(Value::Null);
     }

@@ -349,8 +349,14 @@ async fn run_clone(ctx: TaskCtx, plan: ClonePlan, ordinal: usize) -> TaskResult 
                 next_exec_pid: 1000 + (plan.newid as i64 % 97) * 10,
             },
         );
+        let f = &sh.scenario.faults;
         if let Some(s) = st.vm_stats.get_mut(&plan.newid) {
             s.clone_started_at = Some(now);
+            // A second POST for the same newid (after a lost answer) may have been accepted
+            // since and overwritten the entry; the clone that creates the VM is the truth.
+            s.clone_index = Some(ordinal);
+            s.agent_never = f.agent_never_up.contains(&ordinal);
+            s.ip_never = f.ip_never.contains(&ordinal);
         }
     }
     // From here the `lock: clone` property guards the target.

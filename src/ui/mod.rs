@@ -223,9 +223,36 @@ fn draw(tui: &mut Tui, model: &Model, theme: &Theme) -> io::Result<()> {
     // when the log pane is not drawn (terminal too small), so the hot buffer never overflows.
     tui_logger::move_events();
     queue!(tui.backend_mut(), BeginSynchronizedUpdate)?;
-    tui.draw(|frame| view::draw(frame, model, theme))?;
+    tui.draw(|frame| {
+        #[cfg(debug_assertions)]
+        test_panic::on_frame();
+        view::draw(frame, model, theme)
+    })?;
     execute!(tui.backend_mut(), EndSynchronizedUpdate)?;
     Ok(())
+}
+
+/// Test hook, debug builds only (compiled out of release builds): `PVE_ROLLOUT_TEST_PANIC=N`
+/// panics while drawing frame N, so the tmux test can prove that a panic inside the dashboard
+/// gives the terminal back (`tests/tui_tmux.rs`).
+#[cfg(debug_assertions)]
+mod test_panic {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub const ENV: &str = "PVE_ROLLOUT_TEST_PANIC";
+
+    pub fn on_frame() {
+        static AT: OnceLock<Option<u64>> = OnceLock::new();
+        static FRAMES: AtomicU64 = AtomicU64::new(0);
+        let Some(at) = *AT.get_or_init(|| std::env::var(ENV).ok()?.trim().parse().ok()) else {
+            return;
+        };
+        let frame = FRAMES.fetch_add(1, Ordering::Relaxed) + 1;
+        if frame >= at {
+            panic!("{ENV}: deliberate panic while drawing frame {frame} (test hook)");
+        }
+    }
 }
 
 /// SIGTERM and SIGHUP (the terminal went away) end the UI like a forced quit, so the terminal
