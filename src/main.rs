@@ -331,9 +331,7 @@ async fn roll_out(
             eprintln!("stopped at once (second Ctrl-C); outputs may be incomplete");
             return Ok(1);
         }
-        for path in &outcome.exported {
-            println!("wrote {}", path.display());
-        }
+        print_outputs(&outcome.exported);
         let summary = engine.await.map_err(|_| Exit(1))?;
         Ok(u8::try_from(headless::exit_code(&summary)).unwrap_or(1))
     } else {
@@ -477,4 +475,27 @@ async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
     let code = roll_out(client, config, plan, time_scale, dashboard).await;
     simulator.shutdown().await;
     code
+}
+
+/// The summary files by path, the seed's per-VM files as a count: a 50-VM rollout's 100 per-VM
+/// files would push the summary's path off the screen.
+fn print_outputs(paths: &[PathBuf]) {
+    // Under tmux the first line printed right after leaving the alternate screen was sometimes
+    // lost (about 1 run in 3 of the tmux test); a blank line takes that place.
+    println!();
+    let (per_vm, main): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vm_"))
+    });
+    for path in main {
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = per_vm.first().and_then(|p| p.parent()) {
+        println!(
+            "wrote {} per-VM files (vm_<VMID>_ip.txt, vm_<VMID>_summary.txt) in {}",
+            per_vm.len(),
+            dir.display()
+        );
+    }
 }
