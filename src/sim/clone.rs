@@ -258,6 +258,7 @@ pub fn clone(
             } else {
                 copy_s + alloc_s
             },
+            start_s: draws.start_s,
             boot_s: draws.boot_s,
             agent_s: draws.agent_s,
             dhcp_s: draws.dhcp_s,
