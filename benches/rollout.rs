@@ -24,6 +24,8 @@ use pve_rollout::demo::DemoSettings;
 use pve_rollout::sim::{Scenario, SimStats};
 
 struct Run {
+    /// Simulated second at which the rollout started and ended.
+    t0: f64,
     makespan_s: f64,
     lower_bound_s: f64,
     verified: usize,
@@ -88,6 +90,7 @@ async fn rollout(mode: &str, vms: usize, seed: u64, scale: f64, disk: Option<&st
         })
         .fold(0.0, f64::max);
     Run {
+        t0,
         makespan_s: end - t0,
         lower_bound_s,
         verified,
@@ -110,10 +113,7 @@ fn main() {
     let seed = env("BENCH_SEED", 7u64);
     let disk = std::env::var("BENCH_TEMPLATE_DISK").ok();
     // 50 full 128G clones take ~9.5 simulated hours; a small template finishes in ~30 minutes.
-    let scale = env(
-        "BENCH_SCALE",
-        if disk.is_some() { 0.01 } else { 0.003 },
-    );
+    let scale = env("BENCH_SCALE", if disk.is_some() { 0.01 } else { 0.003 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +144,24 @@ fn main() {
         eprintln!(
             "# {name}: verified {}/{vms}, requests {}, worker-s {:.1}, peak {}",
             r.verified, r.stats.requests_total, r.stats.worker_seconds, r.stats.peak_in_flight
+        );
+    }
+    // The VM on the critical path: where its time went (simulated seconds from the start).
+    if let Some(v) = p.stats.vms.iter().max_by(|a, b| {
+        let end = |v: &pve_rollout::sim::VmStats| v.first_agent_ok_at.unwrap_or(0.0);
+        end(a).total_cmp(&end(b))
+    }) {
+        eprintln!(
+            "# rollout {:.1}..{:.1}; last VM {}: clone {:?}..{:?}, started {:?}, agent up {:?}, first answer {:?}, ip {:?}",
+            p.t0,
+            p.t0 + p.makespan_s,
+            v.name,
+            v.clone_started_at,
+            v.clone_finished_at,
+            v.started_at,
+            v.agent_up_at,
+            v.first_agent_ok_at,
+            v.ip_at
         );
     }
     for (endpoint, n) in &p.stats.requests_by_endpoint {

@@ -117,8 +117,12 @@ async fn rollout() {
         stabilization: "1s".into(),
         ..DemoSettings::default()
     };
-    let client =
-        Client::new(demo::client_config_at(&access, settings.max_in_flight, scale)).expect("client");
+    let client = Client::new(demo::client_config_at(
+        &access,
+        settings.max_in_flight,
+        scale,
+    ))
+    .expect("client");
     settings.nodes = demo::online_nodes(&client).await.expect("nodes");
     let config = demo::config_at(&access, &settings).expect("config");
     let plan = plan::build(&client, &config).await.expect("preflight");

@@ -12,7 +12,7 @@ mod vm;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use jiff::Timestamp;
@@ -30,7 +30,7 @@ use event::{Command, Event, Level, Phase, VmState};
 use ip::IpRules;
 use plan::Plan;
 use record::Record;
-use schedule::{Lane, Stagger};
+use schedule::{Lane, Learned, Stagger};
 use vm::{Outcome, Shared, VmTask};
 
 /// Everything a rollout needs once the plan is made.
@@ -104,7 +104,7 @@ pub async fn run(
         abort: abort.clone(),
         pause_all: pause_all_rx,
         events: itx,
-        agent_delays: Mutex::new(Vec::new()),
+        learned: Learned::default(),
     });
     let out_dir = rollout.config.output.dir.clone();
     let planned = rollout.plan.planned();
@@ -149,6 +149,7 @@ pub async fn run(
             staggered: false,
             reclones: 0,
             ip: None,
+            seen: Default::default(),
         };
         tasks.spawn(async move {
             tokio::select! {
