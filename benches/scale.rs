@@ -13,6 +13,7 @@ use pve_rollout::demo::{self, DemoSettings, SimAccess};
 use pve_rollout::engine::event::{Event, Level};
 use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::pve::Client;
+use pve_rollout::sim::scenario::Span;
 use pve_rollout::sim::{self, Scenario, SimOptions};
 use pve_rollout::ui::logs::LOG_CAPACITY;
 use pve_rollout::ui::model::Model;
@@ -60,6 +61,11 @@ async fn simulator() {
     // image, grown by the resize) so 1000 clones do not queue on storage.
     scenario.faults.node_offline.clear();
     scenario.template.disk_size = "2G".into();
+    // Every clone takes the cluster-wide allocation lock of the shared storage (10 s timeout):
+    // keep its hold short so 1000 clones, 5 a second, do not queue past it.
+    for storage in &mut scenario.storages {
+        storage.alloc_s = Span::new(0.02, 0.05);
+    }
     let sim = sim::start(SimOptions {
         scenario,
         seed: env("BENCH_SEED", 3u64),
@@ -113,7 +119,9 @@ async fn rollout() {
         vms,
         output: out.path().to_path_buf(),
         memory_mib: 512,
-        deployment_delay: "100ms".into(),
+        // The template is on the shared NFS storage: clones land on every node.
+        storage: "shared".into(),
+        deployment_delay: "200ms".into(),
         stabilization: "1s".into(),
         ..DemoSettings::default()
     };

@@ -211,7 +211,7 @@ impl Progress {
 }
 
 /// The next poll of something that will finish: `factor` of the predicted remaining time when
-/// there is a prediction (a little early, as rates change), else double the last interval; at
+/// there is a prediction (a little early, as rates change), else back off; at
 /// most 8 times the last interval (a prediction from two samples can be far off); never more
 /// often than every `floor` seconds nor than 1% of the time waited so far (so a long wait costs
 /// a bounded number of requests and is noticed within about 1% of its length).
@@ -219,7 +219,9 @@ pub fn next_poll(remaining: Option<f64>, last: f64, waited: f64, floor: f64) -> 
     let floor = floor.max(waited * 0.01);
     match remaining {
         Some(r) => (r * 0.7).min(last * 8.0).max(floor),
-        None => (last * 2.0).max(floor),
+        // Doubling, but by at most a quarter of the time waited: after a first poll timed by an
+        // earlier VM the task is nearly done, and twice that wait would overshoot its end.
+        None => (last * 2.0).min(waited * 0.25).max(floor),
     }
 }
 
@@ -334,7 +336,12 @@ mod tests {
         assert_eq!(next_poll(Some(0.1), 1.0, 10.0, 0.5), 0.5);
         // Within 1% of a long wait, not more often.
         assert_eq!(next_poll(Some(1.0), 1.0, 1000.0, 0.5), 10.0);
-        assert_eq!(next_poll(None, 3.0, 10.0, 0.5), 6.0);
+        assert_eq!(next_poll(None, 3.0, 100.0, 0.5), 6.0);
+        assert_eq!(
+            next_poll(None, 20.0, 22.0, 0.5),
+            5.5,
+            "a quarter of the wait"
+        );
     }
 
     #[test]

@@ -769,8 +769,14 @@ impl VmTask {
         let timeout = self.shared.checks.ip_timeout;
         let deadline = clock.deadline(timeout);
         let t0 = clock.now_s();
-        // DHCP takes a while after the agent is up: first ask when the earliest lease seen did.
-        if let Some(earliest) = self.shared.learned.quantile(Wait::Ip, 0.0) {
+        // DHCP takes a while after the agent is up: first ask when the earliest lease seen did
+        // (pipelined only: in sequential mode the lane is held, and the seed asked at once).
+        if let Some(earliest) = self
+            .shared
+            .learned
+            .quantile(Wait::Ip, 0.0)
+            .filter(|_| !held)
+        {
             self.sleep(Duration::from_secs_f64(earliest * 0.8)).await?;
         }
         let mut interval = Duration::from_secs(1);
@@ -1032,15 +1038,16 @@ impl VmTask {
         };
         // First ask when most commands of this rollout had exited (a status that says "running"
         // is a request wasted); commands that run longer are then asked about less and less.
+        // Sequential mode holds the lane meanwhile and asks at once, as the seed did.
         let clock = self.shared.clock;
         let t0 = clock.now_s();
-        let mut interval = Duration::from_secs_f64(
-            self.shared
-                .learned
-                .quantile(Wait::Exec, 0.75)
-                .map_or(0.5, |s| s * 1.1)
-                .clamp(0.1, 2.0),
-        );
+        let learned = self
+            .shared
+            .learned
+            .quantile(Wait::Exec, 0.75)
+            .map_or(0.5, |s| s * 1.1)
+            .clamp(0.1, 2.0);
+        let mut interval = Duration::from_secs_f64(if held { 0.0 } else { learned });
         loop {
             self.sleep(interval).await?;
             let n = self.vm.node.clone();
@@ -1068,7 +1075,7 @@ impl VmTask {
                     argv.join(" ")
                 )));
             }
-            interval = (interval * 2).min(Duration::from_secs(2));
+            interval = (interval * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
         }
     }
 }
