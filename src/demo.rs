@@ -46,8 +46,35 @@ impl Default for DemoSettings {
     }
 }
 
+/// Where a simulator listens and how to log in: enough for a rollout in another process (the
+/// scale benchmark measures the engine's memory apart from the simulator's). No `Debug`: it
+/// holds the token secret.
+#[derive(Clone)]
+pub struct SimAccess {
+    pub url: String,
+    pub token_id: String,
+    pub token_secret: String,
+    pub fingerprint: String,
+}
+
+impl SimAccess {
+    pub fn of(sim: &Sim) -> SimAccess {
+        SimAccess {
+            url: sim.url(),
+            token_id: sim.token_id(),
+            token_secret: sim.token_secret(),
+            fingerprint: sim.fingerprint(),
+        }
+    }
+}
+
 /// A deploy.toml for the simulator (the token secret is not in it: see [`client_config`]).
 pub fn config_toml(sim: &Sim, s: &DemoSettings) -> String {
+    config_toml_at(&SimAccess::of(sim), s)
+}
+
+/// [`config_toml`] for a simulator known by its address.
+pub fn config_toml_at(sim: &SimAccess, s: &DemoSettings) -> String {
     let dir = s
         .output
         .display()
@@ -84,9 +111,9 @@ cloud_init = {cloud_init}
 [output]
 dir = "{dir}"
 "#,
-        url = sim.url(),
-        token_id = sim.token_id(),
-        fingerprint = sim.fingerprint(),
+        url = sim.url,
+        token_id = sim.token_id,
+        fingerprint = sim.fingerprint,
         max_in_flight = s.max_in_flight,
         vms = s.vms,
         delay = s.deployment_delay,
@@ -107,18 +134,28 @@ dir = "{dir}"
 }
 
 pub fn config(sim: &Sim, s: &DemoSettings) -> Result<Config, ConfigError> {
-    Config::parse(&config_toml(sim, s), "demo")
+    config_at(&SimAccess::of(sim), s)
+}
+
+/// [`config`] for a simulator known by its address.
+pub fn config_at(sim: &SimAccess, s: &DemoSettings) -> Result<Config, ConfigError> {
+    Config::parse(&config_toml_at(sim, s), "demo")
 }
 
 /// A client for the simulator: its generated token, its certificate pinned by fingerprint.
 pub fn client_config(sim: &Sim, max_in_flight: usize, time_scale: f64) -> ClientConfig {
+    client_config_at(&SimAccess::of(sim), max_in_flight, time_scale)
+}
+
+/// [`client_config`] for a simulator known by its address.
+pub fn client_config_at(sim: &SimAccess, max_in_flight: usize, time_scale: f64) -> ClientConfig {
     ClientConfig {
-        url: sim.url(),
+        url: sim.url.clone(),
         auth: Auth::Token {
-            token_id: sim.token_id(),
-            secret: Secret::new(sim.token_secret()),
+            token_id: sim.token_id.clone(),
+            secret: Secret::new(sim.token_secret.clone()),
         },
-        tls: TlsTrust::Fingerprint(sim.fingerprint()),
+        tls: TlsTrust::Fingerprint(sim.fingerprint.clone()),
         max_in_flight,
         // The server-side limits (30 s proxy timeout) are scaled by the simulator too.
         request_timeout: Duration::from_secs(35)

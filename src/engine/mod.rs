@@ -14,7 +14,7 @@ mod vm;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use jiff::Timestamp;
@@ -33,7 +33,7 @@ use ip::IpRules;
 use journal::{Entry, Journal};
 use plan::Plan;
 use record::Record;
-use schedule::{Lane, Stagger};
+use schedule::{Lane, Learned, Stagger};
 use vm::{Outcome, Shared, VmTask};
 
 /// Everything a rollout needs once the plan is made.
@@ -128,7 +128,7 @@ pub async fn run(
         pause_all: pause_all_rx,
         events: itx,
         journal: journal.clone(),
-        agent_delays: Mutex::new(Vec::new()),
+        learned: Learned::default(),
     });
     let planned = rollout.plan.planned();
     let mut record = Record::new(rollout.info(), &planned);
@@ -172,6 +172,7 @@ pub async fn run(
             staggered: false,
             reclones: 0,
             ip: None,
+            seen: Default::default(),
         };
         tasks.spawn(async move {
             tokio::select! {

@@ -1,7 +1,7 @@
 //! One VM's way through the phases: clone, configure, boot, await the agent, find the IP, verify.
 //! A VM's failure stays local: it ends in `Failed { phase, reason }` and the rest go on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc::UnboundedSender, watch};
@@ -17,7 +17,7 @@ use super::event::{Event, Level, Phase, VmState};
 use super::ip::IpRules;
 use super::journal::{Entry, Journal, Step as Journaled};
 use super::plan::{self, PlannedVm};
-use super::schedule::{Lane, LaneGuard, Stagger};
+use super::schedule::{Lane, LaneGuard, Learned, Progress, Stagger, Wait, next_poll};
 
 /// What every VM task shares.
 pub(super) struct Shared {
@@ -34,8 +34,19 @@ pub(super) struct Shared {
     pub events: UnboundedSender<Event>,
     /// Every transition that matters is on disk here before the next step.
     pub journal: Arc<Journal>,
-    /// How long after `start` the agents of earlier VMs answered (rollout seconds).
-    pub agent_delays: Mutex<Vec<f64>>,
+    /// How long the earlier VMs' waits took, to time the later VMs' polls.
+    pub learned: Learned,
+}
+
+/// What this VM's own calls already told, so a later phase need not ask again.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    /// net0's MAC in the config read after the clone (configure keeps it).
+    pub mac: Option<Option<String>>,
+    /// Configure saw the VM stopped just now: boot need not ask again.
+    pub stopped: bool,
+    /// Consecutive agent answers so far: the answer that ends the agent wait is the first ping.
+    pub pings: u32,
 }
 
 /// How a VM task ended.
@@ -81,6 +92,7 @@ pub(super) struct VmTask {
     pub reclones: u32,
     /// The IP chosen (for the verified line).
     pub ip: Option<String>,
+    pub seen: Seen,
 }
 
 impl VmTask {
@@ -236,15 +248,62 @@ impl VmTask {
 
     // ---- tasks --------------------------------------------------------------------------
 
-    /// Polls a task until it stops, backing off so long tasks cost few requests.
-    async fn wait_task(&mut self, upid: &Upid, timeout: Duration) -> Step<TaskState> {
+    /// Polls a task until it stops. The first poll comes when the fastest such task of this
+    /// rollout was done; a copying task is then followed through its log (one small GET of the
+    /// new lines: `transferred X of Y (p%)` predicts the end, `TASK ...` says it is over), others
+    /// back off; so a ten-minute clone costs a handful of requests, not one every few seconds.
+    async fn wait_task(&mut self, upid: &Upid, timeout: Duration, wait: Wait) -> Step<TaskState> {
         let clock = self.shared.clock;
         let deadline = clock.deadline(timeout);
-        let mut interval = Duration::from_millis(500);
+        let t0 = clock.now_s();
+        let mut interval = self
+            .shared
+            .learned
+            .quantile(wait, 0.0)
+            .map_or(0.5, |fastest| fastest * 0.9)
+            .max(0.2);
+        let mut progress = Progress::default();
+        let mut lines_read = 0u64;
+        let follow_log = wait == Wait::CloneTask;
         loop {
-            self.sleep(interval).await?;
+            self.sleep(Duration::from_secs_f64(interval)).await?;
+            if follow_log {
+                match self.shared.client.task_log(upid, lines_read, 0).await {
+                    Ok(lines) => {
+                        let mut ended = false;
+                        let mut percent = None;
+                        for line in lines.iter().filter(|l| l.t != "no content") {
+                            lines_read = lines_read.max(line.n);
+                            ended |= line.t.starts_with("TASK ");
+                            percent = Progress::percent_of(&line.t).or(percent);
+                        }
+                        // One sample per poll: lines read together carry no timing of their own.
+                        if let Some(p) = percent {
+                            progress.observe(clock.now_s(), p);
+                        }
+                        if !ended {
+                            let waited = clock.now_s() - t0;
+                            interval = next_poll(progress.remaining(), interval, waited, 0.5);
+                            interval = interval.min(clock.left(deadline).as_secs_f64().max(0.2));
+                            if clock.left(deadline).is_zero() {
+                                return Err(Stop::Failed(format!(
+                                    "task {} still running after {}",
+                                    upid.0,
+                                    format_duration(timeout)
+                                )));
+                            }
+                            continue;
+                        }
+                    }
+                    // Fall through to the status, which classifies the trouble.
+                    Err(e) => self.log(Level::Warning, format!("task log: {e}")),
+                }
+            }
             match self.shared.client.task_status(upid).await {
-                Ok(status) if status.state != TaskState::Running => return Ok(status.state),
+                Ok(status) if status.state != TaskState::Running => {
+                    self.shared.learned.record(wait, clock.now_s() - t0);
+                    return Ok(status.state);
+                }
                 Ok(_) => {}
                 // A task not visible yet on a busy cluster answers "no such task"; keep asking.
                 Err(e)
@@ -264,7 +323,7 @@ impl VmTask {
                     format_duration(timeout)
                 )));
             }
-            interval = (interval.mul_f64(1.5)).min(Duration::from_secs(10));
+            interval = (interval * 1.5).min(10.0);
         }
     }
 
@@ -345,6 +404,7 @@ impl VmTask {
                         name: self.vm.name.clone(),
                         vmid,
                     })?;
+                    self.seen.mac = Some(cfg.net0_mac());
                     return Ok(cfg);
                 }
                 Ok(cfg) => {
@@ -461,7 +521,7 @@ impl VmTask {
                     format!("waiting for the clone an earlier run started ({})", upid.0),
                 );
                 let state = self
-                    .wait_task(&upid, self.shared.checks.clone_timeout)
+                    .wait_task(&upid, self.shared.checks.clone_timeout, Wait::CloneTask)
                     .await?;
                 if let TaskState::Failed(text) = state {
                     self.log(Level::Warning, format!("the earlier clone failed: {text}"));
@@ -473,7 +533,9 @@ impl VmTask {
     }
 
     async fn clone_with_retries(&mut self) -> Step {
-        const ATTEMPTS: u32 = 4;
+        // Storage-lock timeouts come in bursts when many clones share a storage; back-off
+        // 5, 10, 20, 40, 80 s spreads six tries over ~2.5 min.
+        const ATTEMPTS: u32 = 6;
         let s = &self.vm.source;
         let request = CloneRequest {
             newid: self.vm.vmid,
@@ -533,7 +595,7 @@ impl VmTask {
                 format!("cloning {} -> {} ({})", svmid, self.vm.vmid, upid.0),
             );
             match self
-                .wait_task(&upid, self.shared.checks.clone_timeout)
+                .wait_task(&upid, self.shared.checks.clone_timeout, Wait::CloneTask)
                 .await?
             {
                 TaskState::Ok => return Ok(()),
@@ -583,7 +645,9 @@ impl VmTask {
             Some(c) => c,
             None => self.shared.client.vm_config(&node, vmid).await?,
         };
+        self.seen.mac = Some(config.net0_mac());
         let status = self.shared.client.vm_status(&node, vmid).await?;
+        self.seen.stopped = status.status != "running";
         if status.status == "running" {
             // Configured before it was first started; changing a running VM would only leave
             // pending changes behind.
@@ -623,7 +687,7 @@ impl VmTask {
                 let size = format_size(wanted);
                 if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
                     match self
-                        .wait_task(&upid, self.shared.checks.clone_timeout)
+                        .wait_task(&upid, self.shared.checks.clone_timeout, Wait::ResizeTask)
                         .await?
                     {
                         TaskState::Ok | TaskState::Warnings(_) => {}
@@ -643,11 +707,16 @@ impl VmTask {
         self.gate().await?;
         self.enter(Phase::Booting);
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
-        let status = self.shared.client.vm_status(&node, vmid).await?;
-        if status.status != "running" {
-            let upid = self.start_with_retries().await?;
+        // Configure (just before, in this attempt) saw it stopped; else ask.
+        let stopped = std::mem::take(&mut self.seen.stopped)
+            || self.shared.client.vm_status(&node, vmid).await?.status != "running";
+        if stopped {
+            let Some(upid) = self.start_vm().await? else {
+                self.mark_started();
+                return Ok(());
+            };
             match self
-                .wait_task(&upid, self.shared.checks.boot_timeout)
+                .wait_task(&upid, self.shared.checks.boot_timeout, Wait::StartTask)
                 .await?
             {
                 TaskState::Ok | TaskState::Warnings(_) => {}
@@ -664,20 +733,20 @@ impl VmTask {
         Ok(())
     }
 
-    /// `start`, asked again after a transient error: a lost answer may hide a start that
-    /// happened, and a second start is harmless (its task fails "already running", accepted).
-    async fn start_with_retries(&mut self) -> Step<Upid> {
-        const ATTEMPTS: u32 = 4;
+    /// `POST status/start`; a transient failure (a 596 whose start may or may not have
+    /// happened) is checked against the VM's status and retried. `None`: it runs already.
+    async fn start_vm(&mut self) -> Step<Option<Upid>> {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
-        let mut backoff = Duration::from_secs(2);
         let mut attempt = 1;
         loop {
             match self.shared.client.start(&node, vmid).await {
-                Ok(upid) => return Ok(upid),
-                Err(e) if e.class.is_transient() && attempt < ATTEMPTS => {
-                    self.log(Level::Warning, format!("start: {e}; asking again"));
-                    self.sleep(backoff).await?;
-                    backoff *= 2;
+                Ok(upid) => return Ok(Some(upid)),
+                Err(e) if e.class.is_transient() && attempt < 4 => {
+                    self.log(Level::Warning, format!("start: {e}; checking the VM"));
+                    self.sleep(Duration::from_secs(2)).await?;
+                    if self.shared.client.vm_status(&node, vmid).await?.status == "running" {
+                        return Ok(None);
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
@@ -776,8 +845,12 @@ fn disk_size_of(line: &str) -> Option<u64> {
 }
 
 impl VmTask {
-    /// The MAC of net0 as configured, to match the agent's interface.
+    /// The MAC of net0 as configured, to match the agent's interface (read after the clone, or
+    /// asked when the run resumes past configure).
     async fn net0_mac(&mut self) -> Step<Option<String>> {
+        if let Some(mac) = self.seen.mac.clone() {
+            return Ok(mac);
+        }
         let cfg = self
             .shared
             .client
@@ -790,17 +863,12 @@ impl VmTask {
     /// this rollout, because a ping to an agent that is not up yet holds a pvedaemon worker for
     /// 3 s. The first VMs, with nothing learned, ping from the start.
     fn predicted_agent_delay(&self) -> Duration {
-        let delays = self
-            .shared
-            .agent_delays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let earliest = delays.iter().copied().fold(f64::INFINITY, f64::min);
-        if earliest.is_finite() {
-            Duration::from_secs_f64((earliest * 0.8).max(0.0))
-        } else {
-            Duration::ZERO
-        }
+        self.shared
+            .learned
+            .quantile(Wait::Agent, 0.0)
+            .map_or(Duration::ZERO, |earliest| {
+                Duration::from_secs_f64(earliest * 0.8)
+            })
     }
 
     async fn agent_phase(&mut self, held: bool) -> Step {
@@ -846,11 +914,8 @@ impl VmTask {
             interval = (interval.mul_f64(1.25)).min(Duration::from_secs(3));
         }
         let delay = clock.now_s() - started;
-        self.shared
-            .agent_delays
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(delay);
+        self.shared.learned.record(Wait::Agent, delay);
+        self.seen.pings = 1;
         self.log(
             Level::Info,
             format!("guest agent answered {delay:.1}s after start"),
@@ -863,6 +928,17 @@ impl VmTask {
         let clock = self.shared.clock;
         let timeout = self.shared.checks.ip_timeout;
         let deadline = clock.deadline(timeout);
+        let t0 = clock.now_s();
+        // DHCP takes a while after the agent is up: first ask when the earliest lease seen did
+        // (pipelined only: in sequential mode the lane is held, and the seed asked at once).
+        if let Some(earliest) = self
+            .shared
+            .learned
+            .quantile(Wait::Ip, 0.0)
+            .filter(|_| !held)
+        {
+            self.sleep(Duration::from_secs_f64(earliest * 0.8)).await?;
+        }
         let mut interval = Duration::from_secs(1);
         loop {
             let n = node.clone();
@@ -895,6 +971,7 @@ impl VmTask {
                         self.enter(Phase::IpFound);
                         self.log(Level::Info, text);
                         self.ip = Some(ip.to_string());
+                        self.shared.learned.record(Wait::Ip, clock.now_s() - t0);
                         return Ok(());
                     }
                 }
@@ -902,7 +979,10 @@ impl VmTask {
                     if matches!(
                         e.class,
                         ErrorClass::AgentNotReady | ErrorClass::NotRunning | ErrorClass::Transient
-                    ) => {}
+                    ) =>
+                {
+                    self.seen.pings = 0;
+                }
                 Err(e) => return Err(e.into()),
             }
             if clock.left(deadline).is_zero() {
@@ -926,7 +1006,7 @@ impl VmTask {
 
         // N consecutive pings.
         let wanted = self.shared.checks.pings;
-        let mut ok = 0;
+        let mut ok = std::mem::take(&mut self.seen.pings).min(wanted);
         while ok < wanted {
             let n = node.clone();
             match self
@@ -1116,8 +1196,20 @@ impl VmTask {
             Ok(pid) => pid,
             Err(e) => return Ok(Err(e)),
         };
-        let mut interval = Duration::from_millis(100);
+        // First ask when most commands of this rollout had exited (a status that says "running"
+        // is a request wasted); commands that run longer are then asked about less and less.
+        // Sequential mode holds the lane meanwhile and asks at once, as the seed did.
+        let clock = self.shared.clock;
+        let t0 = clock.now_s();
+        let learned = self
+            .shared
+            .learned
+            .quantile(Wait::Exec, 0.75)
+            .map_or(0.5, |s| s * 1.1)
+            .clamp(0.1, 2.0);
+        let mut interval = Duration::from_secs_f64(if held { 0.0 } else { learned });
         loop {
+            self.sleep(interval).await?;
             let n = self.vm.node.clone();
             let status = match self
                 .agent_call(
@@ -1130,6 +1222,7 @@ impl VmTask {
                 Err(e) => return Ok(Err(e)),
             };
             if status.exited {
+                self.shared.learned.record(Wait::Exec, clock.now_s() - t0);
                 return Ok(Ok(ExecResult {
                     exitcode: status.exitcode,
                     stdout: status.out_data.unwrap_or_default(),
@@ -1142,8 +1235,7 @@ impl VmTask {
                     argv.join(" ")
                 )));
             }
-            self.sleep(interval).await?;
-            interval = (interval * 2).min(Duration::from_secs(2));
+            interval = (interval * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
         }
     }
 }

@@ -258,6 +258,7 @@ pub fn clone(
             } else {
                 copy_s + alloc_s
             },
+            start_s: draws.start_s,
             boot_s: draws.boot_s,
             agent_s: draws.agent_s,
             dhcp_s: draws.dhcp_s,
@@ -499,17 +500,18 @@ async fn copy_drives(
         if plan.full && !d.cloudinit {
             let total = d.bytes as f64;
             let human_total = vmconfig::human_bytes(total);
-            let mut last_tenth = -1i64;
+            // PVE prints a line each time qemu-img's progress passes a whole percent.
+            let mut last_percent = -1i64;
             let upid = ctx.upid.clone();
             let shared = sh.clone();
             let mut progress = move |done: f64| {
-                let tenth = if total > 0.0 {
-                    (done / total * 10.0).floor() as i64
+                let percent = if total > 0.0 {
+                    (done / total * 100.0).floor() as i64
                 } else {
-                    10
+                    100
                 };
-                if tenth > last_tenth {
-                    last_tenth = tenth;
+                if percent > last_percent {
+                    last_percent = percent;
                     let pct = if total > 0.0 {
                         done / total * 100.0
                     } else {

@@ -32,6 +32,9 @@ pub struct VmStats {
     pub destroyed_at: Option<f64>,
     /// Uncontended clone duration (copy at the storage's full throughput + overhead).
     pub clone_s: f64,
+    /// qmstart task duration (before the guest starts booting).
+    #[serde(default)]
+    pub start_s: f64,
     pub boot_s: f64,
     pub agent_s: f64,
     pub dhcp_s: f64,

@@ -89,7 +89,7 @@ impl StorageIo {
     }
 
     /// Copies `bytes`, sharing the throughput; `on_progress(done)` is called on every wake-up,
-    /// at least at each tenth of the transfer.
+    /// at least at each whole percent of the transfer.
     pub async fn transfer(
         &self,
         clock: &Clock,
@@ -114,10 +114,10 @@ impl StorageIo {
             if remaining < 1.0 {
                 break Ok(());
             }
-            // Wake at the next tenth for the task log, or when the sharing changes.
-            let tenth = (bytes / 10.0).max(1.0);
+            // Wake at the next percent for the task log, or when the sharing changes.
+            let step = (bytes / 100.0).max(1.0);
             let done = bytes - remaining;
-            let next_mark = ((done / tenth).floor() + 1.0) * tenth;
+            let next_mark = ((done / step).floor() + 1.0) * step;
             let to_mark = ((next_mark - done) / rate).max(0.0);
             let nap = eta.min(to_mark.max(eta / 100.0));
             tokio::select! {

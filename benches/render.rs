@@ -1,6 +1,7 @@
 //! Frame time of the dashboard: build + render + diff of one frame into a 120x40 `TestBackend`,
 //! at 50 and 1000 VMs with a full log buffer (10 000 lines), one engine event between frames.
-//! Run with `cargo run --release --example ui_frame_time`.
+//! `cargo bench --bench render`: prints `frame_us_50=` and `frame_us_1000=` (medians, grid view),
+//! and the other views' figures on stderr.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -56,13 +57,16 @@ fn main() {
         }
         times.sort();
         let pick = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-        println!(
-            "{vms:>5} VMs, {mode:<8} 120x40, 10k log lines: median {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+        eprintln!(
+            "# {vms:>5} VMs, {mode:<8} 120x40, 10k log lines: median {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
             pick(0.5),
             pick(0.95),
             pick(0.99),
             pick(1.0)
         );
+        if mode == "grid" {
+            println!("frame_us_{vms}={:.0}", pick(0.5));
+        }
     }
 }
 

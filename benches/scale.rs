@@ -1,0 +1,179 @@
+//! 1000 VMs over 8 simulated nodes (`cluster` scenario, small template, short delays) must all be
+//! verified. The simulator runs in this process; the rollout (engine + the dashboard's model fed
+//! every event, as the TUI does) runs in a child process, so its peak RSS is the tool's own and
+//! not the simulator's. After the rollout the child fills the log store to its 10k lines and
+//! reports its peak RSS again.
+//!
+//! `cargo bench --bench scale`. Knobs: `BENCH_VMS` (1000), `BENCH_SCALE` (0.05), `BENCH_SEED` (3).
+
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use pve_rollout::demo::{self, DemoSettings, SimAccess};
+use pve_rollout::engine::event::{Event, Level};
+use pve_rollout::engine::{self, Clock, Rollout, plan};
+use pve_rollout::pve::Client;
+use pve_rollout::sim::scenario::Span;
+use pve_rollout::sim::{self, Scenario, SimOptions};
+use pve_rollout::ui::logs::LOG_CAPACITY;
+use pve_rollout::ui::model::Model;
+use pve_rollout::ui::update::{Msg, update};
+use tokio::sync::mpsc;
+
+const ROLE: &str = "BENCH_SCALE_ROLE";
+
+fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `VmHWM` (peak resident set) of this process, MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if std::env::var(ROLE).as_deref() == Ok("rollout") {
+        runtime.block_on(rollout());
+    } else {
+        runtime.block_on(simulator());
+    }
+}
+
+/// The parent: the simulator, and the child that rolls out against it.
+async fn simulator() {
+    let vms = env("BENCH_VMS", 1000usize);
+    let scale = env("BENCH_SCALE", 0.05f64);
+    let mut scenario = Scenario::builtin("cluster").expect("cluster scenario");
+    // Scale, not fault handling: keep every node up, and clone a small template (a 2 GiB cloud
+    // image, grown by the resize) so 1000 clones do not queue on storage.
+    scenario.faults.node_offline.clear();
+    scenario.template.disk_size = "2G".into();
+    // Every clone takes the cluster-wide allocation lock of the shared storage (10 s timeout):
+    // keep its hold short so 1000 clones, 5 a second, do not queue past it.
+    for storage in &mut scenario.storages {
+        storage.alloc_s = Span::new(0.02, 0.05);
+    }
+    let sim = sim::start(SimOptions {
+        scenario,
+        seed: env("BENCH_SEED", 3u64),
+        time_scale: scale,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    let access = SimAccess::of(&sim);
+    let t0 = sim.now();
+    let wall = Instant::now();
+    let exe = std::env::current_exe().expect("own path");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(exe)
+            .env(ROLE, "rollout")
+            .env("BENCH_VMS", vms.to_string())
+            .env("BENCH_SCALE", scale.to_string())
+            .env("BENCH_SIM_URL", &access.url)
+            .env("BENCH_SIM_TOKEN_ID", &access.token_id)
+            .env("BENCH_SIM_TOKEN_SECRET", &access.token_secret)
+            .env("BENCH_SIM_FINGERPRINT", &access.fingerprint)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("child runs");
+    let stats = sim.stats();
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("wall_s={:.1}", wall.elapsed().as_secs_f64());
+    println!("simulated_s={:.0}", sim.now() - t0);
+    println!("requests_total={}", stats.requests_total);
+    println!("peak_in_flight={}", stats.peak_in_flight);
+    println!("peak_rss_simulator_mib={:.1}", peak_rss_mib());
+    assert!(out.status.success(), "rollout child failed: {}", out.status);
+}
+
+/// The child: engine + dashboard model, as `pve-rollout deploy` runs them (minus the terminal).
+async fn rollout() {
+    let vms = env("BENCH_VMS", 1000usize);
+    let scale = env("BENCH_SCALE", 0.05f64);
+    let var = |k: &str| std::env::var(k).expect("set by the parent");
+    let access = SimAccess {
+        url: var("BENCH_SIM_URL"),
+        token_id: var("BENCH_SIM_TOKEN_ID"),
+        token_secret: var("BENCH_SIM_TOKEN_SECRET"),
+        fingerprint: var("BENCH_SIM_FINGERPRINT"),
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut settings = DemoSettings {
+        vms,
+        output: out.path().to_path_buf(),
+        memory_mib: 512,
+        // The template is on the shared NFS storage: clones land on every node.
+        storage: "shared".into(),
+        deployment_delay: "200ms".into(),
+        stabilization: "1s".into(),
+        ..DemoSettings::default()
+    };
+    let client = Client::new(demo::client_config_at(
+        &access,
+        settings.max_in_flight,
+        scale,
+    ))
+    .expect("client");
+    settings.nodes = demo::online_nodes(&client).await.expect("nodes");
+    let config = demo::config_at(&access, &settings).expect("config");
+    let plan = plan::build(&client, &config).await.expect("preflight");
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    let engine = tokio::spawn(engine::run(
+        Rollout {
+            client,
+            config,
+            plan,
+            clock: Clock::new(scale),
+            linger: false,
+        },
+        etx,
+        crx,
+    ));
+    let mut model = Model::new("pve-rollout", SystemTime::now());
+    let mut logs = 0usize;
+    while let Some(event) = erx.recv().await {
+        logs += usize::from(matches!(event, Event::Log { .. }));
+        update(&mut model, Msg::Engine(event));
+    }
+    drop(ctx);
+    let summary = engine.await.expect("engine task");
+    let rss_rollout = peak_rss_mib();
+    let verified = summary.vms.iter().filter(|v| v.state == "verified").count();
+    for v in summary.vms.iter().filter(|v| v.state != "verified") {
+        eprintln!("# {} {}: {:?}", v.name, v.state, v.error);
+    }
+    for n in logs..LOG_CAPACITY {
+        update(
+            &mut model,
+            Msg::Engine(Event::Log {
+                vm: Some(n % vms),
+                level: Level::Info,
+                text: format!("filler line {n}: agent ping 1/3 ok, waiting for the stabilisation"),
+            }),
+        );
+    }
+    println!("vms={vms}");
+    println!("verified={verified}");
+    println!("log_lines_from_rollout={logs}");
+    println!("peak_rss_rollout_mib={rss_rollout:.1}");
+    println!("peak_rss_with_10k_log_lines_mib={:.1}", peak_rss_mib());
+    assert_eq!(verified, vms, "every VM verified");
+}
