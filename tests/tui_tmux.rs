@@ -345,12 +345,18 @@ fn a_panic_in_the_dashboard_restores_the_terminal() {
     assert_eq!(running.modes(), (true, true), "{}", running.screen());
     drop(running);
 
+    // Its own output dir: the control run may still hold its journal's lock for a moment after
+    // its tmux session is killed.
     let crash_dir = tempfile::tempdir().expect("temp dir");
+    let crash_out = crash_dir.path().join("out");
     let crashed = Tmux::start(
         crash_dir.path(),
         120,
         40,
-        &demo_argv(out, &["RUST_BACKTRACE=0", "PVE_ROLLOUT_TEST_PANIC=5"]),
+        &demo_argv(
+            crash_out.to_str().expect("utf-8 path"),
+            &["RUST_BACKTRACE=0", "PVE_ROLLOUT_TEST_PANIC=5"],
+        ),
     );
     let code = crashed.wait_for_exit();
     assert_ne!(code, "0", "a panic is a failure exit");
