@@ -17,13 +17,15 @@ pub const PASSWORD_ENV: &str = "PVE_PASSWORD";
 /// 596, and agent calls take a few seconds more on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Transient errors (595/596, lock timeouts, ...) are retried this way.
-const RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 6,
-    initial: Duration::from_millis(500),
-    max_delay: Duration::from_secs(10),
-    max_elapsed: Duration::from_secs(120),
-};
+/// The client's retry policy with a longer reach: two 596s in a row (30 s each) must still fit
+/// in the time a real rollout gives a transient fault.
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        max_delay: Duration::from_secs(10),
+        max_elapsed: Duration::from_secs(120),
+        ..RetryPolicy::default()
+    }
+}
 
 impl Config {
     /// The API client's settings. The secret comes from env `PVE_TOKEN_SECRET` (or
@@ -106,7 +108,7 @@ impl Config {
             tls,
             max_in_flight: p.max_in_flight,
             request_timeout: REQUEST_TIMEOUT,
-            retry: RETRY,
+            retry: retry(),
             time_scale,
         })
     }
