@@ -58,7 +58,10 @@ pub struct ProxmoxConfig {
     pub fingerprint: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub insecure: bool,
+    /// Requests in flight at once over all nodes.
     pub max_in_flight: usize,
+    /// Requests in flight at once served by one node (cluster-wide calls: the entry node).
+    pub max_in_flight_per_node: usize,
 }
 
 /// A template given by name or by vmid.

@@ -29,6 +29,7 @@ pub(super) const PROXMOX_KEYS: &[&str] = &[
     "ca_cert",
     "insecure",
     "max_in_flight",
+    "max_in_flight_per_node",
 ];
 pub(super) const ROLLOUT_KEYS: &[&str] = &[
     "name",

@@ -107,6 +107,7 @@ impl Config {
             auth,
             tls,
             max_in_flight: p.max_in_flight,
+            max_in_flight_per_node: p.max_in_flight_per_node,
             request_timeout: REQUEST_TIMEOUT,
             retry: retry(),
             time_scale,

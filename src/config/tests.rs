@@ -456,6 +456,12 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(4),
         ),
         (
+            "max_in_flight_per_node above the workers a node can give",
+            format!("{PROXMOX}max_in_flight_per_node = 17\n{ROLLOUT}"),
+            "proxmox.max_in_flight_per_node",
+            Some(4),
+        ),
+        (
             "insecure as string",
             format!("{PROXMOX}insecure = \"yes\"\n{ROLLOUT}"),
             "proxmox.insecure",
@@ -728,7 +734,8 @@ fn defaults_are_the_seeds() {
     assert_eq!(c.stabilization, Duration::from_secs(30));
     assert!(!c.cloud_init && !c.ipv6);
     assert_eq!(c.ip_prefer, Cidr::rfc1918());
-    assert_eq!(config.proxmox.max_in_flight, 2);
+    assert_eq!(config.proxmox.max_in_flight, 16);
+    assert_eq!(config.proxmox.max_in_flight_per_node, 2);
     assert!(!config.proxmox.insecure);
     assert_eq!(config.output.dir, Path::new("rollout-out"));
     let names: Vec<_> = config.vms().into_iter().map(|v| v.name).collect();
@@ -894,7 +901,10 @@ fn token_secret_from_a_private_file_trimmed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(client.tls, TlsTrust::System);
-    assert_eq!(client.max_in_flight, 2);
+    assert_eq!(
+        (client.max_in_flight, client.max_in_flight_per_node),
+        (16, 2)
+    );
     assert_eq!(client.url, "https://pve1.example.org:8006");
     let debug = format!("{client:?} {config:?}");
     assert!(!debug.contains(SECRET), "{debug}");

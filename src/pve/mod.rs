@@ -1,14 +1,14 @@
 //! Proxmox VE API client: reqwest + rustls, auth, TLS trust, typed calls, classified errors,
-//! retries and a process-wide in-flight cap. Knows nothing of the engine.
+//! retries and in-flight caps (per serving node and overall). Knows nothing of the engine.
 //!
 //! CONTRACT (the engine codes against these signatures; keep them, add freely).
 //!
-//! Layout: this file holds the public types; `transport` sends one request (auth, in-flight cap,
+//! Layout: this file holds the public types; `transport` sends one request (auth, in-flight caps,
 //! stats, error classification), `calls` holds the typed calls, `tls`, `auth`, `retry`, `encode`,
 //! `decode`, `wire` and `error` one idea each.
 //!
 //! Caller rules the types cannot express:
-//! - Create one `Client` per process and clone it: clones share the in-flight cap and the stats.
+//! - Create one `Client` per process and clone it: clones share the in-flight caps and the stats.
 //! - `clone_vm` never creates a second VM for one request: on any error, retry with the SAME
 //!   `newid`. `ErrorClass::AlreadyExists` means a VM with that id is there (typically our own clone
 //!   whose answer was lost): look at it (`vm_config`: name, `lock: clone`) and adopt it rather
@@ -32,6 +32,7 @@ mod auth;
 #[cfg(test)]
 mod bad_input_tests;
 mod calls;
+mod caps;
 mod decode;
 mod encode;
 mod error;
@@ -45,6 +46,7 @@ mod transport;
 mod wire;
 
 pub use calls::CheckReport;
+pub use caps::ENTRY_NODE;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
@@ -52,8 +54,12 @@ pub use tls::{fingerprint_of_der, normalize_fingerprint};
 /// Default per-request timeout. Above pveproxy's 30 s proxy limit so that a stuck pvedaemon shows
 /// up as PVE's own `596 Connection timed out` rather than as a client-side timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
-/// Default process-wide cap on requests in flight (pvedaemon has 3 workers).
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+/// Default cap on requests in flight served by one node (its pvedaemon has 3 workers: 2 leaves
+/// one for the GUI and other tools).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: usize = 2;
+/// Default ceiling on requests in flight over all nodes (every call passes through the entry
+/// node's pveproxy): 8 nodes at their cap.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
 /// A secret (token secret, password, ticket). Never printed: Debug and Display say `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,8 +114,11 @@ pub struct ClientConfig {
     pub url: String,
     pub auth: Auth,
     pub tls: TlsTrust,
-    /// Requests in flight at once, for the whole process (default 2).
+    /// Requests in flight at once over all nodes, for the whole process (default 16).
     pub max_in_flight: usize,
+    /// Requests in flight at once served by one node: `/nodes/{node}/...` counts against that
+    /// node, cluster-wide calls against the entry node (default 2).
+    pub max_in_flight_per_node: usize,
     /// Per-request timeout (long enough for agent calls: 3 s ping + 5 s command server-side).
     /// Not multiplied by `time_scale`.
     pub request_timeout: Duration,
@@ -120,13 +129,15 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults: system roots, 2 in flight, 35 s timeout, default retries, real time.
+    /// The defaults: system roots, 2 in flight per node and 16 overall, 35 s timeout, default
+    /// retries, real time.
     pub fn new(url: impl Into<String>, auth: Auth) -> Self {
         ClientConfig {
             url: url.into(),
             auth,
             tls: TlsTrust::System,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry: RetryPolicy::default(),
             time_scale: 1.0,
@@ -549,6 +560,8 @@ pub struct ClientStats {
     pub requests_total: u64,
     pub retries_total: u64,
     pub peak_in_flight: usize,
+    /// Most requests in flight at once per serving node ([`ENTRY_NODE`] for cluster-wide calls).
+    pub peak_in_flight_by_node: BTreeMap<String, usize>,
     /// `"GET /nodes/{node}/qemu/{vmid}/status/current"` -> (count, total latency).
     pub by_endpoint: BTreeMap<String, EndpointStats>,
 }
@@ -560,7 +573,7 @@ pub struct EndpointStats {
     pub total_latency: Duration,
 }
 
-/// The API client. Cheap to clone (shares the connection pool, the in-flight cap and the stats).
+/// The API client. Cheap to clone (shares the connection pool, the in-flight caps and the stats).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<transport::Inner>,

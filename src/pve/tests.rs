@@ -872,6 +872,68 @@ async fn in_flight_cap_holds_for_clones_of_the_client() {
     );
 }
 
+/// Calls about VMs on four nodes, one of them stuck: each node sees at most its cap, the stuck
+/// one does not hold up the others, and the global ceiling holds.
+#[tokio::test]
+async fn in_flight_caps_hold_per_node_and_overall() {
+    let server = test_server::start(|seen| {
+        let stuck = seen.path.starts_with("/nodes/pve1/");
+        let delay = Duration::from_millis(if stuck { 2000 } else { 20 });
+        Reply::data(json!({"status": "running", "vmid": 101})).after(delay)
+    })
+    .await;
+    let api = Client::new(ClientConfig {
+        max_in_flight: 8,
+        max_in_flight_per_node: 2,
+        ..config(&server, token(), pinned(&server))
+    })
+    .expect("client");
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls: Vec<_> = (0..24)
+        .map(|i| {
+            let (api, finished) = (api.clone(), finished.clone());
+            let node = format!("pve{}", i % 4 + 1);
+            tokio::spawn(async move {
+                api.vm_status(&node, 101).await.expect("status");
+                (
+                    node,
+                    finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                )
+            })
+        })
+        .collect();
+    let mut order = Vec::new();
+    for call in calls {
+        order.push(call.await.expect("join"));
+    }
+    // Under one cap of 2 for the whole process, pve1's first two calls would hold it and every
+    // other call would wait for them; per node, the 18 others finish first.
+    let last_other = order
+        .iter()
+        .filter(|(n, _)| n != "pve1")
+        .map(|(_, k)| *k)
+        .max();
+    let first_stuck = order
+        .iter()
+        .filter(|(n, _)| n == "pve1")
+        .map(|(_, k)| *k)
+        .min();
+    assert!(
+        last_other < first_stuck,
+        "the other nodes waited for pve1: {order:?}"
+    );
+    let by_node = server.peak_in_flight_by_node();
+    assert_eq!(
+        ["pve1", "pve2", "pve3", "pve4"].map(|n| by_node.get(n).copied()),
+        [Some(2), Some(2), Some(2), Some(2)],
+        "every node reached its cap and no more: {by_node:?}"
+    );
+    assert!(server.peak_in_flight() <= 8, "{}", server.peak_in_flight());
+    let stats = api.stats();
+    assert_eq!(stats.peak_in_flight_by_node.get("pve1"), Some(&2));
+    assert!(stats.peak_in_flight <= 8);
+}
+
 /// Collects everything the fmt subscriber writes.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
