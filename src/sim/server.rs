@@ -515,6 +515,10 @@ async fn execute(
             return Err(ApiError::no_route());
         }
     }
+    // Counted at the node that serves it (the entry node answers for an unknown or offline one).
+    let _serving = shared
+        .counters
+        .serving(node.as_deref().unwrap_or(shared.local_node()));
     let mut service = shared.draw(shared.scenario.timing.api_service_s);
     if ep == Ep::VmClone {
         service += shared.draw(shared.scenario.timing.clone_post_s);

@@ -62,10 +62,24 @@ pub struct SimStats {
     /// HTTP status → count.
     pub responses_by_status: BTreeMap<u16, u64>,
     pub nodes: BTreeMap<String, DaemonStats>,
+    /// Per serving node (the one in `/nodes/{node}/...`, the entry node for cluster-wide
+    /// calls): requests it served and the most it served at once.
+    #[serde(default)]
+    pub node_load: BTreeMap<String, NodeLoad>,
     pub now: f64,
     pub scenario: String,
     pub seed: u64,
     pub time_scale: f64,
+}
+
+/// What one node served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    pub requests: u64,
+    /// Most requests it was serving at once (from pveproxy's arrival to the answer).
+    pub peak_in_flight: u64,
+    #[serde(skip)]
+    in_flight: u64,
 }
 
 #[derive(Default)]
@@ -75,6 +89,7 @@ pub struct Counters {
     peak: AtomicU64,
     by_endpoint: Mutex<BTreeMap<String, u64>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
+    by_node: Mutex<BTreeMap<String, NodeLoad>>,
 }
 
 /// Counts one request in flight while alive.
@@ -86,12 +101,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts one request in flight at its serving node while alive.
+pub struct Serving<'a> {
+    counters: &'a Counters,
+    node: String,
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if let Some(load) = self.counters.nodes().get_mut(&self.node) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 impl Counters {
     pub fn begin(&self) -> InFlight<'_> {
         self.total.fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeLoad>> {
+        self.by_node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request reached `node`, which serves it.
+    pub fn serving(&self, node: &str) -> Serving<'_> {
+        let mut nodes = self.nodes();
+        let load = nodes.entry(node.to_string()).or_default();
+        load.requests += 1;
+        load.in_flight += 1;
+        load.peak_in_flight = load.peak_in_flight.max(load.in_flight);
+        Serving {
+            counters: self,
+            node: node.to_string(),
+        }
     }
 
     pub fn endpoint(&self, key: String) {
@@ -152,6 +198,7 @@ pub fn snapshot(shared: &Shared) -> SimStats {
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
         nodes,
+        node_load: c.nodes().clone(),
         now,
         scenario: shared.scenario.name.clone(),
         seed: shared.seed,
