@@ -4,8 +4,9 @@
 //! CONTRACT (the engine codes against these signatures; keep them, add freely).
 //!
 //! Layout: this file holds the public types; `transport` sends one request (auth, in-flight caps,
-//! stats, error classification), `calls` holds the typed calls, `tls`, `auth`, `retry`, `encode`,
-//! `decode`, `wire` and `error` one idea each.
+//! stats, error classification), `caps` the in-flight caps, `calls` holds the typed calls and
+//! `task_list` the node task list; `tls`, `auth`, `retry`, `encode`, `decode`, `wire` and `error`
+//! one idea each.
 //!
 //! Caller rules the types cannot express:
 //! - Create one `Client` per process and clone it: clones share the in-flight caps and the stats.
@@ -37,6 +38,7 @@ mod decode;
 mod encode;
 mod error;
 mod retry;
+mod task_list;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]
@@ -49,6 +51,7 @@ pub use calls::CheckReport;
 pub use caps::ENTRY_NODE;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
+pub use task_list::{NodeTask, NodeTasks, TaskListQuery, TaskSource};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
 /// Default per-request timeout. Above pveproxy's 30 s proxy limit so that a stuck pvedaemon shows

@@ -1100,3 +1100,53 @@ fn bad_settings_are_refused_with_the_reason() {
     });
     assert!(text.contains("64"), "{text}");
 }
+
+#[tokio::test]
+async fn node_tasks_asks_with_its_filters_and_tells_a_cut_off_list() {
+    let server = test_server::start(|_| {
+        let upid = |n: u32| format!("UPID:pve2:{n:08X}:00000002:66C8A0B4:qmclone:9000:root@pam:");
+        Reply::data(json!([
+            {"upid": upid(1), "type": "qmclone", "id": "9000", "user": "root@pam", "status": "RUNNING"},
+            {"upid": upid(2), "type": "qmclone", "id": "9000", "user": "root@pam",
+             "endtime": 1724424400, "status": "OK"},
+        ]))
+    })
+    .await;
+    let api = client(&server);
+    let query = TaskListQuery {
+        typefilter: Some("qmclone".into()),
+        vmid: Some(9000),
+        since: Some(1724424000),
+        limit: 2,
+        ..TaskListQuery::default()
+    };
+    let list = api.node_tasks("pve2", &query).await.expect("list");
+    assert_eq!(
+        list.tasks
+            .iter()
+            .map(|t| t.state.clone())
+            .collect::<Vec<_>>(),
+        [TaskState::Running, TaskState::Ok]
+    );
+    assert!(
+        !list.complete,
+        "as many entries as the limit: maybe cut off"
+    );
+    let wider = api
+        .node_tasks("pve2", &TaskListQuery::default())
+        .await
+        .expect("list");
+    assert!(wider.complete);
+    let seen = server.seen();
+    assert_eq!(seen[0].call(), "GET /nodes/pve2/tasks");
+    assert_eq!(
+        seen[0].query.as_deref(),
+        Some("source=active&limit=2&typefilter=qmclone&vmid=9000&since=1724424000")
+    );
+    assert_eq!(seen[1].query.as_deref(), Some("source=active&limit=500"));
+    assert_eq!(
+        api.stats().peak_in_flight_by_node.get("pve2"),
+        Some(&1),
+        "counted against the node asked about"
+    );
+}
