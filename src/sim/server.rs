@@ -323,6 +323,9 @@ async fn execute(
             return Err(ApiError::no_route());
         }
     }
+    if let Some(vmid) = params.int("vmid").and_then(|v| u32::try_from(v).ok()) {
+        super::stats::note_vm_request(shared, vmid, arrival);
+    }
     // Counted at the node that serves it (the entry node answers for an unknown or offline one).
     let _serving = shared
         .counters

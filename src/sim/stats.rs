@@ -30,8 +30,18 @@ pub struct VmStats {
     /// First successful agent call after the latest start.
     pub first_agent_ok_at: Option<f64>,
     pub destroyed_at: Option<f64>,
+    /// The first request about this VM after its clone finished: when the caller noticed.
+    #[serde(default)]
+    pub clone_noticed_at: Option<f64>,
     /// Uncontended clone duration (copy at the storage's full throughput + overhead).
     pub clone_s: f64,
+    /// The part of `clone_s` that copies data (the allocated bytes at the storage's full
+    /// throughput): clones on one storage share that throughput.
+    #[serde(default)]
+    pub copy_s: f64,
+    /// The physical storage the clone copies onto (`sid`, or `node/sid` when not shared).
+    #[serde(default)]
+    pub copy_storage: String,
     /// qmstart task duration (before the guest starts booting).
     #[serde(default)]
     pub start_s: f64,
@@ -156,6 +166,18 @@ impl Counters {
             .unwrap_or_else(|p| p.into_inner())
             .entry(code)
             .or_default() += 1;
+    }
+}
+
+/// A request about VM `vmid` arrived at `now`: the first after its clone finished marks when the
+/// caller noticed the end.
+pub fn note_vm_request(shared: &Shared, vmid: u32, now: f64) {
+    let mut st = shared.state();
+    if let Some(v) = st.vm_stats.get_mut(&vmid)
+        && v.clone_noticed_at.is_none()
+        && v.clone_finished_at.is_some_and(|end| end <= now)
+    {
+        v.clone_noticed_at = Some(now);
     }
 }
 
