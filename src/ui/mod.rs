@@ -218,7 +218,13 @@ fn to_msg(event: TermEvent) -> Option<Msg> {
     }
 }
 
-fn draw(tui: &mut Tui, model: &Model, theme: &Theme) -> io::Result<()> {
+/// One frame through the crossterm backend, as the dashboard draws it (public so the render
+/// benchmark times exactly this, into a sink).
+pub fn draw<W: io::Write>(
+    tui: &mut ratatui::Terminal<ratatui::backend::CrosstermBackend<W>>,
+    model: &Model,
+    theme: &Theme,
+) -> io::Result<()> {
     // tui-logger shows records only once moved from its hot buffer; do it on every frame, even
     // when the log pane is not drawn (terminal too small), so the hot buffer never overflows.
     tui_logger::move_events();
