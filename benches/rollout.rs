@@ -70,7 +70,7 @@ async fn rollout(case: &Case, mode: &str, no_limit: bool) -> Run {
     };
     let mut h = common::Harness::start_with(scenario, case.seed, case.scale, settings).await;
     if no_limit {
-        h.config.rollout.max_clones_per_storage = 0;
+        h.config.rollout.max_clones_per_storage = pve_rollout::config::ClonesPerStorage::Limit(0);
     }
     let delay = h.config.rollout.deployment_delay.as_secs_f64();
     let settle = h.config.checks.stabilization.as_secs_f64();

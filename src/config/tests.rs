@@ -120,6 +120,18 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(6),
         ),
         (
+            "clone limit as a word other than auto",
+            with("max_clones_per_storage = \"fast\""),
+            "rollout.max_clones_per_storage",
+            Some(6),
+        ),
+        (
+            "negative clone limit",
+            with("max_clones_per_storage = -1"),
+            "rollout.max_clones_per_storage",
+            Some(6),
+        ),
+        (
             "zero timeout",
             with("[checks]\nip_timeout = \"0s\""),
             "checks.ip_timeout",
@@ -735,6 +747,10 @@ fn defaults_are_the_seeds() {
     assert!(!c.cloud_init && !c.ipv6);
     assert_eq!(c.ip_prefer, Cidr::rfc1918());
     assert_eq!(config.proxmox.max_in_flight, 16);
+    assert_eq!(
+        config.rollout.max_clones_per_storage,
+        crate::config::ClonesPerStorage::Auto
+    );
     assert_eq!(config.proxmox.max_in_flight_per_node, 2);
     assert!(!config.proxmox.insecure);
     assert_eq!(config.output.dir, Path::new("rollout-out"));
@@ -1187,4 +1203,29 @@ fn a_config_file_that_is_not_utf8_is_a_clear_error() {
         !text.contains("  "),
         "no runs of spaces in the hint: {text}"
     );
+}
+
+#[test]
+fn the_clone_limit_is_auto_or_a_number() {
+    use crate::config::ClonesPerStorage;
+    let parse = |extra: &str| {
+        Config::parse(&with(extra), "d.toml")
+            .expect("valid")
+            .rollout
+            .max_clones_per_storage
+    };
+    assert_eq!(
+        parse("max_clones_per_storage = \"auto\""),
+        ClonesPerStorage::Auto
+    );
+    assert_eq!(
+        parse("max_clones_per_storage = 2"),
+        ClonesPerStorage::Limit(2)
+    );
+    assert_eq!(
+        parse("max_clones_per_storage = 0"),
+        ClonesPerStorage::Limit(0)
+    );
+    let err = Config::parse(&with("max_clones_per_storage = \"fast\""), "d.toml").unwrap_err();
+    assert!(err.to_string().contains("\"auto\""), "{err}");
 }

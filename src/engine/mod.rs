@@ -2,6 +2,7 @@
 //! Emits `Event`s, takes `Command`s; knows no terminal.
 
 pub mod clock;
+mod clone_slots;
 pub mod destroy;
 pub mod error;
 pub mod event;

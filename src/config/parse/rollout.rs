@@ -151,13 +151,23 @@ impl Doc<'_> {
                 _ => Err(bad_hint("expected two integers [first, last]", hint)),
             }
         });
-        let max_clones_per_storage = self.integer(
-            &s,
-            "max_clones_per_storage",
-            0,
-            1000,
-            Some("0 means no cap beyond the stagger"),
-        );
+        let max_clones_per_storage = self.field(&s, "max_clones_per_storage", |v| {
+            let hint = "write \"auto\" (measure the storage and choose), a number such as 2, \
+                        or 0 for no cap beyond the stagger";
+            match (v, integer_of(v)) {
+                (DeValue::String(text), _) if text.trim() == "auto" => Ok(ClonesPerStorage::Auto),
+                (_, Some(n)) if (0..=1000).contains(&n) => Ok(ClonesPerStorage::Limit(n as usize)),
+                (_, Some(_)) => Err(bad_hint("out of range; allowed: 0 to 1000", hint)),
+                (DeValue::String(_), None) => Err(bad_hint("not allowed", hint)),
+                (other, None) => Err(bad_hint(
+                    format!(
+                        "expected \"auto\" or an integer, found {}",
+                        type_name(other)
+                    ),
+                    hint,
+                )),
+            }
+        });
 
         if s.get("vmid_start").is_some() && s.get("vmid_range").is_some() {
             let line = s.get("vmid_range").map(|v| self.line(v.span().start));
@@ -208,7 +218,7 @@ impl Doc<'_> {
                 deployment_delay: deployment_delay.unwrap_or(Duration::from_secs(30)),
                 nodes: nodes?,
                 vmid_range,
-                max_clones_per_storage: max_clones_per_storage.unwrap_or(0) as usize,
+                max_clones_per_storage: max_clones_per_storage.unwrap_or_default(),
             },
             vm_count_given: s.get("vm_count").is_some(),
             header_line: s.line,
