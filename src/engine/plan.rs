@@ -65,6 +65,9 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+    /// The physical storage its clone copies onto: the storage id when shared by the cluster,
+    /// else `node/storage` (clones onto one share its throughput).
+    pub clone_storage: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -393,10 +396,15 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         }
 
         // Storage on that node.
-        let storage_ok = storages.iter().any(|s| {
+        let target_storage = storages.iter().find(|s| {
             s.storage.as_deref() == Some(entry.spec.storage.as_str())
                 && (s.node.as_deref() == Some(node.as_str()) || s.shared)
         });
+        let storage_ok = target_storage.is_some();
+        let clone_storage = match target_storage {
+            Some(s) if s.shared => entry.spec.storage.clone(),
+            _ => format!("{node}/{}", entry.spec.storage),
+        };
         if !storage_ok && adopted.is_none() {
             problems.push(format!(
                 "storage '{}' (for '{}') does not exist on node {node}",
@@ -450,6 +458,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         planned.push(PlannedVm {
             journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
             clone_upid,
+            clone_storage,
             index,
             name: entry.name,
             vmid,
