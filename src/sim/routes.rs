@@ -57,6 +57,7 @@ impl Ep {
                 | Ep::VmPending
                 | Ep::AgentIndex
                 | Ep::TaskIndex
+                | Ep::TaskList
         )
     }
 }

@@ -291,36 +291,127 @@ pub fn stop(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     Ok(ApiOk::null())
 }
 
-/// `GET /nodes/{node}/tasks`: the node's tasks, newest first.
+/// Whether `who` sees a task of `user` (started with token `token`) without `Sys.Audit`: a token
+/// sees only the tasks started with it, a user its own and its tokens' (`Tasks.pm`).
+fn sees_task(who: &Identity, user: &str, token: Option<&str>) -> bool {
+    match (&who.token, token) {
+        (Some(mine), Some(theirs)) => who.user == user && mine == theirs,
+        (Some(_), None) => false,
+        (None, _) => who.user == user,
+    }
+}
+
+/// `GET /nodes/{node}/tasks`. Never refused: without `Sys.Audit` on the node a caller sees only
+/// its own tasks. `source=active` lists the running tasks (`status` `RUNNING`): a task is archived
+/// the moment its worker ends (`active_workers` runs from the reaper), so an ended task leaves
+/// that list at once; `archive` (the default) lists ended tasks with `endtime` and `status`,
+/// newest first; `all` both. Filters: `typefilter`, `vmid` (the task's id), `since`/`until`
+/// (its start), `userfilter`, `errors`; then `start` skips and `limit` (default 50, 0 = none)
+/// cuts; `total` counts every match.
 pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<ApiOk, ApiError> {
+    let source = p.get("source").unwrap_or_else(|| "archive".into());
+    if !matches!(source.as_str(), "active" | "archive" | "all") {
+        return Err(ApiError::param(
+            "source",
+            &format!(
+                "value '{source}' does not have a value in the enumeration 'archive, active, all'"
+            ),
+        ));
+    }
+    let start = p.int("start").unwrap_or(0).max(0) as usize;
     let limit = p.int("limit").unwrap_or(50).max(0) as usize;
+    let typefilter = p.get("typefilter");
+    let userfilter = p.get("userfilter").map(|u| u.to_lowercase());
+    let vmid = p.get("vmid");
+    let (since, until) = (p.int("since"), p.int("until"));
+    let errors = p.get("errors").is_some_and(|e| e == "1");
+    let auditor = who.has("Sys.Audit");
     let st = shared.state();
-    let mut v: Vec<&Task> = st
-        .tasks
-        .values()
-        .filter(|t| t.node == node && (who.user == t.user || who.has("Sys.Audit")))
-        .collect();
-    v.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid)));
-    let items: Vec<Value> = v
+    let matches = |t: &&Task| {
+        t.node == node
+            && (auditor || sees_task(who, &t.user, t.tokenid.as_deref()))
+            && userfilter
+                .as_deref()
+                .is_none_or(|u| t.user.to_lowercase().contains(u))
+            && typefilter.as_deref().is_none_or(|k| t.kind == k)
+            && vmid.as_deref().is_none_or(|id| t.id == id)
+            && since.is_none_or(|s| t.starttime >= s)
+            && until.is_none_or(|u| t.starttime <= u)
+            && !(errors && t.exit.as_deref() == Some("OK"))
+    };
+    let newest_first = |a: &&Task, b: &&Task| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid));
+    let mut active: Vec<&Task> = Vec::new();
+    if source != "archive" {
+        active = st
+            .tasks
+            .values()
+            .filter(|t| t.exit.is_none())
+            .filter(matches)
+            .collect();
+        active.sort_by(newest_first);
+    }
+    let mut archived: Vec<&Task> = Vec::new();
+    if source != "active" {
+        archived = st
+            .tasks
+            .values()
+            .filter(|t| t.exit.is_some())
+            .filter(matches)
+            .collect();
+        archived.sort_by(newest_first);
+    }
+    let total = active.len() + archived.len();
+    let items: Vec<Value> = active
         .into_iter()
-        .take(if limit == 0 { usize::MAX } else { limit })
+        .chain(archived)
+        .skip(start)
+        .take(limit)
         .map(|t| {
             let mut j = t.status_json();
-            if let Some(e) = t.endtime {
-                j["endtime"] = json!(e);
-                j["status"] = json!(t.exit.clone().unwrap_or_default());
-            } else {
-                j.as_object_mut().map(|o| o.remove("status"));
+            if let Some(o) = j.as_object_mut() {
+                o.remove("exitstatus");
+            }
+            match (&t.exit, t.endtime) {
+                (Some(exit), Some(end)) => {
+                    j["endtime"] = json!(end);
+                    j["status"] = json!(exit);
+                }
+                _ => j["status"] = json!("RUNNING"),
             }
             j
         })
         .collect();
-    Ok(ApiOk::data(Value::Array(items)))
+    Ok(ApiOk {
+        data: Value::Array(items),
+        total: Some(total as u64),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_sees_only_its_own_tasks_a_user_also_its_tokens() {
+        let token = Identity {
+            user: "root@pam".into(),
+            token: Some("ci".into()),
+            privs: crate::sim::auth::Privs::Only(Default::default()),
+        };
+        assert!(sees_task(&token, "root@pam", Some("ci")));
+        assert!(!sees_task(&token, "root@pam", Some("other")));
+        assert!(
+            !sees_task(&token, "root@pam", None),
+            "not the user's own tasks"
+        );
+        let user = Identity {
+            token: None,
+            ..token
+        };
+        assert!(sees_task(&user, "root@pam", None));
+        assert!(sees_task(&user, "root@pam", Some("ci")));
+        assert!(!sees_task(&user, "alice@pve", None));
+    }
 
     #[test]
     fn upid_format_round_trips() {
