@@ -221,11 +221,31 @@ impl std::str::FromStr for Cidr {
 }
 
 impl CheckMode {
+    /// Every mode, as deploy.toml and `--mode` spell them.
+    pub const ALL: [CheckMode; 2] = [CheckMode::Pipelined, CheckMode::Sequential];
+
+    /// The name deploy.toml, the journal and the summaries use.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckMode::Sequential => "sequential",
             CheckMode::Pipelined => "pipelined",
         }
+    }
+}
+
+impl std::fmt::Display for CheckMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CheckMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<CheckMode, String> {
+        CheckMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| format!("not a check mode: {text:?}"))
     }
 }
 
