@@ -10,4 +10,6 @@ pub mod headless;
 pub mod pve;
 pub mod report;
 pub mod sim;
+#[doc(hidden)]
+pub mod testing;
 pub mod ui;
