@@ -7,7 +7,8 @@ use crate::config::{Config, ConfigError};
 use crate::pve::{Auth, Client, ClientConfig, PveError, Secret, TlsTrust};
 use crate::sim::Sim;
 
-/// What a demo (or a test) rollout varies; everything else is the seed's default.
+/// What a demo (or a test) rollout varies; everything else is the original wait_for_vm.sh flow's
+/// default.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
     pub vms: usize,

@@ -93,7 +93,7 @@ async fn five_vms_pipelined_all_verify_and_outputs_are_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_keeps_the_seeds_order() {
+async fn sequential_keeps_the_original_scripts_order() {
     let h = Harness::start("fast", 3, SCALE, settings(5, "sequential")).await;
     let (summary, events) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified"; 5]);

@@ -28,7 +28,7 @@ impl Doc<'_> {
         let mode = self.string_with(&s, "mode", "a check mode", |m| match m.parse() {
             Ok(mode) => Ok(mode),
             Err(_) => Err(bad(
-                "not a check mode; allowed: \"pipelined\" (default) or \"sequential\" (the seed's \
+                "not a check mode; allowed: \"pipelined\" (default) or \"sequential\" (the original wait_for_vm.sh flow's \
                  exact order)",
             )),
         });
