@@ -1,6 +1,6 @@
 //! A 50-VM rollout against the in-process simulator, with the settings a user gets (every timeout
-//! at its default; the seed's 30 s stagger and 30 s stabilisation), and optionally the same seed
-//! again with another setting as the baseline. Prints `key=value` lines in simulated seconds,
+//! at its default; the original wait_for_vm.sh flow's 30 s stagger and 30 s stabilisation), and
+//! optionally the same seed again with another setting as the baseline. Prints `key=value` lines in simulated seconds,
 //! computed from the simulator's own records (`Sim::stats`), not from the engine's view.
 //!
 //! `cargo bench --bench rollout`. Knobs (environment): `BENCH_SCENARIO` (`realistic`),
@@ -63,7 +63,7 @@ async fn rollout(case: &Case, mode: &str, no_limit: bool) -> Run {
     let settings = DemoSettings {
         vms: case.vms,
         mode: mode.into(),
-        // The seed's settings: 30 s between clones, 30 s stabilisation.
+        // The original wait_for_vm.sh flow's defaults: 30 s between clones, 30 s stabilisation.
         deployment_delay: "30s".into(),
         stabilization: "30s".into(),
         ..DemoSettings::default()

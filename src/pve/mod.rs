@@ -54,9 +54,10 @@ pub use error::{classify_message, classify_response};
 pub use task_list::{NodeTask, NodeTasks, TaskListQuery, TaskSource};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
-/// Default per-request timeout. Above pveproxy's 30 s proxy limit so that a stuck pvedaemon shows
-/// up as PVE's own `596 Connection timed out` rather than as a client-side timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before
+/// pveproxy answers `596 Connection timed out` (so a stuck daemon shows up as PVE's own error, not
+/// a client-side timeout), and agent calls take a few seconds more on top.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default cap on requests in flight served by one node (its pvedaemon has 3 workers: 2 leaves
 /// one for the GUI and other tools).
 pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: usize = 2;
@@ -111,7 +112,7 @@ pub enum Auth {
     Password { user: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     /// `https://host:8006` (with or without a trailing `/api2/json`).
     pub url: String,
@@ -132,8 +133,10 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults: system roots, 2 in flight per node and 16 overall, 35 s timeout, default
-    /// retries, real time.
+    /// The settings every client starts from, real runs and the simulator alike: system roots,
+    /// 2 in flight per node and 16 overall, 60 s timeout, the default retries, real time. The
+    /// `with_` methods change only what a deployment decides (trust, in-flight caps, a
+    /// time-scaled simulator).
     pub fn new(url: impl Into<String>, auth: Auth) -> Self {
         ClientConfig {
             url: url.into(),
@@ -145,6 +148,29 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             time_scale: 1.0,
         }
+    }
+
+    pub fn with_tls(self, tls: TlsTrust) -> Self {
+        ClientConfig { tls, ..self }
+    }
+
+    pub fn with_max_in_flight(self, max_in_flight: usize) -> Self {
+        ClientConfig {
+            max_in_flight,
+            ..self
+        }
+    }
+
+    pub fn with_max_in_flight_per_node(self, max_in_flight_per_node: usize) -> Self {
+        ClientConfig {
+            max_in_flight_per_node,
+            ..self
+        }
+    }
+
+    /// Against a time-scaled simulator: every client-side wait is multiplied by `time_scale`.
+    pub fn with_time_scale(self, time_scale: f64) -> Self {
+        ClientConfig { time_scale, ..self }
     }
 }
 
@@ -158,14 +184,15 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 6 attempts, 0.5 s doubling to an 8 s cap, 60 s in total (all times scaled by
-    /// `ClientConfig::time_scale`). Waits are drawn from [d/2, d] (equal jitter).
+    /// 6 attempts, 0.5 s doubling to a 10 s cap, 120 s in total (all times scaled by
+    /// `ClientConfig::time_scale`): two 596s in a row (30 s each) still fit. Waits are drawn
+    /// from [d/2, d] (equal jitter).
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
             initial: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            max_elapsed: Duration::from_secs(60),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(120),
         }
     }
 }
