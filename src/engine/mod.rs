@@ -11,6 +11,7 @@ pub mod journal;
 pub mod plan;
 pub mod record;
 pub mod schedule;
+mod task_watch;
 mod vm;
 
 use std::collections::HashSet;
