@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 
 use cli::{Cli, Command};
+use pve_rollout::ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
