@@ -29,7 +29,7 @@ use std::time::SystemTime;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::config::{CheckMode, Config};
+use crate::config::Config;
 use crate::pve::Client;
 use crate::report::{RolloutInfo, Summary};
 
@@ -59,7 +59,7 @@ impl Rollout {
             id: self.plan.rollout_id.clone(),
             proxmox_url: self.client.url().to_string(),
             template: self.plan.template_name.clone(),
-            mode: mode_name(c.checks.mode).to_string(),
+            mode: c.checks.mode.to_string(),
             vm_count: self.plan.vms.len(),
             deployment_delay: crate::config::format_duration(c.rollout.deployment_delay),
             nodes: {
@@ -161,14 +161,6 @@ fn refuse_without_journal(
         summary: Box::new(summary.clone()),
     });
     summary
-}
-
-/// How the check mode is named in logs and summaries.
-fn mode_name(mode: CheckMode) -> &'static str {
-    match mode {
-        CheckMode::Sequential => "sequential",
-        CheckMode::Pipelined => "pipelined",
-    }
 }
 
 /// Writes the summary files and tells the watchers where (or why not).
