@@ -46,6 +46,8 @@ fn main() {
             _ => {}
         }
         let theme = Theme::new(false);
+        // The diagnostics pane is closed, as it is by default.
+        let diagnostics = tui_logger::TuiWidgetState::new();
         // A fixed 120x40 viewport: the backend never asks a terminal for its size.
         let mut terminal = Terminal::with_options(
             CrosstermBackend::new(std::io::sink()),
@@ -54,7 +56,7 @@ fn main() {
             },
         )
         .expect("backend");
-        pve_rollout::ui::draw(&mut terminal, &model, &theme).expect("draw");
+        pve_rollout::ui::draw(&mut terminal, &model, &theme, &diagnostics).expect("draw");
         let (mut frames, mut updates, mut draws) = (
             Vec::with_capacity(FRAMES),
             Vec::with_capacity(FRAMES),
@@ -70,7 +72,7 @@ fn main() {
             }
             let updated = t.elapsed();
             let d = Instant::now();
-            pve_rollout::ui::draw(&mut terminal, &model, &theme).expect("draw");
+            pve_rollout::ui::draw(&mut terminal, &model, &theme, &diagnostics).expect("draw");
             draws.push(d.elapsed());
             updates.push(updated);
             frames.push(t.elapsed());
