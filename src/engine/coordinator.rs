@@ -14,12 +14,14 @@ use crate::config::CheckMode;
 use crate::report::Summary;
 
 use super::Rollout;
+use super::clone_slots::CloneSlots;
 use super::event::{Command, Event, Level, Phase, VmState};
 use super::ip::IpRules;
 use super::journal::{Entry, Journal};
 use super::poll::Learned;
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
+use super::task_watch::TaskWatch;
 use super::vm::{Outcome, Shared, VmTask};
 
 /// What woke the coordinator.
@@ -78,6 +80,18 @@ impl Coordinator {
             events: to_coordinator,
             journal: journal.clone(),
             learned: Learned::default(),
+            clone_slots: CloneSlots::new(
+                rollout.config.rollout.max_clones_per_storage,
+                rollout.config.rollout.deployment_delay.as_secs_f64(),
+                &rollout
+                    .plan
+                    .vms
+                    .iter()
+                    .filter(|vm| vm.adopted.is_none())
+                    .map(|vm| (vm.index, vm.clone_storage.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            task_watch: TaskWatch::new(rollout.client.clone(), rollout.clock),
         });
         let record = Record::new(rollout.info(), &rollout.plan.planned());
         Coordinator {

@@ -169,6 +169,25 @@ impl<'a> Poller<'a> {
         }
     }
 
+    /// Like [`Self::due`], but the wait is handed to `wait_for`, which may end it early (a
+    /// node's task list that says a task ended): its output, or `None` when nothing was due.
+    pub async fn due_or<F, Fut, T>(&mut self, wait_for: F) -> Result<Option<T>, Aborted>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let Some(wait) = self.due.take() else {
+            return Ok(None);
+        };
+        match &self.abort {
+            Some(abort) => tokio::select! {
+                _ = abort.cancelled() => Err(Aborted),
+                out = wait_for(wait) => Ok(Some(out)),
+            },
+            None => Ok(Some(wait_for(wait).await)),
+        }
+    }
+
     /// What an ask found. `Some(value)` when done (its wait learned); `None` to ask again once
     /// [`Self::due`]; past the deadline (checked after a `Pending` or `Copying`) `timed_out`
     /// decides, from the last `Pending` text, what the wait gives: mostly an error saying what
@@ -294,6 +313,21 @@ impl CopyProgress {
         }
     }
 
+    /// The copy's pace once it has moved at least `min_percent` between the first and the last
+    /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
+    pub fn pace(&self, min_percent: f64) -> Option<(f64, f64)> {
+        let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
+        let rate = (p1 - p0) / (t1 - t0);
+        (p1 - p0 >= min_percent && rate.is_finite() && rate > 0.0)
+            .then(|| (100.0 / rate, t1 - p1 / rate))
+    }
+
+    /// [`Self::remaining`] as of rollout second `now` (time has passed since the last sample).
+    pub fn remaining_at(&self, now: f64) -> Option<f64> {
+        let (last, _) = *self.samples.last()?;
+        self.remaining().map(|r| (r - (now - last)).max(0.0))
+    }
+
     /// Seconds until 100 % at the rate between the last two moves seen, once there are two
     /// (before the copy starts the task allocates and prepares, so a rate measured from the
     /// task's start would predict far too late).
@@ -339,6 +373,10 @@ mod tests {
         p.observe(20.0, 30.0);
         // 20 % in the last 10 s: 35 s to go.
         assert_eq!(p.remaining(), Some(35.0));
+        assert_eq!(p.remaining_at(25.0), Some(30.0), "5 s later");
+        // 10 % .. 30 % in 10 s: 50 s for the whole copy, which began at 20 - 30 / 2 = 5 s.
+        assert_eq!(p.pace(5.0), Some((50.0, 5.0)));
+        assert_eq!(p.pace(25.0), None, "not enough of the copy seen yet");
     }
 
     #[test]

@@ -313,7 +313,7 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     if !matches!(source.as_str(), "active" | "archive" | "all") {
         return Err(ApiError::param(
             "source",
-            &format!(
+            format!(
                 "value '{source}' does not have a value in the enumeration 'archive, active, all'"
             ),
         ));

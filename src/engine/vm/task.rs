@@ -5,16 +5,28 @@ use std::time::Duration;
 use crate::config::format_duration;
 use crate::pve::{ErrorClass, TaskState, Upid};
 
+use super::super::clone_slots::StoragePace;
 use super::super::event::{Event, Level};
 use super::super::poll::{Attempt, Backoff, CopyProgress, Wait};
+use super::super::task_watch::Listed;
 use super::{Step, Stop, VmTask};
+
+/// A copy's log is read again after this share of the time waited so far (at least
+/// `LOG_EVERY_MIN_S`): often enough for the percentage and ETA on the dashboard and to keep the
+/// predicted end fresh, while the node's task list tells when it ends.
+const LOG_EVERY_SHARE: f64 = 0.25;
+const LOG_EVERY_MIN_S: f64 = 10.0;
+/// The first clone onto a storage measures its pace once this much of the copy was seen.
+const PACE_MIN_PERCENT: f64 = 2.0;
 
 impl VmTask {
     /// Polls a task until it stops. The first poll comes when the fastest such task of this
-    /// rollout was done; a copying task is then followed through its log (one small GET of the
-    /// new lines: the copy's percentages predict the end, the closing line says it is over),
-    /// others back off; so a ten-minute clone costs a handful of requests, not one every few
-    /// seconds.
+    /// rollout was done; then the node's task list (one request for every task of the rollout
+    /// on that node, see `TaskWatch`) says whether it still runs, and only a task the list
+    /// shows ended (or cannot tell about) is asked for its own status. A copying task's log is
+    /// read at a slow pace: its percentages predict the end (the list is asked near it) and
+    /// give the dashboard its progress; the first clone onto a storage also measures the
+    /// storage's pace for `max_clones_per_storage = "auto"`.
     pub(super) async fn wait_task(
         &mut self,
         upid: &Upid,
@@ -23,6 +35,7 @@ impl VmTask {
     ) -> Step<TaskState> {
         let shared = self.shared.clone();
         let clock = shared.clock;
+        let t0 = clock.now_s();
         let first = shared
             .learned
             .first_wait(wait, 0.0, 0.9)
@@ -32,37 +45,47 @@ impl VmTask {
         let mut poll = Self::poller(&shared, clock.deadline(timeout), backoff)
             .starting_at(first)
             .learning(&shared.learned, wait, None);
-        let follow_log = wait == Wait::CloneTask;
+        let copying = wait == Wait::CloneTask;
         let mut progress = CopyProgress::default();
         let mut lines_read = 0u64;
+        let mut next_log_at = t0;
+        let mut measuring = copying && shared.clone_slots.measuring(&self.vm.clone_storage);
         loop {
-            poll.due().await?;
+            let listed = poll
+                .due_or(|wait| shared.task_watch.check(upid, wait))
+                .await?
+                .unwrap_or(Listed::Unknown);
             let attempt = 'ask: {
-                if follow_log {
-                    match self.shared.client.task_log(upid, lines_read, 0).await {
-                        Ok(lines) => {
-                            let mut ended = false;
-                            let mut percent = None;
-                            for line in lines.iter().filter(|l| !l.is_placeholder()) {
-                                lines_read = lines_read.max(line.n);
-                                ended |= line.is_end();
-                                percent = line.copy_percent().or(percent);
-                            }
-                            // One sample per poll: lines read together carry no timing of their
-                            // own.
-                            if let Some(p) = percent {
-                                progress.observe(clock.now_s(), p);
-                            }
-                            if !ended {
-                                break 'ask Attempt::Copying(progress.remaining());
-                            }
-                        }
-                        // Fall through to the status, which classifies the trouble.
-                        Err(e) => self.log(Level::Warning, format!("task log: {e}")),
+                if listed == Listed::Running {
+                    if !copying {
+                        break 'ask Attempt::Pending(String::new());
                     }
+                    let now = clock.now_s();
+                    if now >= next_log_at || progress.remaining().is_none() {
+                        self.read_copy_log(upid, &mut lines_read, &mut progress)
+                            .await;
+                        let waited = clock.now_s() - t0;
+                        next_log_at =
+                            clock.now_s() + (waited * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
+                    }
+                    if measuring && let Some((copy_s, began)) = progress.pace(PACE_MIN_PERCENT) {
+                        measuring = false;
+                        let pace = StoragePace {
+                            copy_s,
+                            overhead_s: (began - t0).max(0.0),
+                        };
+                        if let Some(text) =
+                            shared.clone_slots.measured(&self.vm.clone_storage, pace)
+                        {
+                            self.log(Level::Info, text);
+                        }
+                    }
+                    break 'ask Attempt::Copying(progress.remaining_at(clock.now_s()));
                 }
+                // The list says it ended, or cannot tell: ask the task itself.
                 match self.shared.client.task_status(upid).await {
                     Ok(status) if status.state != TaskState::Running => Attempt::Done(status.state),
+                    Ok(_) if copying => Attempt::Copying(progress.remaining_at(clock.now_s())),
                     Ok(_) => Attempt::Pending(String::new()),
                     // A task not visible yet on a busy cluster answers "no such task"; keep
                     // asking.
@@ -88,6 +111,24 @@ impl VmTask {
             if let Some(state) = poll.answer(attempt, timed_out)? {
                 return Ok(state);
             }
+        }
+    }
+
+    /// Reads a copying task's new log lines: its percentage, one sample per read (lines read
+    /// together carry no timing of their own).
+    async fn read_copy_log(&self, upid: &Upid, lines_read: &mut u64, progress: &mut CopyProgress) {
+        match self.shared.client.task_log(upid, *lines_read, 0).await {
+            Ok(lines) => {
+                let mut percent = None;
+                for line in lines.iter().filter(|l| !l.is_placeholder()) {
+                    *lines_read = (*lines_read).max(line.n);
+                    percent = line.copy_percent().or(percent);
+                }
+                if let Some(p) = percent {
+                    progress.observe(self.shared.clock.now_s(), p);
+                }
+            }
+            Err(e) => self.log(Level::Warning, format!("task log: {e}")),
         }
     }
 
