@@ -307,7 +307,12 @@ pub struct CopyProgress {
 }
 
 impl CopyProgress {
+    /// A percentage seen at rollout second `at`. A clone copies its drives one after the other,
+    /// each from 0 to 100 %: a lower percentage is the next drive, whose samples start afresh.
     pub fn observe(&mut self, at: f64, percent: f64) {
+        if self.samples.last().is_some_and(|(_, p)| percent < *p) {
+            self.samples.clear();
+        }
         if self.samples.last().is_none_or(|(_, p)| percent > *p) {
             self.samples.push((at, percent));
         }
@@ -315,10 +320,11 @@ impl CopyProgress {
 
     /// The copy's pace once it has moved at least `min_percent` between the first and the last
     /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
+    /// A drive seen at 100 % tells no pace (it may have ended long before it was read).
     pub fn pace(&self, min_percent: f64) -> Option<(f64, f64)> {
         let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
         let rate = (p1 - p0) / (t1 - t0);
-        (p1 - p0 >= min_percent && rate.is_finite() && rate > 0.0)
+        (p1 - p0 >= min_percent && p1 < 100.0 && rate.is_finite() && rate > 0.0)
             .then(|| (100.0 / rate, t1 - p1 / rate))
     }
 
@@ -377,6 +383,13 @@ mod tests {
         // 10 % .. 30 % in 10 s: 50 s for the whole copy, which began at 20 - 30 / 2 = 5 s.
         assert_eq!(p.pace(5.0), Some((50.0, 5.0)));
         assert_eq!(p.pace(25.0), None, "not enough of the copy seen yet");
+        // The next drive starts from 0 %: its own samples, its own rate.
+        p.observe(30.0, 100.0);
+        assert_eq!(p.pace(1.0), None, "a drive read at 100 % tells no pace");
+        p.observe(31.0, 1.0);
+        assert_eq!(p.remaining(), None);
+        p.observe(41.0, 6.0);
+        assert_eq!(p.remaining(), Some(188.0));
     }
 
     #[test]
