@@ -144,6 +144,12 @@ impl CloneSlots {
         }
     }
 
+    /// Clones of this rollout copying onto `storage` now (at least 1): a copy's rate can grow
+    /// at most this many times when the others end.
+    pub fn copying(&self, storage: &str) -> usize {
+        self.lock().get(storage).map_or(1, |s| s.busy.max(1))
+    }
+
     /// Whether `auto` still waits for the pace of `storage`'s first clone.
     pub fn measuring(&self, storage: &str) -> bool {
         self.lock().get(storage).is_some_and(|s| s.measuring)

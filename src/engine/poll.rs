@@ -39,6 +39,10 @@ pub enum Attempt<T> {
     /// A copy under way, `Some(seconds)` predicted to its end: the next ask follows the
     /// prediction ([`next_poll`]) rather than the back-off.
     Copying(Option<f64>),
+    /// A copy under way that cannot end sooner than this many seconds from now (its rate could
+    /// at most grow to the whole storage's): the next ask comes at 0.7 of it, at least every
+    /// 2 s near the end ([`next_poll_bounded`]).
+    CopyingAtLeast(f64),
 }
 
 /// The rollout was aborted while a poller slept.
@@ -209,6 +213,12 @@ impl<'a> Poller<'a> {
                 self.waiting_for = why;
                 self.next
             }
+            Attempt::CopyingAtLeast(remaining) => {
+                let waited = self.clock.now_s() - self.origin;
+                let left = self.clock.left(self.deadline).as_secs_f64();
+                let secs = next_poll_bounded(remaining, waited);
+                Duration::from_secs_f64(secs.min(left.max(0.2)))
+            }
             Attempt::Copying(remaining) => {
                 let waited = self.clock.now_s() - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
@@ -365,6 +375,15 @@ pub fn next_poll(remaining: Option<f64>, last: f64, waited: f64, floor: f64) -> 
     }
 }
 
+/// The next poll of a copy that cannot end sooner than `at_least` seconds from now: 0.7 of that
+/// (it shrinks by 70% with each poll, so a 10-minute copy costs about five polls before its last
+/// seconds), never more often than every 0.5 s nor, near the end, less often than every 2 s or
+/// 1% of the wait so far (the end is noticed within about a second or two).
+pub fn next_poll_bounded(at_least: f64, waited: f64) -> f64 {
+    let floor = (waited * 0.01).clamp(0.5, 2.0);
+    (at_least * 0.7).max(floor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +409,21 @@ mod tests {
         assert_eq!(p.remaining(), None);
         p.observe(41.0, 6.0);
         assert_eq!(p.remaining(), Some(188.0));
+    }
+
+    #[test]
+    fn a_bounded_copy_is_polled_geometrically_then_every_two_seconds() {
+        assert_eq!(next_poll_bounded(600.0, 10.0), 420.0);
+        assert_eq!(
+            next_poll_bounded(1.0, 700.0),
+            2.0,
+            "near the end of a long copy"
+        );
+        assert_eq!(
+            next_poll_bounded(0.1, 5.0),
+            0.5,
+            "never more often than 0.5 s"
+        );
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Following many tasks with one request: each node's task list (`GET /nodes/{node}/tasks`,
-//! `source=active`) answers for every task of this rollout running there.
+//! `source=all` since the oldest task followed there) answers for every task of this rollout on
+//! that node: the running ones, and those that ended with their exit status.
 //!
 //! A VM that follows a task asks "is it still running, no later than in `due_in` seconds?"; one
 //! loop per node fetches the node's list when the earliest such question is due and answers
 //! every question due within a quarter of its own wait (so polls of many tasks merge into one
-//! request), and at once every task the list shows has ended, whatever its due time. PVE
-//! archives a task the moment its worker ends, so an ended task is one missing from a list that
-//! was not cut off; its exit status is then read once, from the task itself. The list is served
-//! by pveproxy without a pvedaemon worker, and PVE never refuses it (without `Sys.Audit` a token
-//! sees the tasks it started, which are the ones followed here); if it fails anyway, or comes
-//! back cut off, the answer is `Unknown` and the caller asks the task itself, as before.
+//! request), and at once every task the list shows ended, whatever its due time. The list is
+//! served by pveproxy without a pvedaemon worker, and PVE never refuses it (without `Sys.Audit` a
+//! token sees the tasks it started, which are the ones followed here). A task missing from a
+//! list that was not cut off has ended without showing how (read its status); if the list fails,
+//! or comes back cut off, the answer is `Unknown` and the caller asks the task itself, as before.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
 
-use crate::pve::{Client, TaskListQuery, TaskSource, Upid};
+use crate::pve::{Client, TaskListQuery, TaskSource, TaskState, Upid};
 
 use super::clock::Clock;
 
@@ -27,11 +27,11 @@ const LIST_FAILED_BACKOFF_S: f64 = 60.0;
 const EARLY_SHARE: f64 = 0.25;
 
 /// What the node's list said about a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listed {
     Running,
-    /// Not among the node's running tasks: ended (read its status for how).
-    Ended,
+    /// Ended: how, when the list said (else read the task's status).
+    Ended(Option<TaskState>),
     /// The list could not tell (failed, or cut off): ask the task itself.
     Unknown,
 }
@@ -155,7 +155,7 @@ impl TaskWatch {
             (since, n.questions.len(), n.asked)
         };
         let query = TaskListQuery {
-            source: TaskSource::Active,
+            source: TaskSource::All,
             since,
             // Other tools' tasks are listed too: room for them, and `complete` tells if not.
             limit: (count as u64 + 50).max(100),
@@ -175,8 +175,8 @@ impl TaskWatch {
                     let due = q.due <= asked_at + EARLY_SHARE * (q.due - q.asked_at);
                     match entry {
                         Some(t) if !t.state.is_finished() => due.then_some((i, Listed::Running)),
-                        Some(_) => Some((i, Listed::Ended)),
-                        None if list.complete => Some((i, Listed::Ended)),
+                        Some(t) => Some((i, Listed::Ended(Some(t.state.clone())))),
+                        None if list.complete => Some((i, Listed::Ended(None))),
                         None => due.then_some((i, Listed::Unknown)),
                     }
                 })
@@ -203,7 +203,7 @@ impl TaskWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pve::{CloneRequest, TaskState};
+    use crate::pve::CloneRequest;
     use crate::sim::{self, Scenario, SimOptions};
 
     const SCALE: f64 = 0.01;
@@ -230,7 +230,7 @@ mod tests {
     }
 
     /// Three clones followed at once cost one list request per poll, and each is told when it
-    /// ended; its exit status is then read from the task.
+    /// ended, and how.
     #[tokio::test]
     async fn one_list_answers_every_task_of_a_node() {
         let (sim, client, clock) = cluster().await;
@@ -258,17 +258,34 @@ mod tests {
                 .map(|u| watch.check(u, Duration::from_millis(200))),
         )
         .await;
-        assert_eq!(first, [Listed::Running; 3], "clones take longer than 0.2 s");
+        assert_eq!(
+            first,
+            vec![Listed::Running; 3],
+            "clones take longer than 0.2 s"
+        );
         assert_eq!(list_requests(&sim) - before, 1, "one list for three tasks");
         for upid in &upids {
             let mut checks = 0;
-            while watch.check(upid, Duration::from_secs(2)).await == Listed::Running {
-                checks += 1;
+            let ended = loop {
+                match watch.check(upid, Duration::from_secs(2)).await {
+                    Listed::Running => checks += 1,
+                    other => break other,
+                }
                 assert!(checks < 500, "the clone never ended");
-            }
-            let status = client.task_status(upid).await.expect("status");
-            assert_eq!(status.state, TaskState::Ok);
+            };
+            assert_eq!(
+                ended,
+                Listed::Ended(Some(TaskState::Ok)),
+                "told how it ended"
+            );
         }
+        assert_eq!(
+            sim.stats()
+                .requests_by_endpoint
+                .get("GET /nodes/{node}/tasks/{upid}/status"),
+            None,
+            "no task asked for its own status"
+        );
     }
 
     /// A node whose list cannot be had: every question is answered `Unknown` (the caller asks

@@ -11,22 +11,22 @@ use super::super::poll::{Attempt, Backoff, CopyProgress, Wait};
 use super::super::task_watch::Listed;
 use super::{Step, Stop, VmTask};
 
-/// A copy's log is read again after this share of the time waited so far (at least
+/// A copy's log is read again after this share of its predicted rest (at least
 /// `LOG_EVERY_MIN_S`): often enough for the percentage and ETA on the dashboard and to keep the
-/// predicted end fresh, while the node's task list tells when it ends.
-const LOG_EVERY_SHARE: f64 = 0.25;
-const LOG_EVERY_MIN_S: f64 = 10.0;
+/// prediction fresh, while the node's task list tells when it ends.
+const LOG_EVERY_SHARE: f64 = 0.6;
+const LOG_EVERY_MIN_S: f64 = 20.0;
 /// The first clone onto a storage measures its pace once this much of the copy was seen.
 const PACE_MIN_PERCENT: f64 = 2.0;
 
 impl VmTask {
     /// Polls a task until it stops. The first poll comes when the fastest such task of this
     /// rollout was done; then the node's task list (one request for every task of the rollout
-    /// on that node, see `TaskWatch`) says whether it still runs, and only a task the list
-    /// shows ended (or cannot tell about) is asked for its own status. A copying task's log is
-    /// read at a slow pace: its percentages predict the end (the list is asked near it) and
-    /// give the dashboard its progress; the first clone onto a storage also measures the
-    /// storage's pace for `max_clones_per_storage = "auto"`.
+    /// on that node, see `TaskWatch`) says whether it still runs and how it ended; only when the
+    /// list cannot tell is the task asked for its own status. A copying task's log is read at a
+    /// slow pace: its percentages predict the end (the list is asked near it) and give the
+    /// dashboard its progress; the first clone onto a storage also measures the storage's pace
+    /// for `max_clones_per_storage = "auto"`.
     pub(super) async fn wait_task(
         &mut self,
         upid: &Upid,
@@ -64,9 +64,9 @@ impl VmTask {
                     if now >= next_log_at || progress.remaining().is_none() {
                         self.read_copy_log(upid, &mut lines_read, &mut progress)
                             .await;
-                        let waited = clock.now_s() - t0;
-                        next_log_at =
-                            clock.now_s() + (waited * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
+                        let now = clock.now_s();
+                        let rest = progress.remaining_at(now).unwrap_or(0.0);
+                        next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
                     }
                     if measuring && let Some((copy_s, began)) = progress.pace(PACE_MIN_PERCENT) {
                         measuring = false;
@@ -80,9 +80,18 @@ impl VmTask {
                             self.log(Level::Info, text);
                         }
                     }
-                    break 'ask Attempt::Copying(progress.remaining_at(clock.now_s()));
+                    // The rest at the storage's whole throughput: this copy's rate can grow at
+                    // most as many times as our clones share the storage (others' load aside).
+                    let sharing = shared.clone_slots.copying(&self.vm.clone_storage) as f64;
+                    break 'ask match progress.remaining_at(clock.now_s()) {
+                        Some(rest) => Attempt::CopyingAtLeast(rest / sharing),
+                        None => Attempt::Copying(None),
+                    };
                 }
-                // The list says it ended, or cannot tell: ask the task itself.
+                if let Listed::Ended(Some(state)) = listed {
+                    break 'ask Attempt::Done(state);
+                }
+                // The list says it ended but not how, or cannot tell: ask the task itself.
                 match self.shared.client.task_status(upid).await {
                     Ok(status) if status.state != TaskState::Running => Attempt::Done(status.state),
                     Ok(_) if copying => Attempt::Copying(progress.remaining_at(clock.now_s())),
