@@ -18,6 +18,8 @@ const LOG_EVERY_SHARE: f64 = 0.6;
 const LOG_EVERY_MIN_S: f64 = 20.0;
 /// The first clone onto a storage measures its pace once this much of the copy was seen.
 const PACE_MIN_PERCENT: f64 = 2.0;
+/// Copies that end within this many seconds are followed through the task list alone.
+const SHORT_COPY_S: f64 = 60.0;
 
 impl VmTask {
     /// Polls a task until it stops. The first poll comes when the fastest such task of this
@@ -50,6 +52,13 @@ impl VmTask {
         let mut lines_read = 0u64;
         let mut next_log_at = t0;
         let mut measuring = copying && shared.clone_slots.measuring(&self.vm.clone_storage);
+        // Copies this rollout saw end within a minute are not worth their log: the list tells
+        // the end, and a percentage would hardly show.
+        let short = shared
+            .learned
+            .quantile(Wait::CloneTask, 0.5)
+            .is_some_and(|s| s < SHORT_COPY_S);
+        let read_log = copying && (measuring || !short);
         loop {
             let listed = poll
                 .due_or(|wait| shared.task_watch.check(upid, wait))
@@ -61,7 +70,7 @@ impl VmTask {
                         break 'ask Attempt::Pending(String::new());
                     }
                     let now = clock.now_s();
-                    if now >= next_log_at || progress.remaining().is_none() {
+                    if read_log && (now >= next_log_at || progress.remaining().is_none()) {
                         self.read_copy_log(upid, &mut lines_read, &mut progress)
                             .await;
                         let now = clock.now_s();
