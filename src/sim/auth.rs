@@ -61,6 +61,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// `root@pam` itself (what the HA resource manager runs as).
+    pub fn root() -> Identity {
+        Identity {
+            user: "root@pam".into(),
+            token: None,
+            privs: Privs::All,
+        }
+    }
+
     /// `root@pam` or `root@pam!ci`: what UPIDs carry.
     pub fn full_id(&self) -> String {
         match &self.token {

@@ -276,8 +276,9 @@ fn decode_params(
     let mut params = if body.is_empty() {
         Params::new()
     } else if ctype.starts_with("application/json") {
+        // An unparsable JSON body dies in the handler: 500, not a parameter error.
         let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::Handler {
-            code: 400,
+            code: 500,
             message: format!("unable to parse JSON body - {e}\n"),
         })?;
         Params::from_json(&v).ok_or_else(|| ApiError::Handler {
@@ -342,6 +343,21 @@ async fn execute(
     let Some(daemon) = shared.daemons.get(&daemon_node).cloned() else {
         return Err(ApiError::die("no pvedaemon for node"));
     };
+    if shared.chance(shared.scenario.faults.p_596_executed) {
+        // pveproxy gives up, but the connection still sits in pvedaemon's queue: a worker
+        // accepts it later and runs it. The client only ever sees the 596.
+        shared.clock.sleep_until(arrival + PROXY_TIMEOUT_S).await;
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let late = sh.clone();
+            let _ = daemon
+                .run(&sh.clock, sh.clock.now(), async move {
+                    endpoints::dispatch(late, ep, who, params).await
+                })
+                .await;
+        });
+        return Err(ApiError::timed_out());
+    }
     let sh = shared.clone();
     let result = daemon
         .run(&shared.clock, arrival, async move {

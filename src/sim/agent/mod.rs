@@ -15,6 +15,7 @@ use super::cluster::{Guest, Power};
 use super::envelope::{ApiError, ApiOk};
 use super::params::{self, Kind, NODE, Params, VMID, opt, req, vmid_of};
 use super::routes::{AGENT_GET, AGENT_POST};
+use super::scenario::PveVersion;
 use super::{AgentBackend, Shared, SimError};
 
 /// Guest-agent ping timeout and default command timeout (simulated s).
@@ -104,12 +105,12 @@ pub async fn command(
         _ => params::validate(&p, &[NODE, VMID])?,
     }
     let vmid = vmid_of(&p);
-    let privs: &[&str] = if matches!(cmd, "exec" | "exec-status") {
-        &["VM.GuestAgent.Unrestricted"]
-    } else if matches!(cmd, "shutdown") {
-        &["VM.PowerMgmt"]
-    } else {
-        &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"]
+    // PVE 8 checks VM.Monitor for every agent command; PVE 9 splits it into VM.GuestAgent.*.
+    let privs: &[&str] = match (shared.scenario.pve_version, cmd) {
+        (PveVersion::V8_4, _) => &["VM.Monitor"],
+        (_, "exec" | "exec-status") => &["VM.GuestAgent.Unrestricted"],
+        (_, "shutdown") => &["VM.PowerMgmt"],
+        _ => &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"],
     };
     who.require(&format!("/vms/{vmid}"), privs)?;
 
@@ -152,12 +153,8 @@ pub async fn command(
     {
         return Err(not_running());
     }
-    let timeout_err = || {
-        ApiError::die(format!(
-            "VM {vmid} qmp command '{}' failed - got timeout",
-            qga_name(cmd)
-        ))
-    };
+    let version = shared.scenario.pve_version;
+    let timeout_err = || ApiError::die(version.agent_timeout(vmid, &qga_name(cmd)));
     if shared.chance(shared.scenario.faults.p_agent_timeout) {
         clock.sleep(COMMAND_TIMEOUT_S).await;
         return Err(timeout_err());

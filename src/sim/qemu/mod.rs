@@ -117,7 +117,16 @@ pub fn status_current(
     let st = shared.state();
     let vm = st.vm_on(node, vmid)?;
     let mut v = vm_stat(vm, now);
-    v["ha"] = json!({"managed": 0});
+    v["ha"] = if vm.ha {
+        let state = if vm.power == Power::Stopped {
+            "stopped"
+        } else {
+            "started"
+        };
+        json!({"managed": 1, "state": state, "group": null})
+    } else {
+        json!({"managed": 0})
+    };
     v["qmpstatus"] = json!(match vm.power {
         Power::Stopped => "stopped",
         Power::Running => "running",
