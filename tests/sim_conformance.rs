@@ -341,12 +341,14 @@ async fn item09_permissions() {
             secret: "ro-secret".into(),
             privsep: true,
             privileges: vec!["VM.Audit".into()],
+            acl: Vec::new(),
         },
         TokenSpec {
             id: "nobody@pve!none".into(),
             secret: "none-secret".into(),
             privsep: true,
             privileges: vec![],
+            acl: Vec::new(),
         },
     ];
     let (_sim, c) = start(o).await;

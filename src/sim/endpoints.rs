@@ -169,18 +169,24 @@ fn ticket(shared: &Shared, p: &Params) -> Result<ApiOk, ApiError> {
     Ok(ApiOk::data(data))
 }
 
+/// `GET /access/permissions`: the caller's privileges on `path`, or on every path it has an
+/// ACL entry for.
 fn permissions(who: &Identity, p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(p, &[opt("path", STR), opt("userid", STR)])?;
-    let mut privs = serde_json::Map::new();
-    for pr in super::auth::ALL_PRIVS {
-        if who.has(pr) {
-            privs.insert(pr.to_string(), json!(1));
-        }
-    }
-    let path = p.get("path").unwrap_or_else(|| "/".into());
+    let paths = match p.get("path") {
+        Some(path) => vec![path],
+        None => who.acl_paths(),
+    };
     let mut out = serde_json::Map::new();
-    if !privs.is_empty() {
-        out.insert(path, Value::Object(privs));
+    for path in paths {
+        let privs: serde_json::Map<String, Value> = super::auth::ALL_PRIVS
+            .iter()
+            .filter(|pr| who.has_on(&path, pr))
+            .map(|pr| (pr.to_string(), json!(1)))
+            .collect();
+        if !privs.is_empty() {
+            out.insert(path, Value::Object(privs));
+        }
     }
     Ok(ApiOk::data(Value::Object(out)))
 }
@@ -353,7 +359,7 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     }
     if want("vm") {
         for vm in st.vms.values() {
-            if !who.has("VM.Audit") {
+            if !who.has_on(&format!("/vms/{}", vm.vmid), "VM.Audit") {
                 continue;
             }
             let mut v = json!({"id": format!("qemu/{}", vm.vmid), "vmid": vm.vmid, "type": "qemu", "node": vm.node});

@@ -32,9 +32,15 @@ pub enum Reply {
     Timeout,
 }
 
+/// How long a client waits to connect to a busy agent socket (QMPClient's 1 s connect timeout,
+/// retried every 100 ms).
+pub const CONNECT_TIMEOUT_S: f64 = 1.0;
+
 /// The agent backend shared by all VMs.
 pub struct AgentHost {
     qga: Option<qemu_ga::QgaHost>,
+    /// Each VM's agent socket serves one client at a time.
+    sockets: std::sync::Mutex<std::collections::HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AgentHost {
@@ -43,7 +49,19 @@ impl AgentHost {
             AgentBackend::Simulated => None,
             AgentBackend::QemuGa => Some(qemu_ga::QgaHost::new().await?),
         };
-        Ok(AgentHost { qga })
+        Ok(AgentHost {
+            qga,
+            sockets: Default::default(),
+        })
+    }
+
+    fn socket(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(vmid)
+            .or_default()
+            .clone()
     }
 
     /// The VM started: a real agent comes up at the guest's `agent_up_at`.
@@ -136,6 +154,19 @@ pub async fn command(
     if !configured {
         return Err(not_running());
     }
+    // One client at a time: a second call waits for the socket, briefly.
+    let socket = shared.agent.socket(vmid);
+    let _connected = match socket.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => clock
+            .timeout(CONNECT_TIMEOUT_S, socket.lock_owned())
+            .await
+            .map_err(|_| {
+                ApiError::die(format!(
+                    "unable to connect to VM {vmid} qga socket - timeout after 11 retries"
+                ))
+            })?,
+    };
     let now = clock.now();
     match up_at {
         Some(t) if t <= now + PING_TIMEOUT_S => clock.sleep_until(t).await,

@@ -41,7 +41,7 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     let list: Vec<Value> = st
         .vms
         .values()
-        .filter(|vm| vm.node == node && who.has("VM.Audit"))
+        .filter(|vm| vm.node == node && who.has_on(&vm_path(vm.vmid), "VM.Audit"))
         .map(|vm| {
             let mut v = vm_stat(vm, now);
             if let Some(l) = vm.lock() {
