@@ -352,7 +352,8 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     let sc = &shared.scenario.cluster;
     let st = shared.state();
     let mut out = Vec::new();
-    if want("pool") && who.has("Pool.Audit") {
+    // Pools have no `type` value of their own in 8.x: only the whole list carries them.
+    if kind.is_none() && who.has("Pool.Audit") {
         for pool in st.pools.keys() {
             out.push(json!({"id": format!("/pool/{pool}"), "pool": pool, "type": "pool"}));
         }
