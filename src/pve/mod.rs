@@ -259,16 +259,14 @@ pub struct PveError {
     pub message: Option<String>,
     /// The body's `errors` (parameter -> message) for 400s.
     pub errors: BTreeMap<String, String>,
-    /// The call may have done its work although it failed: its answer was lost (596, a
-    /// timeout) after the request was sent. A non-idempotent call that fails so must be
-    /// checked before it is repeated; lock timeouts and refused connections are not such.
+    /// The call may have done its work although it failed (its answer was lost: 596, a
+    /// timeout): check before repeating a non-idempotent call. Lock timeouts are not such.
     pub outcome_unknown: bool,
 }
 
 impl PveError {
-    /// The VM whose config lock could not be taken in time
-    /// (`can't lock file '/var/lock/qemu-server/lock-N.conf' - got timeout`): a clone of that
-    /// VM holds it for as long as it copies.
+    /// The VM whose config lock was not had in time (`can't lock file '/var/lock/qemu-server/
+    /// lock-N.conf' - got timeout`): a clone of that VM holds it for as long as it copies.
     pub fn config_lock_timeout(&self) -> Option<u32> {
         error::config_lock_timeout(self.message.as_deref().unwrap_or(&self.reason))
     }
@@ -508,8 +506,7 @@ impl TaskState {
             other => other.is_success(),
         }
     }
-    /// The VM whose config lock a failed task could not take in time (see
-    /// [`PveError::config_lock_timeout`]).
+    /// See [`PveError::config_lock_timeout`].
     pub fn config_lock_timeout(&self) -> Option<u32> {
         match self {
             TaskState::Failed(text) => error::config_lock_timeout(text),
