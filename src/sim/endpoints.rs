@@ -340,10 +340,7 @@ pub fn statd_seen(st: &Cluster, vm: &Vm, interval: f64, now: f64) -> bool {
 fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(
         p,
-        &[opt(
-            "type",
-            Kind::Enum(&["vm", "storage", "node", "sdn", "pool"]),
-        )],
+        &[opt("type", Kind::Enum(&["vm", "storage", "node", "sdn"]))],
     )?;
     let kind = p.get("type");
     let want = |k: &str| kind.as_deref().is_none_or(|t| t == k);
