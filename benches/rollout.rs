@@ -1,9 +1,12 @@
 //! A 50-VM rollout against the in-process simulator, with the settings a user gets (every timeout
 //! at its default; the original wait_for_vm.sh flow's 30 s stagger and 30 s stabilisation), and
-//! optionally the same seed again with another setting as the baseline. Prints `key=value` lines in simulated seconds,
-//! computed from the simulator's own records (`Sim::stats`), not from the engine's view.
+//! optionally the same seed again with another setting as the baseline. Prints `key=value` lines
+//! in simulated seconds, computed from the simulator's own records (`Sim::stats`), not from the
+//! engine's view.
 //!
-//! `cargo bench --bench rollout`. Knobs (environment): `BENCH_SCENARIO` (`realistic`),
+//! `cargo bench --bench rollout`. Knobs (environment): `BENCH_SCENARIO` (`realistic`, a sparse
+//! cloud-image template; or `realistic-thick`, a fully allocated 128 GiB one: the storage-bound
+//! case),
 //! `BENCH_VMS` (50), `BENCH_SEED` (7), `BENCH_SCALE` (wall seconds per simulated second),
 //! `BENCH_TEMPLATE_DISK` (the template's disk; unset = the scenario's), `BENCH_BASELINE`
 //! (`sequential` or `no-limit`: a second run to compare with; unset = none),
@@ -199,12 +202,20 @@ fn mean(v: &[f64]) -> f64 {
 
 fn main() {
     let disk = std::env::var("BENCH_TEMPLATE_DISK").ok();
+    let scenario = env("BENCH_SCENARIO", "realistic".to_string());
     let case = Case {
-        scenario: env("BENCH_SCENARIO", "realistic".to_string()),
         vms: env("BENCH_VMS", 50usize),
         seed: env("BENCH_SEED", 7u64),
-        // Storage-bound clones run for hours (simulated); a small template for about 30 minutes.
-        scale: env("BENCH_SCALE", if disk.is_some() { 0.01 } else { 0.003 }),
+        // Storage-bound clones run for hours (simulated); sparse or small ones well under one.
+        scale: env(
+            "BENCH_SCALE",
+            if scenario == "realistic-thick" && disk.is_none() {
+                0.003
+            } else {
+                0.01
+            },
+        ),
+        scenario,
         disk,
     };
     let baseline: Option<String> = std::env::var("BENCH_BASELINE").ok();

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::auth::Identity;
 use super::envelope::{ApiError, ApiOk};
+use super::locks::{CONTENDED_LINE, VmLockGuard};
 use super::params::Params;
 
 pub struct Task {
@@ -118,21 +119,34 @@ impl TaskCtx {
         }
     }
 
-    /// `log_warn`: a `WARN: ` line that turns OK into `WARNINGS: n`.
-    pub fn warn(&self, line: impl AsRef<str>) {
-        let mut st = self.shared.state();
-        if let Some(t) = st.tasks.get_mut(&self.upid) {
-            t.log.push(format!("WARN: {}", line.as_ref()));
-            t.warnings += 1;
-        }
-    }
-
     /// Awaits `fut` unless the task is interrupted first.
     pub async fn run<T>(&self, fut: impl Future<Output = T>) -> Result<T, TaskError> {
         tokio::select! {
             v = fut => Ok(v),
             _ = self.cancel.cancelled() => Err(TaskError::Interrupted),
         }
+    }
+
+    /// `lock_config` inside a worker: a contended lock logs `trying to acquire lock...` and then
+    /// ` OK` once granted; a timeout fails the task with the lock text.
+    pub async fn lock(
+        &self,
+        vmid: u32,
+        shared: bool,
+        timeout_s: f64,
+    ) -> Result<VmLockGuard, TaskError> {
+        let sh = &self.shared;
+        let mut contended = false;
+        let guard = self
+            .run(sh.locks.acquire(&sh.clock, vmid, shared, timeout_s, || {
+                contended = true;
+                self.log(CONTENDED_LINE);
+            }))
+            .await??;
+        if contended {
+            self.log(" OK");
+        }
+        Ok(guard)
     }
 
     pub async fn sleep(&self, sim_s: f64) -> TaskResult {
@@ -291,6 +305,25 @@ pub fn stop(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     Ok(ApiOk::null())
 }
 
+/// A task's line in the task lists: a finished one's `endtime` and exit status as `status`, a
+/// running one's `status` `RUNNING`.
+fn list_entry(t: &Task) -> Value {
+    let mut j = t.status_json();
+    match t.endtime {
+        Some(e) => {
+            j["endtime"] = json!(e);
+            j["status"] = json!(t.exit.clone().unwrap_or_default());
+        }
+        // `source=active` names a running task's status so (Tasks.pm).
+        None => j["status"] = json!("RUNNING"),
+    }
+    j
+}
+
+fn newest_first(v: &mut [&Task]) {
+    v.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid)));
+}
+
 /// Whether `who` sees a task of `user` (started with token `token`) without `Sys.Audit`: a token
 /// sees only the tasks started with it, a user its own and its tokens' (`Tasks.pm`).
 fn sees_task(who: &Identity, user: &str, token: Option<&str>) -> bool {
@@ -301,16 +334,14 @@ fn sees_task(who: &Identity, user: &str, token: Option<&str>) -> bool {
     }
 }
 
-/// `GET /nodes/{node}/tasks`. Never refused: without `Sys.Audit` on the node a caller sees only
-/// its own tasks. `source=active` lists the running tasks (`status` `RUNNING`): a task is archived
-/// the moment its worker ends (`active_workers` runs from the reaper), so an ended task leaves
-/// that list at once; `archive` (the default) lists ended tasks with `endtime` and `status`,
-/// newest first; `all` both. Filters: `typefilter`, `vmid` (the task's id), `since`/`until`
-/// (its start), `userfilter`, `errors`; then `start` skips and `limit` (default 50, 0 = none)
-/// cuts; `total` counts every match.
+/// `GET /nodes/{node}/tasks`: the node's tasks, newest first, with PVE's filters: `source`
+/// (`archive` = finished, the default; `active`; `all`), `typefilter`, `vmid`, `userfilter`,
+/// `statusfilter`, `errors`, `since`/`until`, then `start` and `limit` paging.
 pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<ApiOk, ApiError> {
+    let limit = p.int("limit").unwrap_or(50).max(0) as usize;
+    let start = p.int("start").unwrap_or(0).max(0) as usize;
     let source = p.get("source").unwrap_or_else(|| "archive".into());
-    if !matches!(source.as_str(), "active" | "archive" | "all") {
+    if !matches!(source.as_str(), "archive" | "active" | "all") {
         return Err(ApiError::param(
             "source",
             format!(
@@ -318,100 +349,93 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
             ),
         ));
     }
-    let start = p.int("start").unwrap_or(0).max(0) as usize;
-    let limit = p.int("limit").unwrap_or(50).max(0) as usize;
     let typefilter = p.get("typefilter");
-    let userfilter = p.get("userfilter").map(|u| u.to_lowercase());
     let vmid = p.get("vmid");
-    let (since, until) = (p.int("since"), p.int("until"));
-    let errors = p.get("errors").is_some_and(|e| e == "1");
-    let auditor = who.has("Sys.Audit");
+    let userfilter = p.get("userfilter");
+    let statusfilter: Option<Vec<String>> = p
+        .get("statusfilter")
+        .map(|s| s.split(',').map(|x| x.trim().to_lowercase()).collect());
+    let errors = p.flag("errors");
+    let since = p.int("since");
+    let until = p.int("until");
     let st = shared.state();
-    let matches = |t: &&Task| {
-        t.node == node
-            && (auditor || sees_task(who, &t.user, t.tokenid.as_deref()))
-            && userfilter
-                .as_deref()
-                .is_none_or(|u| t.user.to_lowercase().contains(u))
-            && typefilter.as_deref().is_none_or(|k| t.kind == k)
-            && vmid.as_deref().is_none_or(|id| t.id == id)
-            && since.is_none_or(|s| t.starttime >= s)
-            && until.is_none_or(|u| t.starttime <= u)
-            && !(errors && t.exit.as_deref() == Some("OK"))
-    };
-    let newest_first = |a: &&Task, b: &&Task| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid));
-    let mut active: Vec<&Task> = Vec::new();
-    if source != "archive" {
-        active = st
-            .tasks
-            .values()
-            .filter(|t| t.exit.is_none())
-            .filter(matches)
-            .collect();
-        active.sort_by(newest_first);
-    }
-    let mut archived: Vec<&Task> = Vec::new();
-    if source != "active" {
-        archived = st
-            .tasks
-            .values()
-            .filter(|t| t.exit.is_some())
-            .filter(matches)
-            .collect();
-        archived.sort_by(newest_first);
-    }
-    let total = active.len() + archived.len();
-    let items: Vec<Value> = active
-        .into_iter()
-        .chain(archived)
-        .skip(start)
-        .take(limit)
-        .map(|t| {
-            let mut j = t.status_json();
-            if let Some(o) = j.as_object_mut() {
-                o.remove("exitstatus");
-            }
-            match (&t.exit, t.endtime) {
-                (Some(exit), Some(end)) => {
-                    j["endtime"] = json!(end);
-                    j["status"] = json!(exit);
-                }
-                _ => j["status"] = json!("RUNNING"),
-            }
-            j
+    let mut v: Vec<&Task> = st
+        .tasks
+        .values()
+        .filter(|t| {
+            t.node == node
+                && (who.has("Sys.Audit") || sees_task(who, &t.user, t.tokenid.as_deref()))
         })
+        .filter(|t| match source.as_str() {
+            "active" => t.exit.is_none(),
+            "archive" => t.exit.is_some(),
+            _ => true,
+        })
+        .filter(|t| {
+            typefilter
+                .as_ref()
+                .is_none_or(|f| t.kind.contains(f.as_str()))
+        })
+        .filter(|t| vmid.as_ref().is_none_or(|id| &t.id == id))
+        .filter(|t| {
+            userfilter
+                .as_ref()
+                .is_none_or(|u| t.user.contains(u.as_str()))
+        })
+        .filter(|t| !errors || t.exit.as_ref().is_some_and(|e| e != "OK"))
+        .filter(|t| {
+            statusfilter.as_ref().is_none_or(|f| {
+                let class = match t.exit.as_deref() {
+                    None => "active",
+                    Some("OK") => "ok",
+                    Some(e) if e.starts_with("WARNINGS") => "warning",
+                    Some(_) => "error",
+                };
+                f.iter().any(|x| x == class)
+            })
+        })
+        .filter(|t| since.is_none_or(|s| t.starttime >= s))
+        .filter(|t| until.is_none_or(|u| t.starttime <= u))
+        .collect();
+    newest_first(&mut v);
+    let total = v.len() as u64;
+    let items: Vec<Value> = v
+        .into_iter()
+        .skip(start)
+        // PVE lists nothing for `limit=0` (its filter stops once the limit is used up).
+        .take(limit)
+        .map(list_entry)
         .collect();
     Ok(ApiOk {
         data: Value::Array(items),
-        total: Some(total as u64),
+        total: Some(total),
     })
+}
+
+/// `GET /cluster/tasks`: recent tasks of every node (what pvestatd shares), each with `saved`.
+pub fn cluster_list(shared: &Shared, who: &Identity) -> Result<ApiOk, ApiError> {
+    let st = shared.state();
+    let mut v: Vec<&Task> = st
+        .tasks
+        .values()
+        .filter(|t| who.user == t.user || who.has("Sys.Audit"))
+        .collect();
+    newest_first(&mut v);
+    let items = v
+        .into_iter()
+        .take(50)
+        .map(|t| {
+            let mut j = list_entry(t);
+            j["saved"] = json!("1");
+            j
+        })
+        .collect();
+    Ok(ApiOk::data(Value::Array(items)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_token_sees_only_its_own_tasks_a_user_also_its_tokens() {
-        let token = Identity {
-            user: "root@pam".into(),
-            token: Some("ci".into()),
-            privs: crate::sim::auth::Privs::Only(Default::default()),
-        };
-        assert!(sees_task(&token, "root@pam", Some("ci")));
-        assert!(!sees_task(&token, "root@pam", Some("other")));
-        assert!(
-            !sees_task(&token, "root@pam", None),
-            "not the user's own tasks"
-        );
-        let user = Identity {
-            token: None,
-            ..token
-        };
-        assert!(sees_task(&user, "root@pam", None));
-        assert!(sees_task(&user, "root@pam", Some("ci")));
-        assert!(!sees_task(&user, "alice@pve", None));
-    }
 
     #[test]
     fn upid_format_round_trips() {
