@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+mod command;
 mod error;
 mod formats;
 mod parse;
@@ -17,6 +18,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use command::{Placeholder, ProgramLookup, check_placeholders, expand, find_program};
 pub use error::{ConfigError, Problem};
 pub use formats::{format_duration, format_size, parse_duration, parse_size};
 pub use secrets::{PASSWORD_ENV, TOKEN_SECRET_ENV};

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod destroy;
 pub mod error;
 pub mod event;
+pub mod hook;
 pub mod ip;
 pub mod journal;
 pub mod plan;
