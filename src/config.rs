@@ -32,6 +32,7 @@ pub struct Config {
     /// Per-VM overrides in file order; when non-empty these names are the VMs.
     pub vm_configs: IndexMap<String, VmOverrides>,
     pub checks: ChecksConfig,
+    pub hooks: HooksConfig,
     pub output: OutputConfig,
     /// Where the config came from, for messages that point at a line after parsing.
     pub source: ConfigSource,
@@ -122,6 +123,84 @@ pub struct VmOverrides {
     pub sshkeys: Option<String>,
     pub node: Option<String>,
     pub vmid: Option<u32>,
+    /// `checks_exec_add` / `checks_exec_replace`: this VM's own guest checks.
+    pub checks_exec: Option<ExecChecksOverride>,
+}
+
+/// How one VM's guest checks differ from `[[checks.exec]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChecksOverride {
+    /// Run these after the ones every VM runs.
+    Add(Vec<ExecCheck>),
+    /// Run these instead (empty: no custom check on this VM).
+    Replace(Vec<ExecCheck>),
+}
+
+/// An operator's own check, run in the guest through the agent after the built-in ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCheck {
+    pub name: String,
+    /// argv, run as written (no shell unless it says `sh -c`; no placeholders).
+    pub command: Vec<String>,
+    pub expect_exit: i64,
+    /// Must match somewhere in stdout.
+    pub expect_output: Option<OutputPattern>,
+    /// For one run of the command.
+    pub timeout: Duration,
+    /// Runs again after a failure, with the engine's poll back-off between runs.
+    pub retries: u32,
+}
+
+/// A validated regular expression (compared by its text).
+#[derive(Debug, Clone)]
+pub struct OutputPattern(regex::Regex);
+
+impl OutputPattern {
+    pub fn new(pattern: &str) -> Result<OutputPattern, String> {
+        regex::Regex::new(pattern)
+            .map(OutputPattern)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for OutputPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for OutputPattern {}
+
+/// `[hooks]`: local commands run on the operator's machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// Per VM, as soon as it is verified (argv with placeholders; the program resolved).
+    pub on_verified: Option<Vec<String>>,
+    /// Once, after the outputs are written.
+    pub on_finished: Option<Vec<String>>,
+    /// `on_verified` hooks running at once.
+    pub max_parallel: usize,
+    /// For one run of a hook (wall-clock).
+    pub timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            on_verified: None,
+            on_finished: None,
+            max_parallel: 2,
+            timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +231,8 @@ pub struct ChecksConfig {
     pub verify_timeout: Duration,
     /// Preferred ranges (default RFC 1918).
     pub ip_prefer: Vec<Cidr>,
+    /// `[[checks.exec]]`: the operator's checks every VM runs (a VM can add or replace them).
+    pub exec: Vec<ExecCheck>,
     /// Want an IPv6 address as the VM's IP (default: IPv4). The other family is listed among
     /// the candidates but never chosen (see `engine::ip`).
     pub ipv6: bool,
@@ -333,6 +414,22 @@ impl Config {
                     vmid: overrides.vmid,
                 })
                 .collect()
+        }
+    }
+
+    /// The guest checks VM `name` runs after the built-in ones: `[[checks.exec]]`, with its
+    /// `vm_configs` entry's additions or replacement.
+    pub fn exec_checks_for(&self, name: &str) -> Vec<ExecCheck> {
+        match self
+            .vm_configs
+            .get(name)
+            .and_then(|o| o.checks_exec.as_ref())
+        {
+            None => self.checks.exec.clone(),
+            Some(ExecChecksOverride::Replace(own)) => own.clone(),
+            Some(ExecChecksOverride::Add(more)) => {
+                self.checks.exec.iter().chain(more).cloned().collect()
+            }
         }
     }
 

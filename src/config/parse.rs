@@ -12,9 +12,12 @@ use toml::de::{DeTable, DeValue};
 use super::formats::{self, edit_distance};
 use super::{
     CheckMode, ChecksConfig, Cidr, Config, ConfigError, ConfigSource, OutputConfig, Problem,
-    ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
+    ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec, check_placeholders,
+    find_program,
 };
 
+mod commands;
+pub(super) use commands::{EXEC_CHECK_KEYS, HOOKS_KEYS};
 mod sections;
 
 type Value<'i> = toml::Spanned<DeValue<'i>>;
@@ -56,7 +59,8 @@ pub(super) const SPEC_KEYS: &[&str] = &[
     "sshkeys",
     "sshkeys_file",
 ];
-pub(super) const VM_ONLY_KEYS: &[&str] = &["node", "vmid"];
+pub(super) const VM_ONLY_KEYS: &[&str] =
+    &["node", "vmid", "checks_exec_add", "checks_exec_replace"];
 pub(super) const CHECKS_KEYS: &[&str] = &[
     "mode",
     "ip_timeout",
@@ -69,6 +73,7 @@ pub(super) const CHECKS_KEYS: &[&str] = &[
     "verify_timeout",
     "ip_prefer",
     "ipv6",
+    "exec",
 ];
 pub(super) const OUTPUT_KEYS: &[&str] = &["dir"];
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -77,6 +82,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("defaults", SPEC_KEYS),
     ("vm_configs", &[]),
     ("checks", CHECKS_KEYS),
+    ("hooks", HOOKS_KEYS),
     ("output", OUTPUT_KEYS),
 ];
 /// Keys people reach for to put a secret inline; refused without echoing the value.

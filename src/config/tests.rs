@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use super::parse::{CHECKS_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS, SPEC_KEYS, VM_ONLY_KEYS};
+use super::parse::{
+    CHECKS_KEYS, EXEC_CHECK_KEYS, HOOKS_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS, SPEC_KEYS,
+    VM_ONLY_KEYS,
+};
 use super::*;
 use crate::pve::{Auth, TlsTrust};
 
@@ -546,6 +549,142 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             "vm_count",
             Some(1),
         ),
+        (
+            "hook command empty",
+            with("[hooks]\non_verified = []"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook program empty",
+            with("[hooks]\non_verified = [\"\", \"x\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook command a string",
+            with("[hooks]\non_verified = \"ansible-playbook site.yml\""),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook argument not a string",
+            with("[hooks]\non_verified = [\"echo\", 3]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook unknown placeholder",
+            with("[hooks]\non_verified = [\"echo\", \"{hostname}\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "on_finished per-VM placeholder",
+            with("[hooks]\non_finished = [\"echo\", \"{name}\"]"),
+            "hooks.on_finished",
+            Some(7),
+        ),
+        (
+            "hook placeholder as the program",
+            with("[hooks]\non_verified = [\"{output_dir}/x.sh\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook path does not exist",
+            with("[hooks]\non_finished = [\"./no-such-hook.sh\", \"{summary}\"]"),
+            "hooks.on_finished",
+            Some(7),
+        ),
+        (
+            "hook program not in PATH",
+            with("[hooks]\non_verified = [\"no-such-program-pve-rollout\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hooks max_parallel zero",
+            with("[hooks]\nmax_parallel = 0"),
+            "hooks.max_parallel",
+            Some(7),
+        ),
+        (
+            "hooks timeout zero",
+            with("[hooks]\ntimeout = \"0s\""),
+            "hooks.timeout",
+            Some(7),
+        ),
+        (
+            "hooks unknown key",
+            with("[hooks]\non_verify = [\"true\"]"),
+            "hooks.on_verify",
+            Some(7),
+        ),
+        (
+            "check command a string",
+            with("[[checks.exec]]\nname = \"ssh\"\ncommand = \"ss -ltn\""),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check command empty",
+            with("[[checks.exec]]\nname = \"ssh\"\ncommand = []"),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check without a name",
+            with("[[checks.exec]]\ncommand = [\"true\"]"),
+            "checks.exec[0].name",
+            Some(6),
+        ),
+        (
+            "check with a placeholder",
+            with("[[checks.exec]]\nname = \"ping\"\ncommand = [\"ping\", \"{ip}\"]"),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check regex invalid",
+            with("[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\nexpect_output = \"(\""),
+            "checks.exec[0].expect_output",
+            Some(9),
+        ),
+        (
+            "check expect_exit out of range",
+            with("[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\nexpect_exit = 256"),
+            "checks.exec[0].expect_exit",
+            Some(9),
+        ),
+        (
+            "check names twice",
+            with(
+                "[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\n[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]",
+            ),
+            "checks.exec[1].name",
+            Some(10),
+        ),
+        (
+            "checks.exec not tables",
+            with("[checks]\nexec = [\"true\"]"),
+            "checks.exec[0]",
+            Some(7),
+        ),
+        (
+            "check added twice by name",
+            with(
+                "[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\n[vm_configs.web-1]\n[[vm_configs.web-1.checks_exec_add]]\nname = \"x\"\ncommand = [\"true\"]",
+            ),
+            "vm_configs.web-1.checks_exec_add[0].name",
+            Some(11),
+        ),
+        (
+            "check add and replace together",
+            with("[vm_configs.web-1]\nchecks_exec_add = []\nchecks_exec_replace = []"),
+            "vm_configs.web-1.checks_exec_replace",
+            Some(8),
+        ),
     ]
 }
 
@@ -679,12 +818,15 @@ fn the_example_parses_and_documents_every_key() {
     assert_eq!(config.checks, minimal.checks);
     assert_eq!(config.rollout, minimal.rollout);
     assert_eq!(config.output, minimal.output);
-    let sections: [(&str, &[&str]); 6] = [
+    assert_eq!(config.hooks, minimal.hooks);
+    let sections: [(&str, &[&str]); 8] = [
         ("proxmox", PROXMOX_KEYS),
         ("rollout", ROLLOUT_KEYS),
         ("defaults", SPEC_KEYS),
         ("vm_configs", VM_ONLY_KEYS),
         ("checks", CHECKS_KEYS),
+        ("checks.exec", EXEC_CHECK_KEYS),
+        ("hooks", HOOKS_KEYS),
         ("output", OUTPUT_KEYS),
     ];
     for (section, keys) in sections {
@@ -694,8 +836,9 @@ fn the_example_parses_and_documents_every_key() {
         );
         for key in keys {
             let documented = EXAMPLE.lines().any(|l| {
-                l.trim_start_matches(['#', ' '])
-                    .starts_with(&format!("{key} ="))
+                let l = l.trim_start_matches(['#', ' ']);
+                // An array of tables is documented by its header.
+                l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[[{section}.{key}]]"))
             });
             assert!(documented, "{section}.{key} is not in deploy.toml.example");
         }
@@ -1176,5 +1319,97 @@ fn a_config_file_that_is_not_utf8_is_a_clear_error() {
     assert!(
         !text.contains("  "),
         "no runs of spaces in the hint: {text}"
+    );
+}
+
+#[test]
+fn hooks_and_guest_checks_parse_with_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("notify.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let text = format!(
+        "{PROXMOX}{ROLLOUT}[hooks]\n\
+         on_verified = [\"sh\", \"-c\", \"echo $1 ${{HOME}}\", \"-\", \"--limit={{name}}\"]\n\
+         on_finished = [\"./notify.sh\", \"{{summary}}\"]\n\
+         [[checks.exec]]\nname = \"ssh listens\"\ncommand = [\"sh\", \"-c\", \"ss -ltn\"]\n\
+         expect_output = \"(?m)^LISTEN\"\nretries = 2\n\
+         [vm_configs.web-1]\n[[vm_configs.web-1.checks_exec_add]]\nname = \"nginx\"\n\
+         command = [\"systemctl\", \"is-active\", \"nginx\"]\nexpect_exit = 0\n\
+         [vm_configs.web-2]\nchecks_exec_replace = []\n[vm_configs.web-3]\n"
+    );
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let hooks = &config.hooks;
+    assert_eq!(hooks.on_verified.as_ref().unwrap()[0], "sh");
+    assert_eq!(hooks.on_verified.as_ref().unwrap()[4], "--limit={name}");
+    // A path with a slash is the config file's neighbour, whatever the working directory.
+    assert_eq!(
+        hooks.on_finished.as_ref().unwrap()[0],
+        dir.path().join("./notify.sh").display().to_string()
+    );
+    assert_eq!(
+        (hooks.max_parallel, hooks.timeout),
+        (2, Duration::from_secs(1800))
+    );
+    let ssh = &config.checks.exec[0];
+    assert_eq!(ssh.name, "ssh listens");
+    assert_eq!((ssh.expect_exit, ssh.retries), (0, 2));
+    assert_eq!(ssh.timeout, Duration::from_secs(60));
+    assert!(
+        ssh.expect_output
+            .as_ref()
+            .unwrap()
+            .is_match("x\nLISTEN 0 4096")
+    );
+    let names = |vm: &str| -> Vec<String> {
+        config
+            .exec_checks_for(vm)
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    assert_eq!(names("web-1"), ["ssh listens", "nginx"]);
+    assert!(names("web-2").is_empty());
+    assert_eq!(names("web-3"), ["ssh listens"]);
+}
+
+#[test]
+fn hook_and_check_messages_say_what_to_do() {
+    let err = Config::parse(
+        &with("[hooks]\non_verified = \"ansible-playbook site.yml\""),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[\"sh\", \"-c\", \"...\"]"), "{err}");
+    let err = Config::parse(
+        &with("[hooks]\non_verified = [\"echo\", \"{hostname}\"]"),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown placeholder {hostname}; allowed: {name} {vmid}"),
+        "{err}"
+    );
+    let err = Config::parse(&with("[hooks]\non_finished = [\"./gone.sh\"]"), "d.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gone.sh does not exist"), "{err}");
+    assert!(err.contains("relative to the working directory"), "{err}");
+    let err = Config::parse(
+        &with("[hooks]\non_finished = [\"echo\", \"{ip}\"]"),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("{ip} is not known here; allowed: {inventory} {summary} {output_dir}"),
+        "{err}"
     );
 }

@@ -32,16 +32,20 @@ impl Doc<'_> {
         let defaults = self.defaults(&defaults_section);
         let vm_configs = self.vm_configs(root, rollout.as_ref().map(|r| r.config.nodes.as_slice()));
         let checks = self.checks(root);
+        let hooks = self.hooks(root);
         let output = self.output(root);
         let mut rollout = rollout?;
         let vm_configs = vm_configs?;
+        let checks = checks?;
+        self.exec_check_clashes(&checks.exec, &vm_configs);
         self.vm_list(&mut rollout, &vm_configs);
         Some(Config {
             proxmox: proxmox?,
             rollout: rollout.config,
             defaults: defaults?,
             vm_configs,
-            checks: checks?,
+            checks,
+            hooks: hooks?,
             output: output?,
             source: ConfigSource {
                 origin: self.origin.to_string(),
@@ -500,6 +504,7 @@ impl Doc<'_> {
             sshkeys: inline_keys.or(file_keys),
             node: None,
             vmid: None,
+            checks_exec: None,
         })
     }
 
@@ -601,9 +606,11 @@ impl Doc<'_> {
                     ),
                 );
             }
-            if let Some(mut o) = overrides {
+            let checks_exec = self.vm_exec_checks(&vm);
+            if let (Some(mut o), Ok(checks_exec)) = (overrides, checks_exec) {
                 o.node = node;
                 o.vmid = vmid;
+                o.checks_exec = checks_exec;
                 out.insert(name.to_string(), o);
             }
         }
@@ -730,6 +737,7 @@ impl Doc<'_> {
                 .collect::<Result<Vec<Cidr>, Bad>>()
         });
         let ipv6 = self.boolean(&s, "ipv6");
+        let exec = self.exec_checks(&s, "exec");
         if self.problems.len() > before {
             return None;
         }
@@ -746,6 +754,7 @@ impl Doc<'_> {
             verify_timeout: verify_timeout.unwrap_or(minutes(10)),
             ip_prefer: ip_prefer.unwrap_or_else(Cidr::rfc1918),
             ipv6: ipv6.unwrap_or(false),
+            exec: exec.unwrap_or_default(),
         })
     }
 
