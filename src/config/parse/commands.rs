@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 
 use crate::config::{
     ExecCheck, ExecChecksOverride, HooksConfig, OutputPattern, Placeholder, ProgramLookup,
+    check_placeholders, find_program,
 };
 
 pub(in crate::config) const HOOKS_KEYS: &[&str] =

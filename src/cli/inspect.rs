@@ -1,0 +1,49 @@
+//! `check` and `plan`: look at the cluster, change nothing.
+
+use std::path::Path;
+
+use super::{Exit, connect, load_config, make_plan};
+
+pub async fn check(path: &Path) -> Result<u8, Exit> {
+    let config = load_config(path)?;
+    let client = connect(&config, 1.0).await?;
+    let report = client.check().await.map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(3)
+    })?;
+    println!(
+        "connected to {} ({}, {})",
+        report.url, report.auth, report.tls
+    );
+    println!(
+        "Proxmox VE {} (release {}, repoid {})",
+        report.version.version, report.version.release, report.version.repoid
+    );
+    for node in &report.nodes {
+        let memory = match (node.mem, node.maxmem) {
+            (Some(used), Some(max)) => format!(", memory {} of {} GiB used", used >> 30, max >> 30),
+            _ => String::new(),
+        };
+        println!("node {}: {}{memory}", node.node, node.status);
+    }
+    let plan = make_plan(&client, &config).await?;
+    println!(
+        "template '{}' found; {} VM(s) can be placed",
+        plan.template_name,
+        plan.vms.len()
+    );
+    Ok(0)
+}
+
+pub async fn plan_only(path: &Path) -> Result<u8, Exit> {
+    let config = load_config(path)?;
+    let client = connect(&config, 1.0).await?;
+    let plan = make_plan(&client, &config).await?;
+    print!("{}", plan.table());
+    println!(
+        "{} VM(s) from template '{}'; nothing was changed.",
+        plan.vms.len(),
+        plan.template_name
+    );
+    Ok(0)
+}
