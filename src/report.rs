@@ -20,6 +20,9 @@ pub struct Summary {
     pub schema_version: u32,
     pub rollout: RolloutInfo,
     pub vms: Vec<VmSummary>,
+    /// The `on_finished` hook, once it ran (the summary is written again with it).
+    #[serde(default)]
+    pub on_finished: Option<HookReport>,
 }
 
 /// The rollout's settings as run (no secrets).
@@ -55,8 +58,51 @@ pub struct VmSummary {
     pub attempts: u32,
     pub error: Option<String>,
     /// Phase name (`cloning`, `configuring`, `booting`, `awaiting-agent`, `ip-found`,
-    /// `verifying`) -> when it started and finished.
+    /// `verifying`, `provisioning`) -> when it started and finished.
     pub phases: IndexMap<String, PhaseTimes>,
+    /// The operator's guest checks (`[[checks.exec]]`), in the order they ran, each as its last
+    /// run ended.
+    #[serde(default)]
+    pub checks: Vec<CheckReport>,
+    /// The `on_verified` hook, when one is configured and it was reached.
+    #[serde(default)]
+    pub hook: Option<HookReport>,
+}
+
+/// One guest check as its last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub passed: bool,
+    /// The command's exit code (`None` when it never exited: timed out, or could not run).
+    pub exit_code: Option<i64>,
+    /// Runs so far (1 + retries used).
+    pub runs: u32,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The last lines of the command's stdout and stderr.
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// A hook's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// `running`, `succeeded`, `failed`, `skipped` (by the operator) or `done-before` (it
+    /// succeeded in an earlier run of this rollout and was not run again).
+    pub state: String,
+    /// The hook's exit code when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// How it ended, in words: `exit 0`, `timed out after 30m`, `stopped by the abort`.
+    pub result: Option<String>,
+    /// Its last lines of output.
+    pub tail: Vec<String>,
+}
+
+impl HookReport {
+    pub fn failed(&self) -> bool {
+        self.state == "failed"
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,25 +170,59 @@ pub enum ReportError {
 impl Summary {
     /// VMs per state label, for "3 verified, 1 failed" lines.
     pub fn count(&self, state: &str) -> usize {
-        self.vms.iter().filter(|vm| vm.state == state).count()
+        count(&self.vms, state)
     }
 
     /// `3 verified, 1 failed, 0 skipped of 4` (other states added when present).
     pub fn tally(&self) -> String {
-        let mut parts: Vec<String> = ["verified", "failed", "skipped"]
-            .iter()
-            .map(|state| format!("{} {state}", self.count(state)))
-            .collect();
-        let others =
-            self.vms.len() - self.count("verified") - self.count("failed") - self.count("skipped");
-        if others > 0 {
-            parts.push(format!("{others} unfinished"));
-        }
-        format!("{} of {}", parts.join(", "), self.vms.len())
+        tally(&self.vms)
     }
 }
 
+fn count(vms: &[VmSummary], state: &str) -> usize {
+    vms.iter().filter(|vm| vm.state == state).count()
+}
+
+fn tally(vms: &[VmSummary]) -> String {
+    let mut parts: Vec<String> = ["verified", "failed", "skipped"]
+        .iter()
+        .map(|state| format!("{} {state}", count(vms, state)))
+        .collect();
+    let hook_failed = count(vms, "hook-failed");
+    if hook_failed > 0 {
+        parts.push(format!("{hook_failed} hook-failed"));
+    }
+    let others = vms.len()
+        - count(vms, "verified")
+        - count(vms, "failed")
+        - count(vms, "skipped")
+        - hook_failed;
+    if others > 0 {
+        parts.push(format!("{others} unfinished"));
+    }
+    format!("{} of {}", parts.join(", "), vms.len())
+}
+
 impl VmSummary {
+    /// A VM known only by its plan: nothing has happened to it yet.
+    pub fn planned(name: &str, vmid: u32, node: &str) -> VmSummary {
+        VmSummary {
+            name: name.to_string(),
+            vmid,
+            node: node.to_string(),
+            state: "queued".to_string(),
+            ip: None,
+            ip_candidates: Vec::new(),
+            uname: None,
+            os: None,
+            attempts: 1,
+            error: None,
+            phases: IndexMap::new(),
+            checks: Vec::new(),
+            hook: None,
+        }
+    }
+
     /// From the first phase's start to the last phase's finish (or start, if still running).
     pub fn elapsed(&self) -> Option<Duration> {
         let first = self.phases.values().filter_map(|p| p.started).min()?;
@@ -195,7 +275,10 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
     let mut files: Vec<(String, String)> = vec![
         ("summary.json".to_string(), json),
         ("summary.md".to_string(), markdown(summary)),
-        ("inventory.ini".to_string(), inventory(summary)),
+        (
+            "inventory.ini".to_string(),
+            inventory(&summary.rollout.id, &summary.vms),
+        ),
     ];
     for vm in &summary.vms {
         files.push((format!("vm_{}_summary.txt", vm.vmid), vm_text(summary, vm)));
@@ -209,6 +292,30 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
     }
     sync_dir(dir);
     Ok(written)
+}
+
+/// `vm_<VMID>_inventory.ini` in `dir`: an Ansible inventory holding only `vm`, in its node's
+/// group and in `[verified]` (what an `on_verified` hook is handed as `{inventory}`).
+pub fn write_vm_inventory(
+    dir: &Path,
+    rollout_id: &str,
+    vm: &VmSummary,
+) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let one = [VmSummary {
+        state: "verified".to_string(),
+        ..vm.clone()
+    }];
+    let path = write_atomic(
+        dir,
+        &format!("vm_{}_inventory.ini", vm.vmid),
+        inventory(rollout_id, &one).as_bytes(),
+    )?;
+    sync_dir(dir);
+    Ok(path)
 }
 
 /// Temp file in the same directory, fsync, rename: readers see the old file or the new one,
@@ -287,7 +394,11 @@ fn markdown(summary: &Summary) -> String {
     if r.aborted {
         out.push_str("- **Aborted** by the operator before every VM settled\n");
     }
-    let _ = writeln!(out, "- Result: {}\n", summary.tally());
+    let _ = write!(out, "- Result: {}\n", summary.tally());
+    if let Some(hook) = &summary.on_finished {
+        let _ = writeln!(out, "- on_finished hook: {}", hook_words(hook));
+    }
+    out.push('\n');
 
     out.push_str("| VM | VMID | Node | State | IP | Attempts | Time |\n");
     out.push_str("| --- | ---: | --- | --- | --- | ---: | ---: |\n");
@@ -320,6 +431,17 @@ fn markdown(summary: &Summary) -> String {
         if let Some(error) = &vm.error {
             let _ = writeln!(out, "- Error: {}", error.replace('\n', " ").trim());
         }
+        for check in &vm.checks {
+            let _ = writeln!(
+                out,
+                "- Check \"{}\": {}",
+                check.name.replace('`', "'"),
+                check_words(check)
+            );
+        }
+        if let Some(hook) = &vm.hook {
+            let _ = writeln!(out, "- Hook: {}", hook_words(hook));
+        }
         if !vm.phases.is_empty() {
             out.push_str("\n| Phase | Started | Finished | Duration |\n");
             out.push_str("| --- | --- | --- | ---: |\n");
@@ -336,6 +458,30 @@ fn markdown(summary: &Summary) -> String {
         }
     }
     out
+}
+
+/// `passed (exit 0, 2 runs)` or `failed: exit 1, expected 0 (1 run)`.
+fn check_words(check: &CheckReport) -> String {
+    let runs = match check.runs {
+        1 => "1 run".to_string(),
+        n => format!("{n} runs"),
+    };
+    let exit = check
+        .exit_code
+        .map_or("no exit code".to_string(), |c| format!("exit {c}"));
+    match &check.error {
+        None if check.passed => format!("passed ({exit}, {runs})"),
+        None => format!("not finished ({runs})"),
+        Some(error) => format!("failed: {} ({runs})", error.replace('\n', " ").trim()),
+    }
+}
+
+/// `succeeded (exit 0)`, `failed (exit 3)`, `skipped`.
+fn hook_words(hook: &HookReport) -> String {
+    match &hook.result {
+        Some(result) => format!("{} ({result})", hook.state),
+        None => hook.state.clone(),
+    }
 }
 
 /// An Ansible group name (letters, digits, underscores; not starting with a digit).
@@ -358,11 +504,10 @@ fn group_name(node: &str) -> String {
 
 /// Ansible INI: one group per node, `[verified]`, and `[pve_rollout:children]` over the node
 /// groups. Only VMs with an IP are hosts.
-fn inventory(summary: &Summary) -> String {
+fn inventory(rollout_id: &str, vms: &[VmSummary]) -> String {
     let mut out = format!(
-        "# Ansible inventory written by pve-rollout for rollout {}\n# {}\n",
-        summary.rollout.id,
-        summary.tally()
+        "# Ansible inventory written by pve-rollout for rollout {rollout_id}\n# {}\n",
+        tally(vms)
     );
     let host = |vm: &VmSummary| {
         vm.ip
@@ -370,7 +515,7 @@ fn inventory(summary: &Summary) -> String {
             .map(|ip| format!("{} ansible_host={ip}\n", vm.name))
     };
     let mut groups: IndexMap<String, String> = IndexMap::new();
-    for vm in &summary.vms {
+    for vm in vms {
         if let Some(line) = host(vm) {
             groups
                 .entry(group_name(&vm.node))
@@ -382,7 +527,7 @@ fn inventory(summary: &Summary) -> String {
         let _ = write!(out, "\n[{group}]\n{hosts}");
     }
     out.push_str("\n[verified]\n");
-    for vm in summary.vms.iter().filter(|vm| vm.state == "verified") {
+    for vm in vms.iter().filter(|vm| vm.state == "verified") {
         if let Some(line) = host(vm) {
             out.push_str(&line);
         }
@@ -429,6 +574,24 @@ fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
     }
     if let Some(error) = &vm.error {
         let _ = writeln!(out, "{:<15}{}", "Error:", error.trim());
+    }
+    if !vm.checks.is_empty() {
+        let _ = writeln!(out, "\nGuest checks:");
+    }
+    for check in &vm.checks {
+        let _ = writeln!(out, "  {}: {}", check.name, check_words(check));
+        for line in &check.stdout_tail {
+            let _ = writeln!(out, "    stdout| {line}");
+        }
+        for line in &check.stderr_tail {
+            let _ = writeln!(out, "    stderr| {line}");
+        }
+    }
+    if let Some(hook) = &vm.hook {
+        let _ = writeln!(out, "\non_verified hook: {}", hook_words(hook));
+        for line in &hook.tail {
+            let _ = writeln!(out, "    | {line}");
+        }
     }
     let _ = writeln!(out, "\nPhases:");
     if vm.phases.is_empty() {

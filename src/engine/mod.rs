@@ -9,6 +9,7 @@ pub mod hook;
 pub mod ip;
 pub mod journal;
 pub mod plan;
+pub mod provision;
 pub mod record;
 pub mod schedule;
 mod vm;

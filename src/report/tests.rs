@@ -21,6 +21,7 @@ fn phases(list: &[(&str, &str, Option<&str>)]) -> IndexMap<String, PhaseTimes> {
 fn sample() -> Summary {
     Summary {
         schema_version: SCHEMA_VERSION,
+        on_finished: None,
         rollout: RolloutInfo {
             id: "web-rollout".into(),
             proxmox_url: "https://pve1.example.org:8006".into(),
@@ -47,6 +48,8 @@ fn sample() -> Summary {
                 os: Some("Ubuntu 24.04.1 LTS".into()),
                 attempts: 1,
                 error: None,
+                checks: Vec::new(),
+                hook: None,
                 phases: phases(&[
                     (
                         "cloning",
@@ -91,6 +94,8 @@ fn sample() -> Summary {
                 os: None,
                 attempts: 2,
                 error: Some("awaiting-agent: QEMU guest agent is not running | after 15m".into()),
+                checks: Vec::new(),
+                hook: None,
                 phases: phases(&[
                     (
                         "cloning",
@@ -112,6 +117,8 @@ fn sample() -> Summary {
                 attempts: 1,
                 error: None,
                 phases: IndexMap::new(),
+                checks: Vec::new(),
+                hook: None,
             },
         ],
     }

@@ -51,7 +51,7 @@ impl StateKind {
         match state {
             VmState::Active { phase } => Self::of_phase(*phase),
             VmState::Paused { .. } => StateKind::Paused,
-            VmState::Failed { .. } => StateKind::Failed,
+            VmState::Failed { .. } | VmState::HookFailed { .. } => StateKind::Failed,
             VmState::Skipped { .. } => StateKind::Skipped,
         }
     }
@@ -64,7 +64,7 @@ impl StateKind {
             Phase::Booting => StateKind::Booting,
             Phase::AwaitingAgent => StateKind::AwaitingAgent,
             Phase::IpFound => StateKind::IpFound,
-            Phase::Verifying => StateKind::Verifying,
+            Phase::Verifying | Phase::Provisioning => StateKind::Verifying,
             Phase::Verified => StateKind::Verified,
         }
     }
