@@ -88,8 +88,9 @@ pub struct CheckReport {
 /// A hook's run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookReport {
-    /// `running`, `succeeded`, `failed`, `skipped` (by the operator) or `done-before` (it
-    /// succeeded in an earlier run of this rollout and was not run again).
+    /// `running`, `succeeded`, `failed`, `skipped` (by the operator), `aborted` (cut off by an
+    /// abort; a resumed run runs it again) or `done-before` (it succeeded in an earlier run of
+    /// this rollout and was not run again).
     pub state: String,
     /// The hook's exit code when it exited by itself.
     pub exit_code: Option<i32>,
