@@ -213,6 +213,12 @@ pub async fn run(
     // The group id is the leader's pid (process_group(0)). It is signalled only while the leader
     // is unreaped or members still hold the output open, so the id cannot have been reused.
     let group = child.id().and_then(|id| i32::try_from(id).ok());
+    // Dropped before the end (its task killed for a retry or a skip): the group goes too.
+    let mut guard = GroupGuard {
+        group,
+        grace: limits.grace,
+        armed: true,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, String)>();
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -284,6 +290,7 @@ pub async fn run(
             },
         }
     }
+    guard.armed = false;
     for reader in readers {
         reader.abort();
     }
@@ -295,6 +302,37 @@ pub async fn run(
     HookResult {
         end,
         tail: tail.into(),
+    }
+}
+
+/// Ends a hook's process group when the run is dropped midway: SIGTERM now, SIGKILL after the
+/// grace (from a task of its own, since a drop cannot wait).
+struct GroupGuard {
+    group: Option<i32>,
+    grace: Duration,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let Some(group) = self.group.filter(|_| self.armed) else {
+            return;
+        };
+        // SAFETY: killpg only sends a signal; a group that is gone yields ESRCH.
+        unsafe { libc::killpg(group, libc::SIGTERM) };
+        let grace = self.grace;
+        let kill = move || unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    kill();
+                });
+            }
+            Err(_) => kill(),
+        }
     }
 }
 

@@ -82,6 +82,8 @@ fn retry_from(phase: Phase) -> Phase {
         Phase::Queued | Phase::Cloning => Phase::Cloning,
         Phase::Configuring => Phase::Configuring,
         Phase::Booting => Phase::Booting,
+        // The hook only: the VM was verified.
+        Phase::Provisioning => Phase::Provisioning,
         _ => Phase::AwaitingAgent,
     }
 }
@@ -114,6 +116,20 @@ pub async fn run(
         Ok(j) => j,
         Err(e) => return refuse_without_journal(&rollout, &events, &e.to_string()),
     };
+    // Which VMs' hooks ended ok in an earlier run (a resumed rollout does not run them again).
+    let history = journal::History::read(journal.path()).unwrap_or_default();
+    let provisioner = provision::Provisioner::new(
+        &rollout.config.hooks,
+        &out_dir,
+        &rollout.plan.rollout_id,
+        &history,
+    );
+    let exec_checks = rollout
+        .plan
+        .vms
+        .iter()
+        .map(|vm| rollout.config.exec_checks_for(&vm.name))
+        .collect();
     let (itx, mut irx) = mpsc::unbounded_channel::<Event>();
     let (pause_all_tx, pause_all_rx) = watch::channel(false);
     let abort = CancellationToken::new();
@@ -131,6 +147,8 @@ pub async fn run(
         events: itx,
         journal: journal.clone(),
         learned: Learned::default(),
+        exec_checks,
+        provisioner,
     });
     let planned = rollout.plan.planned();
     let mut record = Record::new(rollout.info(), &planned);
@@ -161,7 +179,8 @@ pub async fn run(
                  paused: &mut Vec<watch::Sender<bool>>,
                  i: usize,
                  from: Phase,
-                 first_attempt: bool| {
+                 first_attempt: bool,
+                 ip: Option<String>| {
         let kill = CancellationToken::new();
         kills[i] = Some(kill.clone());
         let task = VmTask {
@@ -173,7 +192,7 @@ pub async fn run(
             started_at: None,
             staggered: false,
             reclones: 0,
-            ip: None,
+            ip,
             seen: Default::default(),
         };
         tasks.spawn(async move {
@@ -184,7 +203,15 @@ pub async fn run(
         });
     };
     for i in 0..n {
-        spawn(&mut tasks, &mut kills, &mut paused, i, Phase::Queued, true);
+        spawn(
+            &mut tasks,
+            &mut kills,
+            &mut paused,
+            i,
+            Phase::Queued,
+            true,
+            None,
+        );
     }
 
     let mut retry_pending: HashSet<usize> = HashSet::new();
@@ -192,6 +219,7 @@ pub async fn run(
     let mut commands_open = true;
     let mut aborted = false;
     let mut finished_sent = false;
+    let mut on_finished_ran = false;
     let mut last_summary: Option<Summary> = None;
 
     // Applies a VM event to the record, forwards it, and follows state changes with progress.
@@ -205,9 +233,45 @@ pub async fn run(
             ));
         }
     };
+    // The operator goes on without a VM's `on_verified` hook: journaled, and the VM is verified.
+    let skip_hook = |record: &mut Record, i: usize| {
+        let vm = &rollout.plan.vms[i];
+        let hook_vm = provision::HookVm {
+            index: i,
+            name: &vm.name,
+            vmid: vm.vmid,
+            node: &vm.node,
+            ip: None,
+        };
+        match provision::Provisioner::skip(hook_vm, &journal) {
+            Ok(e) => forward(record, e),
+            Err(e) => {
+                let _ = events.send(Event::Log {
+                    vm: Some(i),
+                    level: Level::Error,
+                    text: format!("cannot write the journal: {e}"),
+                });
+            }
+        }
+        forward(
+            record,
+            Event::VmState {
+                vm: i,
+                state: VmState::Active {
+                    phase: Phase::Verified,
+                },
+                at: SystemTime::now(),
+            },
+        );
+        let _ = events.send(Event::Log {
+            vm: Some(i),
+            level: Level::Warning,
+            text: "on_verified hook skipped by the operator; verified without it".to_string(),
+        });
+    };
     let settle = |record: &mut Record, i: usize, state: VmState| {
         let level = match &state {
-            VmState::Failed { .. } => Level::Error,
+            VmState::Failed { .. } | VmState::HookFailed { .. } => Level::Error,
             _ => Level::Warning,
         };
         let (name, vmid) = (rollout.plan.vms[i].name.clone(), rollout.plan.vms[i].vmid);
@@ -231,6 +295,7 @@ pub async fn run(
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
+            VmState::HookFailed { reason } => format!("hook-failed: {}", reason.trim()),
             other => other.label().to_string(),
         };
         forward(
@@ -286,12 +351,12 @@ pub async fn run(
                         Some(VmState::Active { phase: Phase::Verified }) => {
                             emit(Event::Log { vm: Some(i), level: Level::Info, text: "already verified; nothing to retry".into() });
                         }
-                        Some(VmState::Failed { .. }) | Some(VmState::Skipped { .. }) if kills[i].is_none() => {
+                        Some(VmState::Failed { .. }) | Some(VmState::Skipped { .. }) | Some(VmState::HookFailed { .. }) if kills[i].is_none() => {
                             let phase = record.state(i).map(VmState::phase).unwrap_or(Phase::Queued);
                             let attempt = record.attempts(i) + 1;
                             forward(&mut record, Event::Attempt { vm: i, attempt });
                             emit(Event::Log { vm: Some(i), level: Level::Info, text: format!("retry #{attempt} from {}", retry_from(phase)) });
-                            spawn(&mut tasks, &mut kills, &mut paused, i, retry_from(phase), false);
+                            spawn(&mut tasks, &mut kills, &mut paused, i, retry_from(phase), false, record.ip(i));
                             finished_sent = false;
                         }
                         Some(_) if kills[i].is_some() => {
@@ -306,6 +371,11 @@ pub async fn run(
                     match (&kills[i], record.state(i)) {
                         (_, Some(VmState::Active { phase: Phase::Verified })) | (_, Some(VmState::Skipped { .. })) => {}
                         (Some(k), _) => { skip_pending.insert(i); k.cancel(); }
+                        (None, Some(VmState::HookFailed { .. })) => {
+                            skip_hook(&mut record, i);
+                            // The outputs are written again with the VM verified.
+                            finished_sent = false;
+                        }
                         (None, Some(s)) => {
                             let phase = s.phase();
                             settle(&mut record, i, VmState::Skipped { phase });
@@ -331,6 +401,16 @@ pub async fn run(
                         shared.lane.pass(i);
                     }
                     Some(Outcome::Aborted { .. }) => shared.lane.pass(i),
+                    Some(Outcome::HookFailed { reason }) => {
+                        settle(&mut record, i, VmState::HookFailed { reason });
+                        shared.lane.pass(i);
+                    }
+                    None if skip_pending.remove(&i) && phase == Phase::Provisioning => {
+                        // Skipping a running hook: its process group was ended with its task.
+                        retry_pending.remove(&i);
+                        skip_hook(&mut record, i);
+                        shared.lane.pass(i);
+                    }
                     None if skip_pending.remove(&i) => {
                         retry_pending.remove(&i);
                         settle(&mut record, i, VmState::Skipped { phase });
@@ -342,7 +422,7 @@ pub async fn run(
                         forward(&mut record, Event::Attempt { vm: i, attempt });
                         emit(Event::Log { vm: Some(i), level: Level::Info, text: format!("retry #{attempt} from {}", retry_from(phase)) });
                         shared.stagger.release(i);
-                        spawn(&mut tasks, &mut kills, &mut paused, i, retry_from(phase), false);
+                        spawn(&mut tasks, &mut kills, &mut paused, i, retry_from(phase), false, record.ip(i));
                     }
                     None => {}
                 }
@@ -355,8 +435,22 @@ pub async fn run(
                 while let Ok(e) = irx.try_recv() {
                     forward(&mut record, e);
                 }
-                let summary = record.summary(Some(SystemTime::now()), aborted);
+                let mut summary = record.summary(Some(SystemTime::now()), aborted);
                 export(&out_dir, &summary, &events);
+                if !on_finished_ran {
+                    on_finished_ran = true;
+                    summary.on_finished = run_on_finished(
+                        &rollout.config.hooks,
+                        &out_dir,
+                        aborted,
+                        &mut commands,
+                        &events,
+                    )
+                    .await;
+                    if summary.on_finished.is_some() {
+                        export(&out_dir, &summary, &events);
+                    }
+                }
                 emit(Event::Progress(
                     record.progress(shared.client.stats().requests_total),
                 ));
@@ -370,6 +464,42 @@ pub async fn run(
                 return last_summary
                     .unwrap_or_else(|| record.summary(Some(SystemTime::now()), aborted));
             }
+        }
+    }
+}
+
+/// `on_finished`, once the outputs are written: an abort before it means it does not run; one
+/// while it runs (a watcher's `Abort`, or the watchers gone) ends its process group.
+async fn run_on_finished(
+    hooks: &crate::config::HooksConfig,
+    out_dir: &Path,
+    aborted: bool,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<crate::report::HookReport> {
+    hooks.on_finished.as_ref()?;
+    if aborted {
+        let _ = events.send(Event::Log {
+            vm: None,
+            level: Level::Warning,
+            text: "on_finished hook: not run (the rollout was aborted)".to_string(),
+        });
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let run = provision::on_finished(hooks, out_dir, &stop, events);
+    tokio::pin!(run);
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            report = &mut run => return report,
+            cmd = commands.recv(), if listening => match cmd {
+                Some(Command::Abort) | None => {
+                    listening = false;
+                    stop.cancel();
+                }
+                Some(_) => {}
+            },
         }
     }
 }

@@ -180,18 +180,15 @@ impl Provisioner {
     }
 
     /// The operator went on without the hook: journaled so a resumed run does not run it.
-    pub fn skip(
-        vm: HookVm<'_>,
-        journal: &Journal,
-        events: &UnboundedSender<Event>,
-    ) -> Result<(), String> {
+    /// Returns the event that says so.
+    pub fn skip(vm: HookVm<'_>, journal: &Journal) -> Result<Event, String> {
         journal
             .append(Entry::HookSkipped {
                 name: vm.name.to_string(),
                 vmid: vm.vmid,
             })
             .map_err(|e| e.to_string())?;
-        let _ = events.send(Event::Hook {
+        Ok(Event::Hook {
             vm: vm.index,
             hook: HookReport {
                 state: "skipped".to_string(),
@@ -199,8 +196,7 @@ impl Provisioner {
                 result: None,
                 tail: Vec::new(),
             },
-        });
-        Ok(())
+        })
     }
 
     fn inventory(&self, vm: HookVm<'_>) -> Result<PathBuf, crate::report::ReportError> {

@@ -143,6 +143,11 @@ impl Record {
         }
     }
 
+    /// The IP chosen for `vm`, once one was.
+    pub fn ip(&self, vm: usize) -> Option<String> {
+        self.vms.get(vm).and_then(|r| r.ip.clone())
+    }
+
     pub fn attempts(&self, vm: usize) -> u32 {
         self.vms.get(vm).map(|r| r.attempts).unwrap_or(1)
     }

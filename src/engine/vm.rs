@@ -7,16 +7,19 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckMode, ChecksConfig, format_duration, format_size, parse_size};
+use crate::config::{CheckMode, ChecksConfig, ExecCheck, format_duration, format_size, parse_size};
 use crate::pve::{
     Client, CloneRequest, ConfigUpdate, ErrorClass, PveError, TaskState, Upid, VmConfig,
 };
+use crate::report::CheckReport;
 
 use super::clock::Clock;
 use super::event::{Event, Level, Phase, VmState};
+use super::hook::printable;
 use super::ip::IpRules;
 use super::journal::{Entry, Journal, Step as Journaled};
 use super::plan::{self, PlannedVm};
+use super::provision::{HookVm, Provisioned, Provisioner};
 use super::schedule::{Lane, LaneGuard, Learned, Progress, Stagger, Wait, next_poll};
 
 /// What every VM task shares.
@@ -36,6 +39,10 @@ pub(super) struct Shared {
     pub journal: Arc<Journal>,
     /// How long the earlier VMs' waits took, to time the later VMs' polls.
     pub learned: Learned,
+    /// Per VM (plan order), the operator's guest checks run after the built-in ones.
+    pub exec_checks: Vec<Vec<ExecCheck>>,
+    /// Runs `on_verified`, when configured.
+    pub provisioner: Option<Provisioner>,
 }
 
 /// What this VM's own calls already told, so a later phase need not ask again.
@@ -61,12 +68,17 @@ pub(super) enum Outcome {
     Aborted {
         phase: Phase,
     },
+    /// Verified, but the `on_verified` hook failed.
+    HookFailed {
+        reason: String,
+    },
 }
 
 /// Why a step stopped early.
 enum Stop {
     Aborted,
     Failed(String),
+    HookFailed(String),
 }
 
 impl From<PveError> for Stop {
@@ -111,6 +123,7 @@ impl VmTask {
                 phase: self.phase,
                 reason,
             },
+            Err(Stop::HookFailed(reason)) => Outcome::HookFailed { reason },
         }
     }
 
@@ -133,21 +146,26 @@ impl VmTask {
                 vmid: self.vm.vmid,
             })?;
         }
-        // From here on the guest agent is talked to; in sequential mode the lane is held for
-        // the whole check sequence, in pipelined mode per call.
-        let held = match self.shared.checks.mode {
-            CheckMode::Sequential => Some(self.enter_lane().await?),
-            CheckMode::Pipelined => None,
-        };
-        let mac = self.net0_mac().await?;
-        self.agent_phase(held.is_some()).await?;
-        self.ip_phase(mac.as_deref(), held.is_some()).await?;
-        self.verify_phase(held.is_some()).await?;
-        drop(held);
-        self.journal(Entry::Verified {
-            name: self.vm.name.clone(),
-            vmid: self.vm.vmid,
-        })?;
+        if from <= Phase::Verifying {
+            // From here on the guest agent is talked to; in sequential mode the lane is held
+            // for the whole check sequence, in pipelined mode per call.
+            let held = match self.shared.checks.mode {
+                CheckMode::Sequential => Some(self.enter_lane().await?),
+                CheckMode::Pipelined => None,
+            };
+            let mac = self.net0_mac().await?;
+            self.agent_phase(held.is_some()).await?;
+            self.ip_phase(mac.as_deref(), held.is_some()).await?;
+            self.verify_phase(held.is_some()).await?;
+            drop(held);
+            self.journal(Entry::Verified {
+                name: self.vm.name.clone(),
+                vmid: self.vm.vmid,
+            })?;
+            // Done with the guest agent: the next VM's checks need not wait for the hook.
+            self.shared.lane.pass(self.vm.index);
+        }
+        self.provision_phase().await?;
         self.set(VmState::Active {
             phase: Phase::Verified,
         });
@@ -1096,6 +1114,7 @@ impl VmTask {
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
         }
+        self.guest_checks(held).await?;
         self.log(
             Level::Success,
             format!(
@@ -1244,6 +1263,175 @@ struct ExecResult {
     exitcode: Option<i64>,
     stdout: String,
     stderr: String,
+}
+
+impl VmTask {
+    /// `on_verified`, when configured: the VM is `provisioning` while it runs.
+    async fn provision_phase(&mut self) -> Step {
+        let shared = self.shared.clone();
+        let Some(provisioner) = &shared.provisioner else {
+            return Ok(());
+        };
+        self.gate().await?;
+        self.enter(Phase::Provisioning);
+        let vm = HookVm {
+            index: self.vm.index,
+            name: &self.vm.name,
+            vmid: self.vm.vmid,
+            node: &self.vm.node,
+            ip: self.ip.as_deref(),
+        };
+        match provisioner
+            .run(vm, &shared.abort, &shared.journal, &shared.events)
+            .await
+        {
+            Provisioned::Done => Ok(()),
+            Provisioned::Failed(reason) => Err(Stop::HookFailed(reason)),
+            Provisioned::Aborted => Err(Stop::Aborted),
+            Provisioned::Journal(e) => Err(Stop::Failed(format!("cannot write the journal: {e}"))),
+        }
+    }
+}
+
+/// Lines of a check's stdout and stderr kept in its report (and shown when it failed).
+const CHECK_TAIL_LINES: usize = 10;
+/// Between the runs of a failing check: 2 s, doubling, at most 30 s.
+const CHECK_RETRY_START: Duration = Duration::from_secs(2);
+const CHECK_RETRY_CAP: Duration = Duration::from_secs(30);
+
+impl VmTask {
+    /// Runs this VM's guest checks in order; the first that fails for good fails the VM.
+    async fn guest_checks(&mut self, held: bool) -> Step {
+        let checks = self.shared.exec_checks.get(self.vm.index).cloned();
+        for check in checks.iter().flatten() {
+            self.guest_check(held, check).await?;
+        }
+        Ok(())
+    }
+
+    async fn guest_check(&mut self, held: bool, check: &ExecCheck) -> Step {
+        let argv: Vec<&str> = check.command.iter().map(String::as_str).collect();
+        let shared = self.shared.clone();
+        let runs_allowed = check.retries + 1;
+        let mut wait = CHECK_RETRY_START;
+        let mut runs = 0;
+        loop {
+            self.gate().await?;
+            runs += 1;
+            let deadline = shared.clock.deadline(check.timeout);
+            let report = match self.exec(held, &argv, deadline).await {
+                Ok(result) => judge(check, &result, runs),
+                Err(Stop::Failed(reason)) => CheckReport {
+                    name: check.name.clone(),
+                    passed: false,
+                    exit_code: None,
+                    runs,
+                    error: Some(reason),
+                    stdout_tail: Vec::new(),
+                    stderr_tail: Vec::new(),
+                },
+                Err(stop) => return Err(stop),
+            };
+            self.log_check(&report);
+            self.send(Event::Check {
+                vm: self.vm.index,
+                check: report.clone(),
+            });
+            if report.passed {
+                return Ok(());
+            }
+            if runs >= runs_allowed {
+                return Err(Stop::Failed(failure(&report)));
+            }
+            self.log(
+                Level::Warning,
+                format!(
+                    "check \"{}\": running it again (run {} of {runs_allowed})",
+                    check.name,
+                    runs + 1
+                ),
+            );
+            self.sleep(wait).await?;
+            wait = (wait * 2).min(CHECK_RETRY_CAP);
+        }
+    }
+
+    fn log_check(&self, report: &CheckReport) {
+        for line in &report.stdout_tail {
+            self.log(Level::Info, format!("check \"{}\" | {line}", report.name));
+        }
+        for line in &report.stderr_tail {
+            self.log(Level::Info, format!("check \"{}\" ! {line}", report.name));
+        }
+        match (&report.error, report.passed) {
+            (None, true) => self.log(
+                Level::Success,
+                format!(
+                    "check \"{}\" passed (exit {})",
+                    report.name,
+                    report.exit_code.unwrap_or_default()
+                ),
+            ),
+            (error, _) => self.log(
+                Level::Warning,
+                format!(
+                    "check \"{}\" failed: {}",
+                    report.name,
+                    error.as_deref().unwrap_or("?")
+                ),
+            ),
+        }
+    }
+}
+
+/// The check's verdict on one run.
+fn judge(check: &ExecCheck, result: &ExecResult, runs: u32) -> CheckReport {
+    let error = match result.exitcode {
+        None => Some(format!(
+            "no exit code (killed in the guest?), expected exit {}",
+            check.expect_exit
+        )),
+        Some(code) if code != check.expect_exit => {
+            Some(format!("exit {code}, expected {}", check.expect_exit))
+        }
+        Some(_) => check
+            .expect_output
+            .as_ref()
+            .filter(|pattern| !pattern.is_match(&result.stdout))
+            .map(|pattern| format!("stdout does not match /{}/", pattern.as_str())),
+    };
+    CheckReport {
+        name: check.name.clone(),
+        passed: error.is_none(),
+        exit_code: result.exitcode,
+        runs,
+        error,
+        stdout_tail: tail(&result.stdout),
+        stderr_tail: tail(&result.stderr),
+    }
+}
+
+fn tail(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(CHECK_TAIL_LINES);
+    lines[skip..]
+        .iter()
+        .map(|l| printable(l.as_bytes()))
+        .collect()
+}
+
+/// The VM's failure: the check's name, what went wrong, and the last lines of its stderr.
+fn failure(report: &CheckReport) -> String {
+    let mut reason = format!(
+        "check \"{}\" failed: {}",
+        report.name,
+        report.error.as_deref().unwrap_or("?")
+    );
+    if !report.stderr_tail.is_empty() {
+        reason.push_str("; stderr:\n");
+        reason.push_str(&report.stderr_tail.join("\n"));
+    }
+    reason
 }
 
 #[cfg(test)]

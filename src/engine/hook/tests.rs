@@ -293,3 +293,27 @@ fn output_is_made_printable() {
     assert_eq!(printable(b"a\tb\x07c"), "a\tbc");
     assert_eq!(printable(b"bad \xff utf8\n"), "bad \u{fffd} utf8");
 }
+
+// Two workers: `gone` blocks its thread while the SIGKILL task runs on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_dropped_midway_ends_its_process_group() {
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::unbounded_channel::<i32>();
+    let limits = HookLimits {
+        timeout: LONG,
+        grace: Duration::from_millis(200),
+    };
+    let cmd = sh("trap '' TERM; sleep 1000 & echo $!; wait");
+    let running = run(&cmd, limits, &cancel, move |_, line| {
+        if let Ok(pid) = line.parse() {
+            let _ = tx.send(pid);
+        }
+    });
+    // Dropped (as a killed task drops it) once the hook said its child's pid.
+    let pid = tokio::select! {
+        _ = running => panic!("the hook ended by itself"),
+        pid = rx.recv() => pid.expect("a pid"),
+    };
+    // TERM is ignored, so only the SIGKILL after the grace ends it (`gone` waits for that).
+    assert!(gone(pid), "the hook's child {pid} outlived the dropped run");
+}
