@@ -395,7 +395,7 @@ fn markdown(summary: &Summary) -> String {
     if r.aborted {
         out.push_str("- **Aborted** by the operator before every VM settled\n");
     }
-    let _ = write!(out, "- Result: {}\n", summary.tally());
+    let _ = writeln!(out, "- Result: {}", summary.tally());
     if let Some(hook) = &summary.on_finished {
         let _ = writeln!(out, "- on_finished hook: {}", hook_words(hook));
     }
