@@ -5,9 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
+use pve_rollout::config::{ExecCheck, ExecChecksOverride, OutputPattern, VmOverrides};
 use pve_rollout::demo::DemoSettings;
+use pve_rollout::sim::{AgentBackend, Scenario, SimOptions};
 use pve_rollout::engine::event::{Command, Event, Level, Phase, VmState};
 use pve_rollout::engine::journal::{self, History};
 
@@ -391,4 +394,97 @@ async fn on_finished_runs_after_the_outputs_and_its_failure_sets_exit_4() {
         e,
         Event::Log { vm: None, text, .. } if text == "on_finished hook | notified"
     )));
+}
+
+fn exec_check(name: &str, script: &str, expect_output: Option<&str>, retries: u32) -> ExecCheck {
+    ExecCheck {
+        name: name.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        expect_exit: 0,
+        expect_output: expect_output.map(|p| OutputPattern::new(p).expect("regex")),
+        timeout: Duration::from_secs(30),
+        retries,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs qemu-ga"]
+async fn guest_checks_run_real_commands_and_a_failing_one_names_itself_and_its_stderr() {
+    let options = SimOptions {
+        scenario: Scenario::builtin("fast").expect("scenario"),
+        seed: 17,
+        time_scale: SCALE,
+        agent: AgentBackend::QemuGa,
+        ..SimOptions::default()
+    };
+    let mut h = Harness::start_options(options, settings(2)).await;
+    // Every VM: a real command whose stdout must match. demo-2 adds one that fails (retried once).
+    h.config.checks.exec = vec![exec_check(
+        "kernel is linux",
+        "uname -s; echo checked >&2",
+        Some("^Linux"),
+        0,
+    )];
+    h.config
+        .vm_configs
+        .insert("demo-1".into(), VmOverrides::default());
+    h.config.vm_configs.insert(
+        "demo-2".into(),
+        VmOverrides {
+            checks_exec: Some(ExecChecksOverride::Add(vec![exec_check(
+                "postgres listens",
+                "echo 'port 5432: connection refused' >&2; exit 1",
+                None,
+                1,
+            )])),
+            ..VmOverrides::default()
+        },
+    );
+    let (summary, events) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified", "failed"], "{summary:#?}");
+
+    let passed = &summary.vms[0].checks;
+    assert_eq!(passed.len(), 1, "{passed:?}");
+    assert!(passed[0].passed, "{passed:?}");
+    assert_eq!(passed[0].exit_code, Some(0));
+    assert_eq!(passed[0].stdout_tail, ["Linux"]);
+    assert_eq!(passed[0].stderr_tail, ["checked"]);
+
+    let failed = &summary.vms[1];
+    let error = failed.error.as_deref().expect("error");
+    assert!(
+        error.contains("check \"postgres listens\" failed: exit 1, expected 0"),
+        "{error}"
+    );
+    assert!(error.contains("port 5432: connection refused"), "{error}");
+    let report = failed
+        .checks
+        .iter()
+        .find(|c| c.name == "postgres listens")
+        .expect("its report");
+    assert_eq!((report.passed, report.runs), (false, 2));
+    // In its log pane and its per-VM file too.
+    let logs = logs_of(&events, 1);
+    assert!(
+        logs.iter()
+            .any(|(_, t)| t == "check \"postgres listens\" ! port 5432: connection refused"),
+        "{logs:#?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|(_, t)| t == "check \"kernel is linux\" passed (exit 0)"),
+        "{logs:#?}"
+    );
+    let text = std::fs::read_to_string(
+        h.out
+            .path()
+            .join(format!("vm_{}_summary.txt", failed.vmid)),
+    )
+    .expect("per-VM summary");
+    assert!(
+        text.contains("postgres listens: failed: exit 1, expected 0 (2 runs)"),
+        "{text}"
+    );
+    assert!(text.contains("stderr| port 5432: connection refused"), "{text}");
+    assert_eq!(pve_rollout::headless::exit_code(&summary), 1);
 }
