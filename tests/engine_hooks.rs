@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::*;
 use pve_rollout::config::{ExecCheck, ExecChecksOverride, OutputPattern, VmOverrides};
 use pve_rollout::demo::DemoSettings;
-use pve_rollout::sim::{AgentBackend, Scenario, SimOptions};
 use pve_rollout::engine::event::{Command, Event, Level, Phase, VmState};
 use pve_rollout::engine::journal::{self, History};
+use pve_rollout::sim::{AgentBackend, Scenario, SimOptions};
 
 const SCALE: f64 = 0.02;
 
@@ -475,16 +475,16 @@ async fn guest_checks_run_real_commands_and_a_failing_one_names_itself_and_its_s
             .any(|(_, t)| t == "check \"kernel is linux\" passed (exit 0)"),
         "{logs:#?}"
     );
-    let text = std::fs::read_to_string(
-        h.out
-            .path()
-            .join(format!("vm_{}_summary.txt", failed.vmid)),
-    )
-    .expect("per-VM summary");
+    let text =
+        std::fs::read_to_string(h.out.path().join(format!("vm_{}_summary.txt", failed.vmid)))
+            .expect("per-VM summary");
     assert!(
         text.contains("postgres listens: failed: exit 1, expected 0 (2 runs)"),
         "{text}"
     );
-    assert!(text.contains("stderr| port 5432: connection refused"), "{text}");
+    assert!(
+        text.contains("stderr| port 5432: connection refused"),
+        "{text}"
+    );
     assert_eq!(pve_rollout::headless::exit_code(&summary), 1);
 }
