@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HooksConfig, Placeholder};
 use crate::report::{HookReport, VmSummary};
 
-use super::event::{Event, Level, VmIndex};
+use super::event::{Command, Event, Level, VmIndex};
 use super::hook::{self, HookCommand, HookLimits, HookResult, HookSlots, Stream};
 use super::journal::{Entry, History, Journal};
 
@@ -228,9 +228,45 @@ fn summary_path(output_dir: &Path) -> PathBuf {
     output_dir.join("summary.json")
 }
 
+/// `on_finished` once the outputs are written. After an abort it does not run; an `Abort` (or
+/// the watchers going) while it runs ends its process group.
+pub(super) async fn after_the_outputs(
+    hooks: &HooksConfig,
+    out_dir: &Path,
+    aborted: bool,
+    commands: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+    events: &UnboundedSender<Event>,
+) -> Option<HookReport> {
+    hooks.on_finished.as_ref()?;
+    if aborted {
+        let _ = events.send(Event::Log {
+            vm: None,
+            level: Level::Warning,
+            text: "on_finished hook: not run (the rollout was aborted)".to_string(),
+        });
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let run = on_finished(hooks, out_dir, &stop, events);
+    tokio::pin!(run);
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            report = &mut run => return report,
+            cmd = commands.recv(), if listening => match cmd {
+                Some(Command::Abort) | None => {
+                    listening = false;
+                    stop.cancel();
+                }
+                Some(_) => {}
+            },
+        }
+    }
+}
+
 /// Runs `on_finished` once, after the outputs are written: its output goes to the rollout's
 /// log; the result is what the summary records.
-pub async fn on_finished(
+async fn on_finished(
     hooks: &HooksConfig,
     output_dir: &Path,
     abort: &CancellationToken,
