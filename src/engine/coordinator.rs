@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CheckMode;
-use crate::report::Summary;
+use crate::report::{HookReport, Summary};
 
 use super::Rollout;
 use super::event::{Command, Event, Level, Phase, VmState};
@@ -53,8 +53,9 @@ pub(super) struct Coordinator {
     commands_open: bool,
     aborted: bool,
     finished_sent: bool,
-    /// `on_finished` runs once, at the first finish.
-    on_finished_ran: bool,
+    /// `on_finished` runs once, at the first finish: `Some` once it did (or had nothing to
+    /// run), with its result, which every later summary carries too.
+    on_finished: Option<Option<HookReport>>,
     last_summary: Option<Summary>,
 }
 
@@ -112,7 +113,7 @@ impl Coordinator {
             commands_open: true,
             aborted: false,
             finished_sent: false,
-            on_finished_ran: false,
+            on_finished: None,
             last_summary: None,
             rollout,
         }
@@ -276,7 +277,8 @@ impl Coordinator {
                 );
             }
             Command::Export => {
-                let summary = self.record.summary(None, self.aborted);
+                let mut summary = self.record.summary(None, self.aborted);
+                summary.on_finished = self.on_finished.clone().flatten();
                 super::export(&self.rollout.config.output.dir, &summary, &self.events);
             }
             Command::Retry(i) if i < n && !self.aborted => self.retry(i),
@@ -483,17 +485,19 @@ impl Coordinator {
             self.forward(e);
         }
         let mut summary = self.record.summary(Some(SystemTime::now()), self.aborted);
+        summary.on_finished = self.on_finished.clone().flatten();
         let dir = &self.rollout.config.output.dir;
         super::export(dir, &summary, &self.events);
-        if !self.on_finished_ran {
-            self.on_finished_ran = true;
+        if self.on_finished.is_none() {
             let hooks = &self.rollout.config.hooks;
-            summary.on_finished =
+            let report =
                 provision::after_the_outputs(hooks, dir, self.aborted, commands, &self.events)
                     .await;
-            if summary.on_finished.is_some() {
+            if report.is_some() {
+                summary.on_finished = report.clone();
                 super::export(dir, &summary, &self.events);
             }
+            self.on_finished = Some(report);
         }
         self.emit(Event::Progress(self.progress()));
         self.emit(Event::Finished {
