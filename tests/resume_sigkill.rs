@@ -384,3 +384,41 @@ fn sigkill_while_hooks_run_then_resume_runs_only_the_cut_off_hooks() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("already complete"), "{out}{err}");
 }
+
+#[test]
+fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
+    let sim = start_sim();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let before = sim_stats(&sim)["requests_total"].clone();
+    assert!(before.is_u64(), "requests_total in /sim/stats: {before}");
+    for (extra, says) in [
+        ("[hooks]\non_verified = []", "hooks.on_verified"),
+        (
+            "[hooks]\non_verified = [\"echo\", \"{hostname}\"]",
+            "unknown placeholder {hostname}",
+        ),
+        (
+            "[hooks]\non_finished = [\"./no-such-hook.sh\"]",
+            "no-such-hook.sh does not exist",
+        ),
+        (
+            "[hooks]\non_verified = \"ansible-playbook site.yml\"",
+            "expected an array",
+        ),
+        (
+            "[[checks.exec]]\nname = \"ssh\"\ncommand = \"ss -ltn\"",
+            "checks.exec[0].command",
+        ),
+    ] {
+        let config = write_config(dir.path(), &sim, extra);
+        let (code, out, err) = output(&["deploy", "--headless", "--time-scale", SCALE], &config);
+        assert_eq!(code, 2, "{extra}: {out}{err}");
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    assert_eq!(
+        sim_stats(&sim)["requests_total"],
+        before,
+        "a request was sent"
+    );
+    assert!(!dir.path().join("out").exists(), "something was created");
+}
