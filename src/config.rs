@@ -7,7 +7,7 @@
 //! CONTRACT (the engine reads these fields; keep them, add freely).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -104,6 +104,86 @@ pub struct VmSpec {
     pub ciuser: Option<String>,
     /// Public keys, one per line (from `sshkeys` or `sshkeys_file`).
     pub sshkeys: Option<String>,
+    /// net0's IPv4 setup (`ip` / `ip_pool`; DHCP by default). The plan turns a pool into the
+    /// static address it assigned.
+    pub address: Addressing,
+    /// `gateway`: net0's IPv4 gateway (static addresses only).
+    pub gateway: Option<Ipv4Addr>,
+    /// `nameservers`: the guest's DNS servers (cloud-init `nameserver`).
+    pub nameservers: Vec<IpAddr>,
+    /// `searchdomain`: the guest's DNS search domain.
+    pub searchdomain: Option<String>,
+}
+
+/// How a VM's net0 gets its IPv4 address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Addressing {
+    #[default]
+    Dhcp,
+    /// `ip = "10.0.10.21/24"`.
+    Static(HostAddress),
+    /// `ip_pool = "10.0.10.20-10.0.10.69/24"`: the plan hands out its addresses in order.
+    Pool(AddressPool),
+}
+
+/// A host address with its subnet's prefix length: `10.0.10.21/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostAddress {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl HostAddress {
+    /// The subnet it lies in.
+    pub fn subnet(&self) -> Cidr {
+        Cidr {
+            addr: IpAddr::V4(self.ip),
+            prefix: self.prefix,
+        }
+    }
+}
+
+impl std::fmt::Display for HostAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix)
+    }
+}
+
+/// An inclusive range of IPv4 host addresses inside one subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPool {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl AddressPool {
+    /// How many addresses it holds.
+    pub fn len(&self) -> u64 {
+        u64::from(u32::from(self.last)) - u64::from(u32::from(self.first)) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Its addresses in order.
+    pub fn addresses(&self) -> impl Iterator<Item = HostAddress> + '_ {
+        (u32::from(self.first)..=u32::from(self.last)).map(|ip| HostAddress {
+            ip: ip.into(),
+            prefix: self.prefix,
+        })
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (self.first..=self.last).contains(&ip)
+    }
+}
+
+impl std::fmt::Display for AddressPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}/{}", self.first, self.last, self.prefix)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,6 +201,10 @@ pub struct VmOverrides {
     pub secure_boot: Option<bool>,
     pub ciuser: Option<String>,
     pub sshkeys: Option<String>,
+    pub address: Option<Addressing>,
+    pub gateway: Option<Ipv4Addr>,
+    pub nameservers: Option<Vec<IpAddr>>,
+    pub searchdomain: Option<String>,
     pub node: Option<String>,
     pub vmid: Option<u32>,
 }
@@ -299,6 +383,16 @@ impl VmSpec {
             secure_boot: overrides.secure_boot.unwrap_or(self.secure_boot),
             ciuser: overrides.ciuser.clone().or_else(|| self.ciuser.clone()),
             sshkeys: overrides.sshkeys.clone().or_else(|| self.sshkeys.clone()),
+            address: overrides.address.unwrap_or(self.address),
+            gateway: overrides.gateway.or(self.gateway),
+            nameservers: overrides
+                .nameservers
+                .clone()
+                .unwrap_or_else(|| self.nameservers.clone()),
+            searchdomain: overrides
+                .searchdomain
+                .clone()
+                .or_else(|| self.searchdomain.clone()),
         }
     }
 }

@@ -81,6 +81,11 @@ fn start_sim() -> SimProcess {
 }
 
 fn write_config(dir: &Path, sim: &SimProcess) -> PathBuf {
+    write_config_with(dir, sim, "")
+}
+
+/// The test's deploy.toml with `defaults` lines added to `[defaults]`.
+fn write_config_with(dir: &Path, sim: &SimProcess, defaults: &str) -> PathBuf {
     let path = dir.join("deploy.toml");
     let text = format!(
         r#"[proxmox]
@@ -100,6 +105,7 @@ nodes = ["pve1"]
 [defaults]
 memory = 4096
 storage = "ssd"
+{defaults}
 
 [checks]
 stabilization = "2s"
@@ -259,4 +265,61 @@ fn sigkilled_deploy_resumes_and_clones_each_vm_once() {
     let (code, out, err) = output(&["destroy", "--yes", "--time-scale", SCALE], &config);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("nothing to remove"), "{out}");
+}
+
+/// Pool addresses are journaled: a rerun keeps every address it gave out, even when the pool
+/// was widened in between (handing out in order afresh would renumber every VM).
+#[test]
+fn sigkilled_deploy_keeps_pool_addresses() {
+    let sim = start_sim();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pool = |range: &str| {
+        format!(
+            "ip_pool = \"{range}/24\"\ngateway = \"10.0.10.1\"\nnameservers = [\"10.0.10.2\"]\nsearchdomain = \"lab.example\""
+        )
+    };
+    let config = write_config_with(dir.path(), &sim, &pool("10.0.10.20-10.0.10.29"));
+
+    // Kill while the second VM clones: the plan put every VM's address on the journal first.
+    let (lines, killed) = deploy_until(&config, |l| l.contains("kill-2") && l.contains("cloning "));
+    assert!(killed, "kill point reached: {lines:#?}");
+    let journal = std::fs::read_to_string(dir.path().join("out/journal.jsonl")).expect("journal");
+    assert!(
+        journal.contains("\"address\":\"10.0.10.21/24\""),
+        "{journal}"
+    );
+
+    // The operator widens the pool downwards; the resumed run keeps .20 to .22 (afresh, the
+    // VMs would get .10 to .12).
+    let config = write_config_with(dir.path(), &sim, &pool("10.0.10.10-10.0.10.29"));
+    let (lines, killed) = deploy_until(&config, |_| false);
+    assert!(!killed);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+    )
+    .unwrap_or_else(|e| panic!("summary json: {e}: {lines:#?}"));
+    let ips: Vec<(String, String)> = summary["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["ip"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            ("kill-1".to_string(), "10.0.10.20".to_string()),
+            ("kill-2".to_string(), "10.0.10.21".to_string()),
+            ("kill-3".to_string(), "10.0.10.22".to_string()),
+        ],
+        "{summary:#}"
+    );
+    let stats = sim_stats(&sim);
+    for i in 1..=VMS {
+        assert_eq!(stats["clones_by_name"][format!("kill-{i}")], 1, "{stats:#}");
+    }
 }

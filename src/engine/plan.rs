@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, TemplateRef, VmSpec};
+use std::net::Ipv4Addr;
+
+use crate::config::{Addressing, Config, HostAddress, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
 use super::error::EngineError;
@@ -57,6 +59,16 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+}
+
+impl PlannedVm {
+    /// net0's static address (fixed, or given from a pool by the plan).
+    pub fn static_address(&self) -> Option<HostAddress> {
+        match self.spec.address {
+            Addressing::Static(host) => Some(host),
+            Addressing::Dhcp | Addressing::Pool(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +229,11 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             continue;
         };
         let cfg = client.vm_config(node, vmid).await?;
+        if !cfg.has_cloud_init_drive() {
+            problems.push(format!(
+                "rollout.template: the template {vmid} on {node} has no cloud-init drive, so its clones would ignore ipconfig0, ciuser and sshkeys; add one (qm set {vmid} --ide2 <storage>:cloudinit)"
+            ));
+        }
         if cfg
             .volume_storages()
             .iter()
@@ -450,6 +467,13 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         });
     }
 
+    let taken = if planned.iter().any(|vm| vm.spec.address != Addressing::Dhcp) {
+        cluster_addresses(client, &vms, &planned, &rollout_id).await?
+    } else {
+        BTreeMap::new()
+    };
+    super::addresses::assign(&mut planned, &history, &taken, &mut problems);
+
     for (node, f) in &free {
         if *f < 0 {
             problems.push(format!(
@@ -472,6 +496,36 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         template_name,
         vms: planned,
     })
+}
+
+/// The static IPv4 addresses other VMs of the cluster have in their `ipconfigN` (address ->
+/// "id 'name'"): this rollout's own VMs and templates are left out.
+async fn cluster_addresses(
+    client: &Client,
+    guests: &[&Resource],
+    planned: &[PlannedVm],
+    rollout_id: &str,
+) -> Result<BTreeMap<Ipv4Addr, String>, EngineError> {
+    let mut out = BTreeMap::new();
+    for r in guests.iter().filter(|r| r.is_qemu() && !r.template) {
+        let (Some(node), Some(vmid)) = (r.node.as_deref(), r.vmid) else {
+            continue;
+        };
+        if planned.iter().any(|vm| vm.vmid == vmid) {
+            continue;
+        }
+        let cfg = client.vm_config(node, vmid).await?;
+        if is_ours(&cfg, rollout_id) {
+            continue;
+        }
+        let name = cfg.get("name").unwrap_or("(no name)").to_string();
+        for index in 0..32 {
+            if let Some(ip) = cfg.ip_config(index).and_then(|c| c.static_address()) {
+                out.insert(ip, format!("{vmid} '{name}'"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

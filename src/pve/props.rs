@@ -101,17 +101,72 @@ pub(crate) fn is_mac(text: &str) -> bool {
             .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// An `ipconfigN` value (cloud-init's network setup of the guest).
+/// An `ipconfigN` value (cloud-init's network setup of the guest): IPv4 by DHCP, or a static
+/// address with its prefix length and an optional gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpConfig {
     /// IPv4 by DHCP: `ip=dhcp`.
     Dhcp,
+    /// `ip=10.0.10.21/24,gw=10.0.10.1`.
+    Static {
+        address: std::net::Ipv4Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv4Addr>,
+    },
+}
+
+impl IpConfig {
+    /// Reads PVE's `ipconfigN` text (IPv6 keys ignored); `None` without an IPv4 `ip=` or with
+    /// one PVE would not have accepted.
+    pub fn parse(text: &str) -> Option<IpConfig> {
+        let mut ip = None;
+        let mut gateway = None;
+        for item in text.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = item.split_once('=')?;
+            match key {
+                "ip" => ip = Some(value),
+                "gw" => gateway = Some(value.parse().ok()?),
+                _ => {}
+            }
+        }
+        match ip? {
+            "dhcp" => Some(IpConfig::Dhcp),
+            cidr => {
+                let (address, prefix) = cidr.split_once('/')?;
+                let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+                Some(IpConfig::Static {
+                    address: address.parse().ok()?,
+                    prefix,
+                    gateway,
+                })
+            }
+        }
+    }
+
+    /// The static address, if any.
+    pub fn static_address(&self) -> Option<std::net::Ipv4Addr> {
+        match self {
+            IpConfig::Dhcp => None,
+            IpConfig::Static { address, .. } => Some(*address),
+        }
+    }
 }
 
 impl fmt::Display for IpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IpConfig::Dhcp => f.write_str("ip=dhcp"),
+            IpConfig::Static {
+                address,
+                prefix,
+                gateway,
+            } => {
+                write!(f, "ip={address}/{prefix}")?;
+                match gateway {
+                    Some(gw) => write!(f, ",gw={gw}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -232,6 +287,25 @@ impl VmConfig {
     /// The MAC of `net0` (as configured, uppercase), if any.
     pub fn net0_mac(&self) -> Option<String> {
         self.net0()?.mac_address()
+    }
+
+    /// `ipconfigN`, parsed.
+    pub fn ip_config(&self, index: u8) -> Option<IpConfig> {
+        IpConfig::parse(self.get(&format!("ipconfig{index}"))?)
+    }
+
+    /// Has a cloud-init drive (a disk slot holding a `vm-<id>-cloudinit` volume): without one
+    /// PVE stores `ipconfigN`, `ciuser` and the rest but no guest ever sees them.
+    pub fn has_cloud_init_drive(&self) -> bool {
+        const BUSES: [&str; 4] = ["ide", "sata", "scsi", "virtio"];
+        self.values.iter().any(|(key, value)| {
+            let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+            BUSES.contains(&bus)
+                && bus.len() < key.len()
+                && value.split(',').next().is_some_and(|volume| {
+                    volume.ends_with("-cloudinit") || volume.contains("-cloudinit.")
+                })
+        })
     }
 
     pub fn tags(&self) -> Tags {
@@ -393,6 +467,24 @@ mod tests {
     #[test]
     fn new_settings_print_as_pve_reads_them() {
         assert_eq!(IpConfig::Dhcp.to_string(), "ip=dhcp");
+        let fixed = IpConfig::Static {
+            address: [10, 0, 10, 21].into(),
+            prefix: 24,
+            gateway: Some([10, 0, 10, 1].into()),
+        };
+        assert_eq!(fixed.to_string(), "ip=10.0.10.21/24,gw=10.0.10.1");
+        assert_eq!(IpConfig::parse(&fixed.to_string()), Some(fixed));
+        assert_eq!(
+            IpConfig::parse("ip6=auto,ip=10.1.2.3/16"),
+            Some(IpConfig::Static {
+                address: [10, 1, 2, 3].into(),
+                prefix: 16,
+                gateway: None
+            })
+        );
+        assert_eq!(IpConfig::parse("ip=dhcp,ip6=dhcp"), Some(IpConfig::Dhcp));
+        assert_eq!(IpConfig::parse("ip6=auto"), None);
+        assert_eq!(IpConfig::parse("ip=10.1.2.3/33"), None);
         let efi = NewEfiDisk {
             storage: "ssd".into(),
             pre_enrolled_keys: true,

@@ -21,6 +21,12 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "ciuser",
     "sshkeys",
     "sshkeys_file",
+    // Network (parsed in network.rs).
+    "ip",
+    "ip_pool",
+    "gateway",
+    "nameservers",
+    "searchdomain",
 ];
 pub(in crate::config) const VM_ONLY_KEYS: &[&str] = &["node", "vmid"];
 
@@ -41,6 +47,10 @@ impl Doc<'_> {
             secure_boot: true,
             ciuser: None,
             sshkeys: None,
+            address: Default::default(),
+            gateway: None,
+            nameservers: Vec::new(),
+            searchdomain: None,
         };
         Some(original.merged(&o))
     }
@@ -128,9 +138,11 @@ impl Doc<'_> {
                 ),
             );
         }
+        let network = self.network(s);
         if self.problems.len() > before {
             return None;
         }
+        let network = network?;
         Some(VmOverrides {
             cores,
             sockets,
@@ -143,6 +155,10 @@ impl Doc<'_> {
             secure_boot,
             ciuser,
             sshkeys: inline_keys.or(file_keys),
+            address: network.address,
+            gateway: network.gateway,
+            nameservers: network.nameservers,
+            searchdomain: network.searchdomain,
             node: None,
             vmid: None,
         })
