@@ -704,7 +704,11 @@ fn network_keys_are_read_and_merged() {
         "deploy.toml",
     )
     .unwrap_err();
-    assert!(err.to_string().contains("10.0.10.69 comes after 10.0.10.20"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("10.0.10.69 comes after 10.0.10.20"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -83,16 +83,17 @@ pub(super) fn assign(
                 vms[i].spec.address = Addressing::Static(host);
             }
             None => {
-                let wanting = vms
+                let wanting = vms[i..]
                     .iter()
                     .filter(|v| v.spec.address == Addressing::Pool(pool))
                     .count();
                 problems.push(format!(
-                    "ip_pool {pool} has {} addresses, none left for '{}' ({wanting} VMs still need one; addresses held by other VMs are skipped); widen the range",
+                    "ip_pool {pool} has {} addresses and none left for '{}' or the {} VMs after it that take from it (addresses other VMs hold are skipped); widen the range",
                     pool.len(),
-                    vms[i].name
+                    vms[i].name,
+                    wanting - 1
                 ));
-                return;
+                break;
             }
         }
     }

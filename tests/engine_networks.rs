@@ -1,0 +1,132 @@
+//! Static addresses against the simulator: a pool's addresses reach PVE as `ipconfig0` and the
+//! guest, each VM is verified on its own address, and the plan refuses bad address setups before
+//! anything is created.
+
+mod common;
+
+use common::*;
+use pve_rollout::config::{AddressPool, Addressing, HostAddress, VmOverrides};
+use pve_rollout::demo::DemoSettings;
+use pve_rollout::engine::EngineError;
+
+const SCALE: f64 = 0.02;
+
+fn settings(vms: usize) -> DemoSettings {
+    DemoSettings {
+        vms,
+        deployment_delay: "1s".into(),
+        stabilization: "2s".into(),
+        ..DemoSettings::default()
+    }
+}
+
+fn host(text: &str) -> HostAddress {
+    let (ip, prefix) = text.split_once('/').expect("a/p");
+    HostAddress {
+        ip: ip.parse().expect("ip"),
+        prefix: prefix.parse().expect("prefix"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_addresses_reach_the_guest_and_are_verified() {
+    let mut h = Harness::start("fast", 11, SCALE, settings(3)).await;
+    h.config.defaults.address = Addressing::Pool(AddressPool {
+        first: [10, 0, 10, 20].into(),
+        last: [10, 0, 10, 29].into(),
+        prefix: 24,
+    });
+    h.config.defaults.gateway = Some([10, 0, 10, 1].into());
+    h.config.defaults.nameservers = vec!["10.0.10.2".parse().unwrap(), "1.1.1.1".parse().unwrap()];
+    h.config.defaults.searchdomain = Some("lab.example".into());
+    let plan = h.plan().await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 3], "{summary:#?}");
+    let ips: Vec<Option<String>> = summary.vms.iter().map(|v| v.ip.clone()).collect();
+    assert_eq!(
+        ips,
+        [
+            Some("10.0.10.20".to_string()),
+            Some("10.0.10.21".to_string()),
+            Some("10.0.10.22".to_string())
+        ]
+    );
+    for (vm, last) in plan.vms.iter().zip(20..) {
+        let config = h.client.vm_config(&vm.node, vm.vmid).await.expect("config");
+        assert_eq!(
+            config.get("ipconfig0"),
+            Some(format!("ip=10.0.10.{last}/24,gw=10.0.10.1").as_str())
+        );
+        assert_eq!(config.get("nameserver"), Some("10.0.10.2 1.1.1.1"));
+        assert_eq!(config.get("searchdomain"), Some("lab.example"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_address_setups_are_refused_at_plan_all_at_once() {
+    let mut h = Harness::start("fast", 12, SCALE, settings(1)).await;
+    let vm = |ip: Option<&str>, gateway: Option<&str>| VmOverrides {
+        address: ip.map(|ip| Addressing::Static(host(ip))),
+        gateway: gateway.map(|g| g.parse().expect("gw")),
+        ..VmOverrides::default()
+    };
+    h.config.vm_configs.clear();
+    h.config
+        .vm_configs
+        .insert("web-1".into(), vm(Some("10.0.10.21/24"), None));
+    h.config
+        .vm_configs
+        .insert("web-2".into(), vm(Some("10.0.10.21/24"), None));
+    h.config
+        .vm_configs
+        .insert("db-1".into(), vm(Some("10.0.10.30/24"), Some("10.0.11.1")));
+    h.config.vm_configs.insert(
+        "pool-1".into(),
+        VmOverrides {
+            address: Some(Addressing::Pool(AddressPool {
+                first: [10, 0, 10, 21].into(),
+                last: [10, 0, 10, 22].into(),
+                prefix: 24,
+            })),
+            ..VmOverrides::default()
+        },
+    );
+    h.config
+        .vm_configs
+        .insert("pool-2".into(), h.config.vm_configs["pool-1"].clone());
+    h.config
+        .vm_configs
+        .insert("dhcp-1".into(), vm(None, Some("10.0.10.1")));
+    let before = h
+        .client
+        .cluster_resources(None)
+        .await
+        .expect("resources")
+        .len();
+
+    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
+        .await
+        .expect_err("preflight refuses");
+    let EngineError::Preflight(problems) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(err.exit_code(), 3);
+    let has = |words: &[&str]| problems.iter().any(|p| words.iter().all(|w| p.contains(w)));
+    assert!(has(&["'web-2'", "'web-1'", "10.0.10.21"]), "{problems:#?}");
+    assert!(
+        has(&["10.0.11.1", "'db-1'", "outside its subnet"]),
+        "{problems:#?}"
+    );
+    assert!(
+        has(&["ip_pool 10.0.10.21-10.0.10.22/24", "'pool-2'"]),
+        "{problems:#?}"
+    );
+    assert!(has(&["'dhcp-1'", "DHCP", "gateway"]), "{problems:#?}");
+    let after = h
+        .client
+        .cluster_resources(None)
+        .await
+        .expect("resources")
+        .len();
+    assert_eq!(before, after, "nothing was created");
+}
