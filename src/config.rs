@@ -84,6 +84,22 @@ pub struct RolloutConfig {
     pub vmid_range: Option<(u32, u32)>,
     /// Clones in flight per storage at once (0 = no cap beyond the stagger).
     pub max_clones_per_storage: usize,
+    /// How unpinned VMs are spread over the nodes.
+    pub placement: Placement,
+    /// The VMs placed on a node may ask for up to this many times its free memory (1.0: no
+    /// overcommit; KSM and ballooning make more possible on purpose).
+    pub memory_overcommit: f64,
+}
+
+/// `rollout.placement`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Each VM on the node with the most free memory left (default).
+    #[default]
+    MostFreeMemory,
+    /// Round robin: each VM on the node with the fewest of this rollout's VMs so far, in
+    /// `nodes` order.
+    Spread,
 }
 
 /// Resources and settings of one VM (defaults merged with its overrides).

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pve_rollout::config::{AddressPool, Addressing, HostAddress, VmOverrides};
+use pve_rollout::config::{AddressPool, Addressing, HostAddress, Placement, VmOverrides};
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::EngineError;
 
@@ -129,4 +129,45 @@ async fn bad_address_setups_are_refused_at_plan_all_at_once() {
         .expect("resources")
         .len();
     assert_eq!(before, after, "nothing was created");
+}
+
+/// `placement = "spread"` over three of the cluster's nodes: round robin in `nodes` order,
+/// cloned from the shared template with `target`, every VM verified on its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_places_round_robin_over_three_nodes() {
+    let mut h = Harness::start("cluster", 13, SCALE, settings(6)).await;
+    h.config.rollout.nodes = vec!["pve1".into(), "pve2".into(), "pve3".into()];
+    h.config.rollout.placement = Placement::Spread;
+    h.config.defaults.storage = "shared".into();
+    let plan = h.plan().await;
+    let nodes: Vec<&str> = plan.vms.iter().map(|vm| vm.node.as_str()).collect();
+    assert_eq!(nodes, ["pve1", "pve2", "pve3", "pve1", "pve2", "pve3"]);
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 6], "{summary:#?}");
+    for vm in &plan.vms {
+        let status = h.client.vm_status(&vm.node, vm.vmid).await.expect("status");
+        assert!(status.is_running(), "{} on {}", vm.name, vm.node);
+    }
+
+    // The default packs by free memory instead: the same cluster puts the first VMs elsewhere.
+    h.config.rollout.placement = Placement::MostFreeMemory;
+    h.config.rollout.nodes = vec!["pve4".into(), "pve5".into(), "pve6".into()];
+    let out = tempfile::tempdir().expect("temp dir");
+    h.config.output.dir = out.path().to_path_buf();
+    h.config.rollout.name = "packed".into();
+    h.config.rollout.vm_name_prefix = "packed".into();
+    h.config.defaults.memory = 600 * 1024;
+    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
+        .await
+        .expect_err("two 600 GiB VMs per 1 TiB node do not fit");
+    let EngineError::Preflight(problems) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        problems.iter().all(|p| p.contains("memory_overcommit = 1")),
+        "{problems:#?}"
+    );
+    h.config.rollout.memory_overcommit = 2.0;
+    let plan = h.plan().await;
+    assert_eq!(plan.vms.len(), 6);
 }

@@ -216,6 +216,24 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(7),
         ),
         (
+            "placement unknown",
+            with("placement = \"random\""),
+            "rollout.placement",
+            Some(6),
+        ),
+        (
+            "memory_overcommit below 1",
+            with("memory_overcommit = 0.5"),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
+            "memory_overcommit as a string",
+            with("memory_overcommit = \"1.5\""),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
             "disk size without unit",
             with("[defaults]\ndisk_size = \"128\""),
             "defaults.disk_size",

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::net::Ipv4Addr;
 
-use crate::config::{Addressing, Config, HostAddress, TemplateRef, VmSpec};
+use crate::config::{Addressing, Config, HostAddress, Placement, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
 use super::error::EngineError;
@@ -248,7 +248,9 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     let mut free: BTreeMap<String, i128> = BTreeMap::new();
     for node in &online {
         let status = client.node_status(node).await?;
-        free.insert(node.clone(), status.memory_free as i128);
+        // Overcommit on purpose: the VMs may ask for a multiple of what is free.
+        let factor = config.rollout.memory_overcommit;
+        free.insert(node.clone(), (status.memory_free as f64 * factor) as i128);
     }
 
     // Existing VMs by name and id.
@@ -262,6 +264,8 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     let mut assigned: BTreeSet<u32> = history.vms.values().map(|r| r.vmid).collect();
     let mut next_candidate: Option<u32> = None;
     let mut planned = Vec::new();
+    // This rollout's VMs per node so far (for `spread`).
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
     for (index, entry) in entries.into_iter().enumerate() {
         // Adopt our own VM of the same name (resume); refuse anyone else's.
         let mut adopted = None;
@@ -383,11 +387,11 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         };
         assigned.insert(vmid);
 
-        // Placement: the pinned node, else the online node with the most free memory left.
+        // Placement: the pinned node, else by `rollout.placement`.
         let memory = entry.spec.memory as i128 * 1024 * 1024;
         let node = match node {
             Some(n) => n,
-            None => match free.iter().max_by_key(|(_, f)| **f).map(|(n, _)| n.clone()) {
+            None => match place(config.rollout.placement, &online, &free, &placed) {
                 Some(n) => n,
                 None => {
                     problems.push("no online node to place VMs on".to_string());
@@ -398,6 +402,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         if let (None, Some(f)) = (&adopted, free.get_mut(&node)) {
             *f -= memory;
         }
+        *placed.entry(node.clone()).or_default() += 1;
 
         // Storage on that node.
         let storage_ok = storages.iter().any(|s| {
@@ -477,8 +482,9 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     for (node, f) in &free {
         if *f < 0 {
             problems.push(format!(
-                "node {node} lacks {} MiB of free memory for the VMs placed on it",
-                (-*f) / (1024 * 1024)
+                "node {node} lacks {} MiB of free memory for the VMs placed on it (rollout.memory_overcommit = {}); add nodes, pin VMs elsewhere, or overcommit on purpose",
+                (-*f) / (1024 * 1024),
+                config.rollout.memory_overcommit
             ));
         }
     }
@@ -496,6 +502,23 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         template_name,
         vms: planned,
     })
+}
+
+/// The node an unpinned VM goes to: the most free memory left, or (`spread`) the fewest of
+/// this rollout's VMs so far, the first in `nodes` order on a tie.
+fn place(
+    placement: Placement,
+    online: &[String],
+    free: &BTreeMap<String, i128>,
+    placed: &BTreeMap<String, usize>,
+) -> Option<String> {
+    match placement {
+        Placement::MostFreeMemory => free.iter().max_by_key(|(_, f)| **f).map(|(n, _)| n.clone()),
+        Placement::Spread => online
+            .iter()
+            .min_by_key(|n| placed.get(*n).copied().unwrap_or(0))
+            .cloned(),
+    }
 }
 
 /// The static IPv4 addresses other VMs of the cluster have in their `ipconfigN` (address ->
