@@ -129,6 +129,19 @@ pub struct VmSpec {
     pub nameservers: Vec<IpAddr>,
     /// `searchdomain`: the guest's DNS search domain.
     pub searchdomain: Option<String>,
+    /// `clone`: a full copy, or a linked clone sharing the template's base volumes.
+    pub clone: CloneMode,
+}
+
+/// `clone = "full" | "linked"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloneMode {
+    /// A full copy onto `storage` in `format` (default).
+    #[default]
+    Full,
+    /// A linked clone: on the template's own storage, sharing its base volumes (PVE refuses
+    /// `storage` and `format` for it).
+    Linked,
 }
 
 /// How a VM's net0 gets its IPv4 address.
@@ -221,6 +234,7 @@ pub struct VmOverrides {
     pub gateway: Option<Ipv4Addr>,
     pub nameservers: Option<Vec<IpAddr>>,
     pub searchdomain: Option<String>,
+    pub clone: Option<CloneMode>,
     pub node: Option<String>,
     pub vmid: Option<u32>,
 }
@@ -409,6 +423,7 @@ impl VmSpec {
                 .searchdomain
                 .clone()
                 .or_else(|| self.searchdomain.clone()),
+            clone: overrides.clone.unwrap_or(self.clone),
         }
     }
 }

@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use pve_rollout::config::{AddressPool, Addressing, HostAddress, Placement, VmOverrides};
+use pve_rollout::config::{
+    AddressPool, Addressing, CloneMode, HostAddress, Placement, VmOverrides,
+};
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::EngineError;
 
@@ -170,4 +172,26 @@ async fn spread_places_round_robin_over_three_nodes() {
     h.config.rollout.memory_overcommit = 2.0;
     let plan = h.plan().await;
     assert_eq!(plan.vms.len(), 6);
+}
+
+/// `clone = "linked"`: PVE gets `full=0` without `storage`/`format` (it refuses them), each VM's
+/// disk references the template's base volume, and every VM verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_clones_share_the_templates_base_volume() {
+    let mut h = Harness::start("fast", 14, SCALE, settings(2)).await;
+    h.config.defaults.clone = CloneMode::Linked;
+    let plan = h.plan().await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 2], "{summary:#?}");
+    for vm in &plan.vms {
+        let config = h.client.vm_config(&vm.node, vm.vmid).await.expect("config");
+        let scsi0 = config.get("scsi0").unwrap_or_default();
+        assert!(
+            scsi0.starts_with(&format!(
+                "ssd:base-{}-disk-1/vm-{}-",
+                vm.source.vmid, vm.vmid
+            )),
+            "{scsi0}"
+        );
+    }
 }

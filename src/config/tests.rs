@@ -234,6 +234,24 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(6),
         ),
         (
+            "clone mode unknown",
+            with("[defaults]\nclone = \"thin\""),
+            "defaults.clone",
+            Some(7),
+        ),
+        (
+            "linked clone with storage",
+            with("[defaults]\nclone = \"linked\"\nstorage = \"ssd\""),
+            "defaults.storage",
+            Some(8),
+        ),
+        (
+            "linked clone with format",
+            with("[vm_configs.web]\nformat = \"raw\"\nclone = \"linked\""),
+            "vm_configs.web.format",
+            Some(7),
+        ),
+        (
             "disk size without unit",
             with("[defaults]\ndisk_size = \"128\""),
             "defaults.disk_size",

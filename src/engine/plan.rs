@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::net::Ipv4Addr;
 
-use crate::config::{Addressing, Config, HostAddress, Placement, TemplateRef, VmSpec};
+use crate::config::{Addressing, CloneMode, Config, HostAddress, Placement, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
 use super::error::EngineError;
@@ -224,11 +224,14 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         .filter_map(|s| s.storage.as_deref())
         .collect();
     let mut shared_template: Option<(String, u32)> = None;
+    // Templates whose disks a linked clone cannot share: (node, id) -> those disks.
+    let mut unlinkable: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
     for t in &templates {
         let (Some(node), Some(vmid)) = (t.node.as_deref(), t.vmid) else {
             continue;
         };
         let cfg = client.vm_config(node, vmid).await?;
+        unlinkable.insert((node.to_string(), vmid), cfg.unlinkable_disks());
         if !cfg.has_cloud_init_drive() {
             problems.push(format!(
                 "rollout.template: the template {vmid} on {node} has no cloud-init drive, so its clones would ignore ipconfig0, ciuser and sshkeys; add one (qm set {vmid} --ide2 <storage>:cloudinit)"
@@ -409,7 +412,8 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             s.storage.as_deref() == Some(entry.spec.storage.as_str())
                 && (s.node.as_deref() == Some(node.as_str()) || s.shared)
         });
-        if !storage_ok && adopted.is_none() {
+        let linked = entry.spec.clone == CloneMode::Linked;
+        if !storage_ok && adopted.is_none() && !linked {
             problems.push(format!(
                 "storage '{}' (for '{}') does not exist on node {node}",
                 entry.spec.storage, entry.name
@@ -427,7 +431,10 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 target: None,
             }),
             (None, Some((tnode, tvmid))) => {
-                if !shared_storages.contains(entry.spec.storage.as_str()) && adopted.is_none() {
+                if !shared_storages.contains(entry.spec.storage.as_str())
+                    && adopted.is_none()
+                    && !linked
+                {
                     problems.push(format!(
                         "'{}' is placed on {node}, which has no template '{template_name}', and storage '{}' is not shared, so a cross-node clone is impossible; use a shared storage or put a template on {node}",
                         entry.name, entry.spec.storage
@@ -449,6 +456,18 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         let Some(source) = source else { continue };
+        if let Some(disks) = unlinkable
+            .get(&(source.node.clone(), source.vmid))
+            .filter(|d| linked && adopted.is_none() && !d.is_empty())
+        {
+            problems.push(format!(
+                "'{}' is a linked clone, but the template {} on {} has disks a linked clone cannot share: {} (not base volumes: its storage cannot snapshot them); use clone = \"full\", or keep the template on lvmthin, zfs, rbd or a qcow2 directory storage",
+                entry.name,
+                source.vmid,
+                source.node,
+                disks.join(", ")
+            ));
+        }
         if let Some(a) = adopted.as_mut() {
             // The resources' status lags; the VM's own status does not.
             if let Ok(st) = client.vm_status(&node, vmid).await {

@@ -329,6 +329,31 @@ impl VmConfig {
 
     /// Storage ids of every volume the config uses (disks, EFI/TPM state, cloud-init, CD-ROMs).
     pub fn volume_storages(&self) -> Vec<String> {
+        self.disk_volumes()
+            .filter_map(|(_, volume, _)| Some(volume.split_once(':')?.0.to_string()))
+            .collect()
+    }
+
+    /// The template disks a linked clone could not share: every disk volume (not the
+    /// cloud-init drive, a CD-ROM or an unused volume) that is not a `base-` volume, as
+    /// `key (volume)`. `qm template` renames a template's volumes to `base-<id>-disk-N` on
+    /// storages that can share them; elsewhere they keep their `vm-` names.
+    pub fn unlinkable_disks(&self) -> Vec<String> {
+        self.disk_volumes()
+            .filter(|(key, volume, options)| {
+                let name = volume.split_once(':').map_or(*volume, |(_, n)| n);
+                !key.starts_with("unused")
+                    && !options.contains("media=cdrom")
+                    && !name.contains("-cloudinit")
+                    && !name.starts_with("base-")
+                    && !name.contains("/base-")
+            })
+            .map(|(key, volume, _)| format!("{key} ({volume})"))
+            .collect()
+    }
+
+    /// (key, volume, the options after it) of every disk slot holding a volume.
+    fn disk_volumes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         const DISK_PREFIXES: [&str; 8] = [
             "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "mp",
         ];
@@ -340,15 +365,13 @@ impl VmConfig {
                         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
                 }) && !k.starts_with("scsihw")
             })
-            .filter_map(|(_, v)| {
-                let volume = v.split(',').next()?;
-                if volume == "none" || volume == "cdrom" {
+            .filter_map(|(k, v)| {
+                let (volume, options) = v.split_once(',').unwrap_or((v, ""));
+                if volume == "none" || volume == "cdrom" || !volume.contains(':') {
                     return None;
                 }
-                let (sid, _) = volume.split_once(':')?;
-                Some(sid.to_string())
+                Some((k.as_str(), volume, options))
             })
-            .collect()
     }
 
     /// Locked by a clone still running (`lock: clone`).
@@ -436,6 +459,36 @@ mod tests {
         assert_eq!(DiskSize(128 << 30).to_string(), "128G");
         assert_eq!(DiskSize(1536 << 20).to_string(), "1536M");
         assert_eq!(DiskSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn linked_clones_need_base_volumes() {
+        let config = VmConfig {
+            values: [
+                ("scsi0", "ssd:base-9000-disk-1,size=32G"),
+                ("efidisk0", "ssd:base-9000-disk-0,efitype=4m"),
+                ("ide2", "ssd:vm-9000-cloudinit,media=cdrom"),
+                ("ide0", "local:iso/ubuntu.iso,media=cdrom"),
+                ("unused0", "ssd:vm-9000-disk-5"),
+                ("scsihw", "virtio-scsi-single"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        assert!(config.unlinkable_disks().is_empty());
+        assert!(config.has_cloud_init_drive());
+        let mut plain = config.clone();
+        plain.values.insert(
+            "scsi1".into(),
+            "local:9000/vm-9000-disk-2.raw,size=8G".into(),
+        );
+        plain.values.remove("ide2");
+        assert_eq!(
+            plain.unlinkable_disks(),
+            ["scsi1 (local:9000/vm-9000-disk-2.raw)"]
+        );
+        assert!(!plain.has_cloud_init_drive());
     }
 
     #[test]

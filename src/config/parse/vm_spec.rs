@@ -21,6 +21,7 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "ciuser",
     "sshkeys",
     "sshkeys_file",
+    "clone",
     // Network (parsed in network.rs).
     "ip",
     "ip_pool",
@@ -51,6 +52,7 @@ impl Doc<'_> {
             gateway: None,
             nameservers: Vec::new(),
             searchdomain: None,
+            clone: CloneMode::Full,
         };
         Some(original.merged(&o))
     }
@@ -138,6 +140,25 @@ impl Doc<'_> {
                 ),
             );
         }
+        let clone = self.string_with(s, "clone", "a clone mode", |m| match m {
+            "full" => Ok(CloneMode::Full),
+            "linked" => Ok(CloneMode::Linked),
+            _ => Err(bad("not a clone mode; allowed: \"full\", \"linked\"")),
+        });
+        if clone == Some(CloneMode::Linked) {
+            for key in ["storage", "format"] {
+                if let Some(value) = s.get(key) {
+                    self.at_value(
+                        s.key_path(key),
+                        value,
+                        bad_hint(
+                            "set with clone = \"linked\"",
+                            "a linked clone stays on the template's storage and format (PVE refuses both); drop the key or use clone = \"full\"",
+                        ),
+                    );
+                }
+            }
+        }
         let network = self.network(s);
         if self.problems.len() > before {
             return None;
@@ -159,6 +180,7 @@ impl Doc<'_> {
             gateway: network.gateway,
             nameservers: network.nameservers,
             searchdomain: network.searchdomain,
+            clone,
             node: None,
             vmid: None,
         })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::format_duration;
+use crate::config::{CloneMode, format_duration};
 use crate::pve::{CloneRequest, ErrorClass, TaskState, Upid, VmConfig};
 
 use super::super::event::{Level, Phase};
@@ -226,14 +226,15 @@ impl VmTask {
         // 5, 10, 20, 40, 80 s spreads six tries over ~2.5 min.
         const ATTEMPTS: u32 = 6;
         let s = &self.vm.source;
+        let linked = self.vm.spec.clone == CloneMode::Linked;
         let request = CloneRequest {
             newid: self.vm.vmid,
             name: self.vm.name.clone(),
             description: Some(plan::marker_line(&self.shared.rollout_id)),
-            full: true,
+            full: !linked,
             target: s.target.clone(),
-            storage: Some(self.vm.spec.storage.clone()),
-            format: Some(self.vm.spec.format.clone()),
+            storage: (!linked).then(|| self.vm.spec.storage.clone()),
+            format: (!linked).then(|| self.vm.spec.format.clone()),
             pool: None,
         };
         let (snode, svmid) = (s.node.clone(), s.vmid);
