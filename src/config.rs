@@ -131,6 +131,8 @@ pub struct VmSpec {
     pub searchdomain: Option<String>,
     /// `clone`: a full copy, or a linked clone sharing the template's base volumes.
     pub clone: CloneMode,
+    /// `cicustom`: snippet files replacing the generated cloud-init files.
+    pub cicustom: Option<crate::pve::CiCustom>,
 }
 
 /// `clone = "full" | "linked"`.
@@ -235,6 +237,7 @@ pub struct VmOverrides {
     pub nameservers: Option<Vec<IpAddr>>,
     pub searchdomain: Option<String>,
     pub clone: Option<CloneMode>,
+    pub cicustom: Option<crate::pve::CiCustom>,
     pub node: Option<String>,
     pub vmid: Option<u32>,
 }
@@ -424,6 +427,7 @@ impl VmSpec {
                 .clone()
                 .or_else(|| self.searchdomain.clone()),
             clone: overrides.clone.unwrap_or(self.clone),
+            cicustom: overrides.cicustom.clone().or_else(|| self.cicustom.clone()),
         }
     }
 }

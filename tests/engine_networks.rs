@@ -10,6 +10,7 @@ use pve_rollout::config::{
 };
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::EngineError;
+use pve_rollout::pve::CiCustom;
 
 const SCALE: f64 = 0.02;
 
@@ -193,5 +194,65 @@ async fn linked_clones_share_the_templates_base_volume() {
             )),
             "{scsi0}"
         );
+    }
+}
+
+/// `cicustom`: a snippet that is missing stops the plan (exit 3, nothing created) with the
+/// files that are there; a present one reaches the VM's config and the rollout verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cicustom_snippets_are_checked_before_anything_is_created() {
+    let mut h = Harness::start("fast", 15, SCALE, settings(2)).await;
+    h.config.defaults.cicustom = Some(CiCustom {
+        user: Some("local:snippets/base.yml".into()),
+        vendor: Some("local:snippets/missing.yml".into()),
+        ..CiCustom::default()
+    });
+    let before = h
+        .client
+        .cluster_resources(None)
+        .await
+        .expect("resources")
+        .len();
+    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
+        .await
+        .expect_err("a missing snippet is refused");
+    let EngineError::Preflight(problems) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(err.exit_code(), 3);
+    assert_eq!(problems.len(), 2, "one per VM: {problems:#?}");
+    assert!(
+        problems.iter().all(|p| p.contains("cicustom.vendor")
+            && p.contains("local:snippets/missing.yml")
+            && p.contains("local:snippets/base.yml")),
+        "{problems:#?}"
+    );
+    // A storage that does not hold snippets is named too.
+    h.config.defaults.cicustom = Some(CiCustom {
+        user: Some("ssd:snippets/base.yml".into()),
+        ..CiCustom::default()
+    });
+    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
+        .await
+        .expect_err("a storage without snippets is refused");
+    assert!(err.to_string().contains("does not hold snippets"), "{err}");
+    let after = h
+        .client
+        .cluster_resources(None)
+        .await
+        .expect("resources")
+        .len();
+    assert_eq!(before, after, "nothing was created");
+
+    h.config.defaults.cicustom = Some(CiCustom {
+        user: Some("local:snippets/base.yml".into()),
+        ..CiCustom::default()
+    });
+    let plan = h.plan().await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 2], "{summary:#?}");
+    for vm in &plan.vms {
+        let config = h.client.vm_config(&vm.node, vm.vmid).await.expect("config");
+        assert_eq!(config.get("cicustom"), Some("user=local:snippets/base.yml"));
     }
 }

@@ -252,6 +252,30 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(7),
         ),
         (
+            "cicustom as a string",
+            with("[defaults]\ncicustom = \"user=local:snippets/a.yml\""),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom unknown kind",
+            with("[defaults]\ncicustom = { users = \"local:snippets/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom not a snippet",
+            with("[defaults]\ncicustom = { user = \"local:iso/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom empty",
+            with("[defaults]\ncicustom = {}"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
             "disk size without unit",
             with("[defaults]\ndisk_size = \"128\""),
             "defaults.disk_size",

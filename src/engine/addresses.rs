@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::config::{Addressing, HostAddress};
+use crate::pve::{Client, Resource};
 
+use super::error::EngineError;
 use super::journal::History;
-use super::plan::PlannedVm;
+use super::plan::{PlannedVm, is_ours};
 
 /// Replaces every `Addressing::Pool` with the `Addressing::Static` it gets, and reports every
 /// problem: two VMs with one address, a gateway outside its subnet, a pool too small, an
@@ -121,4 +123,34 @@ pub(super) fn assign(
             _ => {}
         }
     }
+}
+
+/// The static IPv4 addresses other VMs of the cluster have in their `ipconfigN` (address ->
+/// "id 'name'"): this rollout's own VMs and templates are left out.
+pub(super) async fn on_cluster(
+    client: &Client,
+    guests: &[&Resource],
+    planned: &[PlannedVm],
+    rollout_id: &str,
+) -> Result<BTreeMap<Ipv4Addr, String>, EngineError> {
+    let mut out = BTreeMap::new();
+    for r in guests.iter().filter(|r| r.is_qemu() && !r.template) {
+        let (Some(node), Some(vmid)) = (r.node.as_deref(), r.vmid) else {
+            continue;
+        };
+        if planned.iter().any(|vm| vm.vmid == vmid) {
+            continue;
+        }
+        let cfg = client.vm_config(node, vmid).await?;
+        if is_ours(&cfg, rollout_id) {
+            continue;
+        }
+        let name = cfg.get("name").unwrap_or("(no name)").to_string();
+        for index in 0..32 {
+            if let Some(ip) = cfg.ip_config(index).and_then(|c| c.static_address()) {
+                out.insert(ip, format!("{vmid} '{name}'"));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -21,6 +21,7 @@ pub mod plan;
 mod poll;
 pub mod record;
 pub mod schedule;
+mod snippets;
 mod vm;
 
 use std::path::Path;

@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::net::Ipv4Addr;
-
 use crate::config::{Addressing, CloneMode, Config, HostAddress, Placement, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
@@ -491,8 +489,9 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         });
     }
 
+    super::snippets::check(client, &planned, &storages, &mut problems).await?;
     let taken = if planned.iter().any(|vm| vm.spec.address != Addressing::Dhcp) {
-        cluster_addresses(client, &vms, &planned, &rollout_id).await?
+        super::addresses::on_cluster(client, &vms, &planned, &rollout_id).await?
     } else {
         BTreeMap::new()
     };
@@ -538,36 +537,6 @@ fn place(
             .min_by_key(|n| placed.get(*n).copied().unwrap_or(0))
             .cloned(),
     }
-}
-
-/// The static IPv4 addresses other VMs of the cluster have in their `ipconfigN` (address ->
-/// "id 'name'"): this rollout's own VMs and templates are left out.
-async fn cluster_addresses(
-    client: &Client,
-    guests: &[&Resource],
-    planned: &[PlannedVm],
-    rollout_id: &str,
-) -> Result<BTreeMap<Ipv4Addr, String>, EngineError> {
-    let mut out = BTreeMap::new();
-    for r in guests.iter().filter(|r| r.is_qemu() && !r.template) {
-        let (Some(node), Some(vmid)) = (r.node.as_deref(), r.vmid) else {
-            continue;
-        };
-        if planned.iter().any(|vm| vm.vmid == vmid) {
-            continue;
-        }
-        let cfg = client.vm_config(node, vmid).await?;
-        if is_ours(&cfg, rollout_id) {
-            continue;
-        }
-        let name = cfg.get("name").unwrap_or("(no name)").to_string();
-        for index in 0..32 {
-            if let Some(ip) = cfg.ip_config(index).and_then(|c| c.static_address()) {
-                out.insert(ip, format!("{vmid} '{name}'"));
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::transport::{Inner, Request, decode};
 use super::wire::{
     self, WireExecPid, WireExecStatus, WireHostName, WireInterface, WireLogLine, WireNode,
     WireNodeStatus, WireOsInfo, WireResource, WireTaskStatus, WireVersion, WireVmListEntry,
-    WireVmStatus,
+    WireVmStatus, WireVolume,
 };
 use super::{
     AgentInterface, Client, ClientConfig, ClientStats, CloneRequest, ConfigUpdate, ErrorClass,
@@ -111,6 +111,18 @@ impl Client {
             .get::<WireNodeStatus>(Request::new(Method::GET, "/nodes/{node}/status", &[node]))
             .await?
             .into())
+    }
+
+    /// The snippet volumes (`local:snippets/base.yml`) of `storage` as `node` sees it.
+    pub async fn storage_snippets(&self, node: &str, storage: &str) -> Result<Vec<String>> {
+        let request = Request::new(
+            Method::GET,
+            "/nodes/{node}/storage/{storage}/content",
+            &[node, storage],
+        )
+        .param("content", "snippets");
+        let list: Vec<WireVolume> = self.get(request).await?;
+        Ok(list.into_iter().map(|v| v.volid).collect())
     }
 
     pub async fn cluster_resources(&self, kind: Option<ResourceType>) -> Result<Vec<Resource>> {

@@ -171,6 +171,42 @@ impl fmt::Display for IpConfig {
     }
 }
 
+/// A `cicustom` value: cloud-init files of the operator's own (`<storage>:snippets/<file>`)
+/// replacing the generated ones, per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CiCustom {
+    pub meta: Option<String>,
+    pub network: Option<String>,
+    pub user: Option<String>,
+    pub vendor: Option<String>,
+}
+
+impl CiCustom {
+    /// (kind, volume) of every file set, in PVE's key order.
+    pub fn volumes(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("meta", &self.meta),
+            ("network", &self.network),
+            ("user", &self.user),
+            ("vendor", &self.vendor),
+        ]
+        .into_iter()
+        .filter_map(|(kind, v)| v.as_deref().map(|v| (kind, v)))
+    }
+
+    /// `local:snippets/base.yml` -> `local`.
+    pub fn storage_of(volume: &str) -> Option<&str> {
+        volume.split_once(':').map(|(sid, _)| sid)
+    }
+}
+
+impl fmt::Display for CiCustom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.volumes().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// An `efidisk0` to allocate on `storage`: the 4 MiB OVMF vars disk, with or without
 /// Microsoft's pre-enrolled Secure Boot keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -520,6 +556,19 @@ mod tests {
     #[test]
     fn new_settings_print_as_pve_reads_them() {
         assert_eq!(IpConfig::Dhcp.to_string(), "ip=dhcp");
+        let custom = CiCustom {
+            user: Some("local:snippets/base.yml".into()),
+            vendor: Some("local:snippets/vendor.yml".into()),
+            ..CiCustom::default()
+        };
+        assert_eq!(
+            custom.to_string(),
+            "user=local:snippets/base.yml,vendor=local:snippets/vendor.yml"
+        );
+        assert_eq!(
+            CiCustom::storage_of("local:snippets/base.yml"),
+            Some("local")
+        );
         let fixed = IpConfig::Static {
             address: [10, 0, 10, 21].into(),
             prefix: 24,

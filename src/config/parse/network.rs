@@ -1,5 +1,6 @@
-//! The network keys of `[defaults]` and `[vm_configs."name"]`: net0's IPv4 address (`ip`, or
-//! `ip_pool` to take one from), `gateway`, `nameservers` and `searchdomain`. Whether addresses
+//! The network and cloud-init keys of `[defaults]` and `[vm_configs."name"]`: net0's IPv4
+//! address (`ip`, or `ip_pool` to take one from), `gateway`, `nameservers`, `searchdomain`, and
+//! `cicustom`'s snippet files (whether they exist is the plan's check). Whether addresses
 //! fit their subnets and each other is the plan's check: a VM's `ip` and the defaults'
 //! `gateway` only meet there.
 
@@ -9,6 +10,7 @@ use toml::de::DeValue;
 
 use super::*;
 use crate::config::Addressing;
+use crate::pve::CiCustom;
 
 /// The network keys a section set.
 pub(super) struct NetworkOverrides {
@@ -16,6 +18,7 @@ pub(super) struct NetworkOverrides {
     pub gateway: Option<Ipv4Addr>,
     pub nameservers: Option<Vec<IpAddr>>,
     pub searchdomain: Option<String>,
+    pub cicustom: Option<CiCustom>,
 }
 
 impl Doc<'_> {
@@ -93,6 +96,7 @@ impl Doc<'_> {
         });
         let searchdomain =
             self.checked_string(s, "searchdomain", "a DNS domain", formats::check_dns_name);
+        let cicustom = self.field(s, "cicustom", cicustom);
         if self.problems.len() > before {
             return None;
         }
@@ -101,6 +105,53 @@ impl Doc<'_> {
             gateway,
             nameservers,
             searchdomain,
+            cicustom,
         })
     }
+}
+
+/// `{ user = "local:snippets/base.yml", vendor = ..., network = ..., meta = ... }`.
+fn cicustom(v: &DeValue<'_>) -> Result<CiCustom, Bad> {
+    const HINT: &str = "write cicustom = { user = \"local:snippets/base.yml\" } (kinds: user, vendor, network, meta)";
+    let DeValue::Table(table) = v else {
+        return Err(bad_hint(
+            format!("expected a table, found {}", type_name(v)),
+            HINT,
+        ));
+    };
+    let mut out = CiCustom::default();
+    for (key, value) in table.iter() {
+        let kind: &str = key.get_ref();
+        let Some(volume) = value.get_ref().as_str() else {
+            return Err(bad_hint(format!("{kind}: expected a volume string"), HINT));
+        };
+        let well_formed = volume.split_once(":snippets/").is_some_and(|(sid, file)| {
+            formats::check_storage_id(sid).is_ok()
+                && !file.is_empty()
+                && !file.contains(['/', ',', '=', ' '])
+        });
+        if !well_formed {
+            return Err(bad_hint(
+                format!("{kind}: \"{volume}\" is not a snippet volume"),
+                "name it <storage>:snippets/<file>, such as \"local:snippets/base.yml\"",
+            ));
+        }
+        let slot = match kind {
+            "user" => &mut out.user,
+            "vendor" => &mut out.vendor,
+            "network" => &mut out.network,
+            "meta" => &mut out.meta,
+            _ => {
+                return Err(bad_hint(
+                    format!("\"{kind}\" is not a cloud-init file kind"),
+                    HINT,
+                ));
+            }
+        };
+        *slot = Some(volume.to_string());
+    }
+    if out.volumes().next().is_none() {
+        return Err(bad_hint("is empty", HINT));
+    }
+    Ok(out)
 }

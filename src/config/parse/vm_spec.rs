@@ -22,6 +22,7 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "sshkeys",
     "sshkeys_file",
     "clone",
+    "cicustom",
     // Network (parsed in network.rs).
     "ip",
     "ip_pool",
@@ -53,6 +54,7 @@ impl Doc<'_> {
             nameservers: Vec::new(),
             searchdomain: None,
             clone: CloneMode::Full,
+            cicustom: None,
         };
         Some(original.merged(&o))
     }
@@ -181,6 +183,7 @@ impl Doc<'_> {
             nameservers: network.nameservers,
             searchdomain: network.searchdomain,
             clone,
+            cicustom: network.cicustom,
             node: None,
             vmid: None,
         })

@@ -142,6 +142,9 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         let list: Vec<String> = spec.nameservers.iter().map(|ip| ip.to_string()).collect();
         set.push(("nameserver".to_string(), list.join(" ")));
     }
+    if let Some(custom) = &spec.cicustom {
+        set.push(("cicustom".to_string(), custom.to_string()));
+    }
     if let Some(domain) = &spec.searchdomain {
         set.push(("searchdomain".to_string(), domain.clone()));
     }
