@@ -13,8 +13,11 @@ use super::{ErrorClass, PveError};
 pub fn classify_message(text: &str) -> Option<ErrorClass> {
     let text = text.trim();
     // Agent texts first: `QEMU guest agent is not running` would otherwise look like `not running`.
+    // `qga socket - timeout`: the agent is not up yet, or another client (a killed run's
+    // request still in flight) holds its single socket.
     if text.contains("QEMU guest agent is not running")
         || text.contains("No QEMU guest agent configured")
+        || (text.contains("unable to connect to VM") && text.contains("qga socket"))
     {
         return Some(ErrorClass::AgentNotReady);
     }
@@ -210,6 +213,10 @@ mod tests {
         let cases = [
             ("QEMU guest agent is not running", ErrorClass::AgentNotReady),
             ("No QEMU guest agent configured", ErrorClass::AgentNotReady),
+            (
+                "unable to connect to VM 101 qga socket - timeout after 31 retries",
+                ErrorClass::AgentNotReady,
+            ),
             ("VM 101 is not running", ErrorClass::NotRunning),
             ("VM 101 not running", ErrorClass::NotRunning),
             ("VM is locked (clone)", ErrorClass::Locked),
