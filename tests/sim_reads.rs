@@ -46,10 +46,16 @@ async fn cluster_resources_without_type_has_every_kind() {
     let (_sim, c) = start(o).await;
     let all = c.get("/cluster/resources").await.data();
     assert_eq!(kinds(&all), ["node", "pool", "qemu", "sdn", "storage"]);
-    let pool = c.get("/cluster/resources?type=pool").await.data();
+    // 8.x has no `type=pool`: pools come only with the whole list.
+    let pool: Vec<&Value> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|e| e["type"] == "pool")
+        .collect();
     assert_eq!(
         pool,
-        json!([{"id": "/pool/ci", "pool": "ci", "type": "pool"}])
+        [&json!({"id": "/pool/ci", "pool": "ci", "type": "pool"})]
     );
     let sdn = c.get("/cluster/resources?type=sdn").await.data();
     assert_eq!(

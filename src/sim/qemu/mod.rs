@@ -123,7 +123,7 @@ pub fn status_current(
         } else {
             "started"
         };
-        json!({"managed": 1, "state": state, "group": null})
+        json!({"managed": 1, "state": state})
     } else {
         json!({"managed": 0})
     };
