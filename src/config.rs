@@ -133,6 +133,50 @@ pub struct VmSpec {
     pub clone: CloneMode,
     /// `cicustom`: snippet files replacing the generated cloud-init files.
     pub cicustom: Option<crate::pve::CiCustom>,
+    /// `ciupgrade`, `pool`, `tags`, `description`, `onboot`, `startup`, `cpu`, `balloon`.
+    pub guest: GuestSettings,
+}
+
+/// Guest settings; each left as the template has it when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestSettings {
+    /// Upgrade packages on first boot (PVE's default is yes).
+    pub ciupgrade: Option<bool>,
+    /// The resource pool the clone joins (must exist).
+    pub pool: Option<String>,
+    /// Tags added to the rollout's marker tag.
+    pub tags: Vec<String>,
+    /// Text above the rollout's marker line.
+    pub description: Option<String>,
+    pub onboot: Option<bool>,
+    pub startup: Option<crate::pve::Startup>,
+    /// CPU type (`host`, `x86-64-v2-AES`, ...).
+    pub cpu: Option<String>,
+    /// Balloon target in MiB (0 disables the balloon device).
+    pub balloon: Option<u64>,
+}
+
+impl GuestSettings {
+    /// `self` with every key `over` sets taken from it.
+    pub fn merged(&self, over: &GuestSettings) -> GuestSettings {
+        GuestSettings {
+            ciupgrade: over.ciupgrade.or(self.ciupgrade),
+            pool: over.pool.clone().or_else(|| self.pool.clone()),
+            tags: if over.tags.is_empty() {
+                self.tags.clone()
+            } else {
+                over.tags.clone()
+            },
+            description: over
+                .description
+                .clone()
+                .or_else(|| self.description.clone()),
+            onboot: over.onboot.or(self.onboot),
+            startup: over.startup.or(self.startup),
+            cpu: over.cpu.clone().or_else(|| self.cpu.clone()),
+            balloon: over.balloon.or(self.balloon),
+        }
+    }
 }
 
 /// `clone = "full" | "linked"`.
@@ -238,6 +282,7 @@ pub struct VmOverrides {
     pub searchdomain: Option<String>,
     pub clone: Option<CloneMode>,
     pub cicustom: Option<crate::pve::CiCustom>,
+    pub guest: GuestSettings,
     pub node: Option<String>,
     pub vmid: Option<u32>,
 }
@@ -428,6 +473,7 @@ impl VmSpec {
                 .or_else(|| self.searchdomain.clone()),
             clone: overrides.clone.unwrap_or(self.clone),
             cicustom: overrides.cicustom.clone().or_else(|| self.cicustom.clone()),
+            guest: self.guest.merged(&overrides.guest),
         }
     }
 }

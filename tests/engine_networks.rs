@@ -1,16 +1,18 @@
-//! Static addresses against the simulator: a pool's addresses reach PVE as `ipconfig0` and the
-//! guest, each VM is verified on its own address, and the plan refuses bad address setups before
-//! anything is created.
+//! Networks, placement, clones and guest settings against the simulator: a pool's addresses
+//! reach PVE as `ipconfig0` and the guest, each VM is verified on its own address, `spread`,
+//! linked clones, `cicustom` snippets and the guest settings work end to end, and the plan
+//! refuses bad setups before anything is created.
 
 mod common;
 
 use common::*;
 use pve_rollout::config::{
-    AddressPool, Addressing, CloneMode, HostAddress, Placement, VmOverrides,
+    AddressPool, Addressing, CloneMode, GuestSettings, HostAddress, Placement, VmOverrides,
 };
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::EngineError;
-use pve_rollout::pve::CiCustom;
+use pve_rollout::pve::{CiCustom, Startup};
+use pve_rollout::sim::Scenario;
 
 const SCALE: f64 = 0.02;
 
@@ -254,5 +256,54 @@ async fn cicustom_snippets_are_checked_before_anything_is_created() {
     for vm in &plan.vms {
         let config = h.client.vm_config(&vm.node, vm.vmid).await.expect("config");
         assert_eq!(config.get("cicustom"), Some("user=local:snippets/base.yml"));
+    }
+}
+
+/// The guest settings reach PVE as it writes them: the clone joins the pool, the tags are merged
+/// with the rollout's own, the description keeps the marker line; a missing pool is refused at
+/// plan before anything is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_settings_reach_the_vm_and_a_missing_pool_is_refused() {
+    let mut scenario = Scenario::builtin("fast").expect("fast");
+    scenario.cluster.pools = vec!["web".into()];
+    let mut h = Harness::start_with(scenario, 16, SCALE, settings(2)).await;
+    h.config.defaults.guest = GuestSettings {
+        ciupgrade: Some(false),
+        pool: Some("nope".into()),
+        tags: vec!["web".into(), "prod".into()],
+        description: Some("web tier".into()),
+        onboot: Some(true),
+        startup: Startup::parse("order=2,up=30"),
+        cpu: Some("host".into()),
+        balloon: Some(2048),
+    };
+    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
+        .await
+        .expect_err("a missing pool is refused");
+    assert!(
+        err.to_string()
+            .contains("pool 'nope' does not exist (pools: web)"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 3);
+
+    h.config.defaults.guest.pool = Some("web".into());
+    let plan = h.plan().await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 2], "{summary:#?}");
+    for vm in &plan.vms {
+        let config = h.client.vm_config(&vm.node, vm.vmid).await.expect("config");
+        let tags = config.tags();
+        for tag in ["web", "prod", "pve-rollout"] {
+            assert!(tags.contains(tag), "{tag} in {tags}");
+        }
+        assert_eq!(config.get("ciupgrade"), Some("0"));
+        assert_eq!(config.get("onboot"), Some("1"));
+        assert_eq!(config.get("startup"), Some("order=2,up=30"));
+        assert_eq!(config.get("cpu"), Some("host"));
+        assert_eq!(config.get("balloon"), Some("2048"));
+        let description = config.description().unwrap_or_default();
+        assert!(description.starts_with("web tier\n"), "{description}");
+        assert!(description.ends_with("pve-rollout: demo"), "{description}");
     }
 }

@@ -16,6 +16,7 @@ use super::{
 };
 
 mod checks;
+mod guest;
 mod network;
 mod output;
 mod proxmox;

@@ -1,4 +1,5 @@
-//! `cicustom`'s snippet files, checked at plan on every node a VM lands on.
+//! What the plan checks of the guest settings that name cluster objects: `cicustom`'s snippet
+//! files on every node a VM lands on, and the resource `pool`s.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +56,31 @@ pub(super) async fn check(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Every `pool` named must exist: PVE refuses each clone naming a missing one, so the plan
+/// says so before the first is asked for.
+pub(super) async fn check_pools(
+    client: &Client,
+    planned: &[PlannedVm],
+    problems: &mut Vec<String>,
+) -> Result<(), EngineError> {
+    let wanted: std::collections::BTreeSet<&str> = planned
+        .iter()
+        .filter(|vm| vm.adopted.is_none())
+        .filter_map(|vm| vm.spec.guest.pool.as_deref())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let pools = client.pools().await?;
+    for pool in wanted.into_iter().filter(|p| !pools.iter().any(|q| q == p)) {
+        problems.push(format!(
+            "pool '{pool}' does not exist (pools: {}); create it (pveum pool add {pool}) or fix the name",
+            if pools.is_empty() { "none".to_string() } else { pools.join(", ") }
+        ));
     }
     Ok(())
 }

@@ -268,10 +268,6 @@ mod tests {
         let cases = [
             ("QEMU guest agent is not running", ErrorClass::AgentNotReady),
             ("No QEMU guest agent configured", ErrorClass::AgentNotReady),
-            (
-                "unable to connect to VM 101 qga socket - timeout after 31 retries",
-                ErrorClass::AgentNotReady,
-            ),
             ("VM 101 is not running", ErrorClass::NotRunning),
             ("VM 101 not running", ErrorClass::NotRunning),
             ("VM is locked (clone)", ErrorClass::Locked),

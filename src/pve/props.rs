@@ -207,6 +207,50 @@ impl fmt::Display for CiCustom {
     }
 }
 
+/// A `startup` value: `order=2,up=30,down=60` (boot order among guests started on boot, and
+/// seconds to wait after starting / before stopping it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Startup {
+    pub order: Option<u32>,
+    pub up: Option<u32>,
+    pub down: Option<u32>,
+}
+
+impl Startup {
+    /// PVE's `pve-startup-order`: `[[order=]\d+] [,up=\d+] [,down=\d+]`, each part once.
+    pub fn parse(text: &str) -> Option<Startup> {
+        let mut out = Startup::default();
+        for (i, item) in text.split(',').enumerate() {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k, v),
+                None if i == 0 => ("order", item),
+                None => return None,
+            };
+            let n: u32 = value.parse().ok()?;
+            let slot = match key {
+                "order" => &mut out.order,
+                "up" => &mut out.up,
+                "down" => &mut out.down,
+                _ => return None,
+            };
+            if slot.replace(n).is_some() {
+                return None;
+            }
+        }
+        (out != Startup::default()).then_some(out)
+    }
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [("order", self.order), ("up", self.up), ("down", self.down)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// An `efidisk0` to allocate on `storage`: the 4 MiB OVMF vars disk, with or without
 /// Microsoft's pre-enrolled Secure Boot keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,6 +600,19 @@ mod tests {
     #[test]
     fn new_settings_print_as_pve_reads_them() {
         assert_eq!(IpConfig::Dhcp.to_string(), "ip=dhcp");
+        let startup = Startup::parse("order=2,up=30").unwrap();
+        assert_eq!(
+            (startup.order, startup.up, startup.down),
+            (Some(2), Some(30), None)
+        );
+        assert_eq!(startup.to_string(), "order=2,up=30");
+        assert_eq!(
+            Startup::parse("3,down=10").unwrap().to_string(),
+            "order=3,down=10"
+        );
+        assert_eq!(Startup::parse("order=2,order=3"), None);
+        assert_eq!(Startup::parse("first"), None);
+        assert_eq!(Startup::parse("up=-1"), None);
         let custom = CiCustom {
             user: Some("local:snippets/base.yml".into()),
             vendor: Some("local:snippets/vendor.yml".into()),

@@ -34,6 +34,12 @@ impl From<WireVersion> for Version {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct WirePool {
+    #[serde(deserialize_with = "string_req")]
+    pub(crate) poolid: String,
+}
+
+#[derive(Deserialize)]
 pub(crate) struct WireVolume {
     #[serde(deserialize_with = "string_req")]
     pub(crate) volid: String,

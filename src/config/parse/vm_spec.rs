@@ -23,6 +23,15 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "sshkeys_file",
     "clone",
     "cicustom",
+    // Guest settings (parsed in guest.rs).
+    "ciupgrade",
+    "pool",
+    "tags",
+    "description",
+    "onboot",
+    "startup",
+    "cpu",
+    "balloon",
     // Network (parsed in network.rs).
     "ip",
     "ip_pool",
@@ -55,6 +64,7 @@ impl Doc<'_> {
             searchdomain: None,
             clone: CloneMode::Full,
             cicustom: None,
+            guest: Default::default(),
         };
         Some(original.merged(&o))
     }
@@ -162,10 +172,12 @@ impl Doc<'_> {
             }
         }
         let network = self.network(s);
+        let guest = self.guest(s);
         if self.problems.len() > before {
             return None;
         }
         let network = network?;
+        let guest = guest?;
         Some(VmOverrides {
             cores,
             sockets,
@@ -184,6 +196,7 @@ impl Doc<'_> {
             searchdomain: network.searchdomain,
             clone,
             cicustom: network.cicustom,
+            guest,
             node: None,
             vmid: None,
         })

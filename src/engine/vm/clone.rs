@@ -230,12 +230,16 @@ impl VmTask {
         let request = CloneRequest {
             newid: self.vm.vmid,
             name: self.vm.name.clone(),
-            description: Some(plan::marker_line(&self.shared.rollout_id)),
+            // The marker line stays last: it is how a rerun knows the VM as its own.
+            description: Some(match &self.vm.spec.guest.description {
+                Some(text) => format!("{text}\n\n{}", plan::marker_line(&self.shared.rollout_id)),
+                None => plan::marker_line(&self.shared.rollout_id),
+            }),
             full: !linked,
             target: s.target.clone(),
             storage: (!linked).then(|| self.vm.spec.storage.clone()),
             format: (!linked).then(|| self.vm.spec.format.clone()),
-            pool: None,
+            pool: self.vm.spec.guest.pool.clone(),
         };
         let (snode, svmid) = (s.node.clone(), s.vmid);
         let mut backoff = Duration::from_secs(5);

@@ -188,9 +188,31 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         ("machine".to_string(), "q35".to_string()),
         (
             "tags".to_string(),
-            current.tags().with(plan::TAG).to_string(),
+            spec.guest
+                .tags
+                .iter()
+                .fold(current.tags(), |tags, tag| tags.with(tag))
+                .with(plan::TAG)
+                .to_string(),
         ),
     ];
+    let guest = &spec.guest;
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    if let Some(upgrade) = guest.ciupgrade {
+        set.push(("ciupgrade".to_string(), flag(upgrade)));
+    }
+    if let Some(onboot) = guest.onboot {
+        set.push(("onboot".to_string(), flag(onboot)));
+    }
+    if let Some(startup) = guest.startup {
+        set.push(("startup".to_string(), startup.to_string()));
+    }
+    if let Some(cpu) = &guest.cpu {
+        set.push(("cpu".to_string(), cpu.clone()));
+    }
+    if let Some(balloon) = guest.balloon {
+        set.push(("balloon".to_string(), balloon.to_string()));
+    }
     if current.get("efidisk0").is_none() {
         let efidisk = NewEfiDisk {
             storage: spec.storage.clone(),
