@@ -80,7 +80,8 @@ fn start_sim() -> SimProcess {
     }
 }
 
-fn write_config(dir: &Path, sim: &SimProcess, extra: &str) -> PathBuf {
+/// The test's deploy.toml: `defaults` lines go into `[defaults]`, `extra` sections at the end.
+fn write_config(dir: &Path, sim: &SimProcess, defaults: &str, extra: &str) -> PathBuf {
     let path = dir.join("deploy.toml");
     let text = format!(
         r#"[proxmox]
@@ -100,6 +101,7 @@ nodes = ["pve1"]
 [defaults]
 memory = 4096
 storage = "ssd"
+{defaults}
 
 [checks]
 stabilization = "2s"
@@ -219,7 +221,7 @@ fn sim_stats(sim: &SimProcess) -> serde_json::Value {
 fn sigkilled_deploy_resumes_and_clones_each_vm_once() {
     let sim = start_sim();
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &sim, "");
+    let config = write_config(dir.path(), &sim, "", "");
 
     // Kill 1: the moment the second clone was accepted (its UPID is on the journal).
     let (lines, killed) = deploy_until(&config, |l| l.contains("kill-2") && l.contains("cloning "));
@@ -305,6 +307,7 @@ fn sigkill_while_hooks_run_then_resume_runs_only_the_cut_off_hooks() {
     let config = write_config(
         dir.path(),
         &sim,
+        "",
         &format!(
             "[hooks]\non_verified = [\"sh\", \"{}\", \"{}\", \"{{name}}\"]\nmax_parallel = 3\n",
             script.display(),
@@ -410,7 +413,7 @@ fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
             "checks.exec[0].command",
         ),
     ] {
-        let config = write_config(dir.path(), &sim, extra);
+        let config = write_config(dir.path(), &sim, "", extra);
         let (code, out, err) = output(&["deploy", "--headless", "--time-scale", SCALE], &config);
         assert_eq!(code, 2, "{extra}: {out}{err}");
         assert!(err.contains(says), "{extra}: {err}");
@@ -421,4 +424,61 @@ fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
         "a request was sent"
     );
     assert!(!dir.path().join("out").exists(), "something was created");
+}
+
+/// Pool addresses are journaled: a rerun keeps every address it gave out, even when the pool
+/// was widened in between (handing out in order afresh would renumber every VM).
+#[test]
+fn sigkilled_deploy_keeps_pool_addresses() {
+    let sim = start_sim();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pool = |range: &str| {
+        format!(
+            "ip_pool = \"{range}/24\"\ngateway = \"10.0.10.1\"\nnameservers = [\"10.0.10.2\"]\nsearchdomain = \"lab.example\""
+        )
+    };
+    let config = write_config(dir.path(), &sim, &pool("10.0.10.20-10.0.10.29"), "");
+
+    // Kill while the second VM clones: the plan put every VM's address on the journal first.
+    let (lines, killed) = deploy_until(&config, |l| l.contains("kill-2") && l.contains("cloning "));
+    assert!(killed, "kill point reached: {lines:#?}");
+    let journal = std::fs::read_to_string(dir.path().join("out/journal.jsonl")).expect("journal");
+    assert!(
+        journal.contains("\"address\":\"10.0.10.21/24\""),
+        "{journal}"
+    );
+
+    // The operator widens the pool downwards; the resumed run keeps .20 to .22 (afresh, the
+    // VMs would get .10 to .12).
+    let config = write_config(dir.path(), &sim, &pool("10.0.10.10-10.0.10.29"), "");
+    let (lines, killed) = deploy_until(&config, |_| false);
+    assert!(!killed);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+    )
+    .unwrap_or_else(|e| panic!("summary json: {e}: {lines:#?}"));
+    let ips: Vec<(String, String)> = summary["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["ip"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            ("kill-1".to_string(), "10.0.10.20".to_string()),
+            ("kill-2".to_string(), "10.0.10.21".to_string()),
+            ("kill-3".to_string(), "10.0.10.22".to_string()),
+        ],
+        "{summary:#}"
+    );
+    let stats = sim_stats(&sim);
+    for i in 1..=VMS {
+        assert_eq!(stats["clones_by_name"][format!("kill-{i}")], 1, "{stats:#}");
+    }
 }

@@ -11,12 +11,14 @@ use toml::de::{DeTable, DeValue};
 
 use super::formats::{self, edit_distance};
 use super::{
-    CheckMode, ChecksConfig, Cidr, Config, ConfigError, ConfigSource, OutputConfig, Problem,
-    ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
+    CheckMode, ChecksConfig, Cidr, CloneMode, Config, ConfigError, ConfigSource, OutputConfig,
+    Placement, Problem, ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
 };
 
 mod checks;
 mod commands;
+mod guest;
+mod network;
 mod output;
 mod proxmox;
 mod rollout;

@@ -135,6 +135,210 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(7),
         ),
         (
+            "ip without prefix length",
+            with("[defaults]\nip = \"10.0.10.21\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip is a network address",
+            with("[defaults]\nip = \"10.0.10.0/24\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip prefix too long",
+            with("[defaults]\nip = \"10.0.10.21/33\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip as IPv6",
+            with("[defaults]\nip = \"fd00::5/64\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip_pool reversed",
+            with("[defaults]\nip_pool = \"10.0.10.69-10.0.10.20/24\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip_pool across subnets",
+            with("[defaults]\nip_pool = \"10.0.10.20-10.0.11.5/24\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip_pool without prefix",
+            with("[defaults]\nip_pool = \"10.0.10.20-10.0.10.69\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip and ip_pool together",
+            with("[defaults]\nip = \"10.0.10.5/24\"\nip_pool = \"10.0.10.20-10.0.10.69/24\""),
+            "defaults.ip_pool",
+            Some(8),
+        ),
+        (
+            "gateway not an address",
+            with("[defaults]\ngateway = \"router\""),
+            "defaults.gateway",
+            Some(7),
+        ),
+        (
+            "nameservers as a string",
+            with("[defaults]\nnameservers = \"1.1.1.1\""),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "nameservers with a name",
+            with("[defaults]\nnameservers = [\"dns.example\"]"),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "nameservers empty",
+            with("[defaults]\nnameservers = []"),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "searchdomain with underscore",
+            with("[defaults]\nsearchdomain = \"lab_example\""),
+            "defaults.searchdomain",
+            Some(7),
+        ),
+        (
+            "a VM's ip bad",
+            with("[vm_configs.web]\nip = \"10.0.10.300/24\""),
+            "vm_configs.web.ip",
+            Some(7),
+        ),
+        (
+            "placement unknown",
+            with("placement = \"random\""),
+            "rollout.placement",
+            Some(6),
+        ),
+        (
+            "memory_overcommit below 1",
+            with("memory_overcommit = 0.5"),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
+            "memory_overcommit as a string",
+            with("memory_overcommit = \"1.5\""),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
+            "clone mode unknown",
+            with("[defaults]\nclone = \"thin\""),
+            "defaults.clone",
+            Some(7),
+        ),
+        (
+            "linked clone with storage",
+            with("[defaults]\nclone = \"linked\"\nstorage = \"ssd\""),
+            "defaults.storage",
+            Some(8),
+        ),
+        (
+            "linked clone with format",
+            with("[vm_configs.web]\nformat = \"raw\"\nclone = \"linked\""),
+            "vm_configs.web.format",
+            Some(7),
+        ),
+        (
+            "cicustom as a string",
+            with("[defaults]\ncicustom = \"user=local:snippets/a.yml\""),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom unknown kind",
+            with("[defaults]\ncicustom = { users = \"local:snippets/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom not a snippet",
+            with("[defaults]\ncicustom = { user = \"local:iso/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom empty",
+            with("[defaults]\ncicustom = {}"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "ciupgrade as a string",
+            with("[defaults]\nciupgrade = \"no\""),
+            "defaults.ciupgrade",
+            Some(7),
+        ),
+        (
+            "onboot as an integer",
+            with("[defaults]\nonboot = 1"),
+            "defaults.onboot",
+            Some(7),
+        ),
+        (
+            "pool with a space",
+            with("[defaults]\npool = \"web tier\""),
+            "defaults.pool",
+            Some(7),
+        ),
+        (
+            "tags as a string",
+            with("[defaults]\ntags = \"web\""),
+            "defaults.tags",
+            Some(7),
+        ),
+        (
+            "tag with a space",
+            with("[defaults]\ntags = [\"web tier\"]"),
+            "defaults.tags",
+            Some(7),
+        ),
+        (
+            "startup not an order",
+            with("[defaults]\nstartup = \"first\""),
+            "defaults.startup",
+            Some(7),
+        ),
+        (
+            "startup twice",
+            with("[defaults]\nstartup = \"order=1,order=2\""),
+            "defaults.startup",
+            Some(7),
+        ),
+        (
+            "cpu with a comma",
+            with("[defaults]\ncpu = \"host,flags=+aes\""),
+            "defaults.cpu",
+            Some(7),
+        ),
+        (
+            "balloon negative",
+            with("[defaults]\nballoon = -1"),
+            "defaults.balloon",
+            Some(7),
+        ),
+        (
+            "description not text",
+            with("[vm_configs.web]\ndescription = 3"),
+            "vm_configs.web.description",
+            Some(7),
+        ),
+        (
             "disk size without unit",
             with("[defaults]\ndisk_size = \"128\""),
             "defaults.disk_size",
@@ -723,6 +927,47 @@ fn every_bad_input_is_refused_with_exit_2_naming_key_and_line() {
         }
         assert!(!problem.message.is_empty(), "{what}");
     }
+}
+
+#[test]
+fn network_keys_are_read_and_merged() {
+    let text = with(
+        "[defaults]\nip_pool = \"10.0.10.20-10.0.10.69/24\"\ngateway = \"10.0.10.1\"\n\
+         nameservers = [\"10.0.10.2\", \"fd00::2\"]\nsearchdomain = \"lab.example\"\n\
+         [vm_configs.db]\nip = \"10.0.10.5/24\"\n[vm_configs.web]\n[vm_configs.dhcp]\nip = \"dhcp\"\n",
+    );
+    let config = Config::parse(&text, "deploy.toml").unwrap();
+    let vms = config.vms();
+    let db = &vms[0].spec;
+    assert_eq!(
+        db.address,
+        Addressing::Static(HostAddress {
+            ip: [10, 0, 10, 5].into(),
+            prefix: 24
+        })
+    );
+    assert_eq!(
+        vms[1].spec.address,
+        Addressing::Pool(AddressPool {
+            first: [10, 0, 10, 20].into(),
+            last: [10, 0, 10, 69].into(),
+            prefix: 24
+        })
+    );
+    assert_eq!(vms[2].spec.address, Addressing::Dhcp);
+    assert_eq!(db.gateway, Some("10.0.10.1".parse().unwrap()));
+    assert_eq!(db.nameservers.len(), 2);
+    assert_eq!(db.searchdomain.as_deref(), Some("lab.example"));
+    let err = Config::parse(
+        &with("[defaults]\nip_pool = \"10.0.10.69-10.0.10.20/24\""),
+        "deploy.toml",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("10.0.10.69 comes after 10.0.10.20"),
+        "{err}"
+    );
 }
 
 #[test]

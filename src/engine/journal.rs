@@ -32,11 +32,14 @@ pub enum Entry {
         rollout: String,
         settings: String,
     },
-    /// The VM `name` gets `vmid` on `node` (written before its clone is asked for).
+    /// The VM `name` gets `vmid` on `node` and, when taken from an `ip_pool`, net0's static
+    /// `address` (written before its clone is asked for, so a rerun keeps both).
     Assigned {
         name: String,
         vmid: u32,
         node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     /// The clone is about to be asked for (its answer may be lost: a resume looks before cloning).
     CloneRequested {
@@ -150,6 +153,8 @@ pub struct VmRecord {
     pub node: String,
     /// The last clone task accepted for it.
     pub clone_upid: Option<String>,
+    /// The address an `ip_pool` gave it (`10.0.10.21/24`).
+    pub address: Option<String>,
     pub step: Step,
     /// Its `on_verified` hook succeeded (or was skipped) for this vmid: not to be run again.
     pub hook_done: bool,
@@ -177,6 +182,7 @@ impl History {
                 vmid,
                 node: String::new(),
                 clone_upid: None,
+                address: None,
                 step,
                 hook_done: false,
             });
@@ -193,8 +199,17 @@ impl History {
                 self.rollout = Some(rollout);
                 self.settings = Some(settings);
             }
-            Entry::Assigned { name, vmid, node } => {
-                set(&mut self.vms, name, vmid, Step::Assigned).node = node;
+            Entry::Assigned {
+                name,
+                vmid,
+                node,
+                address,
+            } => {
+                let r = set(&mut self.vms, name, vmid, Step::Assigned);
+                r.node = node;
+                if address.is_some() {
+                    r.address = address;
+                }
             }
             Entry::CloneRequested { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::CloneRequested);
@@ -390,6 +405,7 @@ mod tests {
             name: name.into(),
             vmid,
             node: "pve1".into(),
+            address: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //!   pacing `schedule`'s clone stagger and guest-agent lane, its IP choice `ip`'s rules.
 //! - `destroy` removes what a rollout made; `clock` scales every duration for the simulator.
 
+mod addresses;
 pub mod clock;
 mod coordinator;
 pub mod destroy;
@@ -22,6 +23,7 @@ mod poll;
 pub mod provision;
 pub mod record;
 pub mod schedule;
+mod snippets;
 mod vm;
 
 use std::path::Path;
@@ -106,6 +108,7 @@ fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError
             name: vm.name.clone(),
             vmid: vm.vmid,
             node: vm.node.clone(),
+            address: vm.static_address().map(|a| a.to_string()),
         })?;
     }
     Ok(Arc::new(journal))
