@@ -14,6 +14,8 @@ use crate::report::{Summary, format_elapsed};
 /// Exit code when the operator stopped the run with a second Ctrl-C (128 + SIGINT, as shells
 /// report it).
 pub const EXIT_FORCED: i32 = 130;
+/// Every VM verified, but the `on_finished` hook failed.
+pub const EXIT_ON_FINISHED_FAILED: i32 = 4;
 
 /// Print a progress line at least every this many `Progress` events, even when no VM settled.
 const PROGRESS_EVERY: u64 = 10;
@@ -123,8 +125,9 @@ impl<W: Write> Printer<W> {
                     );
                 }
             }
-            // Task logs are for the dashboard's detail pane; failures reach us as Log lines.
-            Event::TaskLog { .. } => {}
+            // Task logs are for the dashboard's detail pane; failures reach us as Log lines, as
+            // do every check's and hook's results and output.
+            Event::TaskLog { .. } | Event::Check { .. } | Event::Hook { .. } => {}
             Event::Progress(progress) => self.progress(progress),
             Event::Attempt { vm, attempt } => {
                 self.line(
@@ -181,7 +184,8 @@ impl<W: Write> Printer<W> {
                 phase: Phase::Verified,
             }
             | VmState::Failed { .. }
-            | VmState::Skipped { .. } => return,
+            | VmState::Skipped { .. }
+            | VmState::HookFailed { .. } => return,
             VmState::Active { phase } => (Level::Info, phase.as_str().to_string()),
             VmState::Paused { phase } => (Level::Warning, format!("paused (in {phase})")),
         };
@@ -289,10 +293,12 @@ impl<W: Write> Printer<W> {
 
 /// 0 when every VM verified, 1 otherwise.
 pub fn exit_code(summary: &Summary) -> i32 {
-    if summary.vms.iter().all(|vm| vm.state == "verified") {
-        0
-    } else {
+    if !summary.vms.iter().all(|vm| vm.state == "verified") {
         1
+    } else if summary.on_finished.as_ref().is_some_and(|h| h.failed()) {
+        EXIT_ON_FINISHED_FAILED
+    } else {
+        0
     }
 }
 

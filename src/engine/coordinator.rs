@@ -10,15 +10,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CheckMode;
-use crate::report::Summary;
+use crate::config::{CheckMode, CloneMode};
+use crate::report::{HookReport, Summary};
 
 use super::Rollout;
 use super::clone_slots::CloneSlots;
 use super::event::{Command, Event, Level, Phase, VmState};
 use super::ip::IpRules;
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, History, Journal};
 use super::poll::Learned;
+use super::provision::{self, HookVm, Provisioner};
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
 use super::task_watch::TaskWatch;
@@ -54,6 +55,9 @@ pub(super) struct Coordinator {
     commands_open: bool,
     aborted: bool,
     finished_sent: bool,
+    /// `on_finished` runs once, at the first finish: `Some` once it did (or had nothing to
+    /// run), with its result, which every later summary carries too.
+    on_finished: Option<Option<HookReport>>,
     last_summary: Option<Summary>,
 }
 
@@ -67,6 +71,18 @@ impl Coordinator {
         let (to_coordinator, from_tasks) = mpsc::unbounded_channel::<Event>();
         let (pause_all, pause_all_rx) = watch::channel(false);
         let checks = rollout.config.checks.clone();
+        // Which VMs' hooks ended ok in an earlier run (a resumed rollout does not run them
+        // again); the journal was just opened, so it reads.
+        let history = History::read(journal.path()).unwrap_or_default();
+        let provisioner = Provisioner::new(
+            &rollout.config.hooks,
+            &rollout.config.output.dir,
+            &rollout.plan.rollout_id,
+            &history,
+        );
+        let exec_checks = (rollout.plan.vms.iter())
+            .map(|vm| rollout.config.exec_checks_for(&vm.name))
+            .collect();
         let shared = Arc::new(Shared {
             client: rollout.client.clone(),
             clock: rollout.clock,
@@ -87,11 +103,14 @@ impl Coordinator {
                     .plan
                     .vms
                     .iter()
-                    .filter(|vm| vm.adopted.is_none())
+                    // A linked clone copies nothing.
+                    .filter(|vm| vm.adopted.is_none() && vm.spec.clone != CloneMode::Linked)
                     .map(|vm| (vm.index, vm.clone_storage.clone()))
                     .collect::<Vec<_>>(),
             ),
             task_watch: TaskWatch::new(rollout.client.clone(), rollout.clock),
+            exec_checks,
+            provisioner,
         });
         let record = Record::new(rollout.info(), &rollout.plan.planned());
         Coordinator {
@@ -109,6 +128,7 @@ impl Coordinator {
             commands_open: true,
             aborted: false,
             finished_sent: false,
+            on_finished: None,
             last_summary: None,
             rollout,
         }
@@ -157,7 +177,7 @@ impl Coordinator {
             }
             if self.tasks.is_empty() {
                 if !self.finished_sent {
-                    self.finish();
+                    self.finish(&mut commands).await;
                 }
                 if !self.rollout.linger || self.aborted || !self.commands_open {
                     return self.last_summary.take().unwrap_or_else(|| {
@@ -173,13 +193,17 @@ impl Coordinator {
     fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool) {
         let kill = CancellationToken::new();
         self.kills[i] = Some(kill.clone());
-        let task = VmTask::new(
+        let mut task = VmTask::new(
             self.shared.clone(),
             self.rollout.plan.vms[i].clone(),
             self.paused[i].subscribe(),
             from,
             first_attempt,
         );
+        if from == Phase::Provisioning {
+            // The hook alone runs again: it is told the IP the VM was verified with.
+            task.ip = self.record.ip(i);
+        }
         self.tasks.spawn(async move {
             tokio::select! {
                 outcome = task.run(from) => (i, Some(outcome)),
@@ -218,6 +242,15 @@ impl Coordinator {
             Some(Outcome::Failed { phase, reason }) => {
                 self.settle(i, VmState::Failed { phase, reason });
                 self.shared.agent_lane.pass(i);
+            }
+            Some(Outcome::HookFailed { reason }) => {
+                self.settle(i, VmState::HookFailed { reason });
+                self.shared.agent_lane.pass(i);
+            }
+            // Skipping a running hook: its process group ended with its task.
+            None if phase == Phase::Provisioning && self.skip_pending.remove(&i) => {
+                self.retry_pending.remove(&i);
+                self.skip_hook(i);
             }
             None if self.skip_pending.remove(&i) => {
                 self.retry_pending.remove(&i);
@@ -259,7 +292,8 @@ impl Coordinator {
                 );
             }
             Command::Export => {
-                let summary = self.record.summary(None, self.aborted);
+                let mut summary = self.record.summary(None, self.aborted);
+                summary.on_finished = self.on_finished.clone().flatten();
                 super::export(&self.rollout.config.output.dir, &summary, &self.events);
             }
             Command::Retry(i) if i < n && !self.aborted => self.retry(i),
@@ -299,7 +333,10 @@ impl Coordinator {
                 level: Level::Info,
                 text: "already verified; nothing to retry".into(),
             }),
-            (Some(VmState::Failed { .. } | VmState::Skipped { .. }), None) => {
+            (
+                Some(VmState::Failed { .. } | VmState::Skipped { .. } | VmState::HookFailed { .. }),
+                None,
+            ) => {
                 let phase = self.phase_of(i);
                 self.respawn(i, phase);
                 self.finished_sent = false;
@@ -326,12 +363,50 @@ impl Coordinator {
                 kill.cancel();
                 self.skip_pending.insert(i);
             }
+            (None, Some(VmState::HookFailed { .. })) => {
+                self.skip_hook(i);
+                // The outputs are written again with the VM verified.
+                self.finished_sent = false;
+            }
             (None, Some(state)) => {
                 let phase = state.phase();
                 self.settle(i, VmState::Skipped { phase });
             }
             (None, None) => {}
         }
+    }
+
+    /// The operator goes on without VM `i`'s `on_verified` hook: journaled (a resumed run
+    /// does not run it either), and the VM is verified.
+    fn skip_hook(&mut self, i: usize) {
+        let vm = &self.rollout.plan.vms[i];
+        let hook_vm = HookVm {
+            index: i,
+            name: &vm.name,
+            vmid: vm.vmid,
+            node: &vm.node,
+            ip: None,
+        };
+        match Provisioner::skip(hook_vm, &self.journal) {
+            Ok(e) => self.forward(e),
+            Err(e) => self.emit(Event::Log {
+                vm: Some(i),
+                level: Level::Error,
+                text: format!("cannot write the journal: {e}"),
+            }),
+        }
+        self.forward(Event::VmState {
+            vm: i,
+            state: VmState::Active {
+                phase: Phase::Verified,
+            },
+            at: SystemTime::now(),
+        });
+        self.emit(Event::Log {
+            vm: Some(i),
+            level: Level::Warning,
+            text: "on_verified hook skipped by the operator; verified without it".into(),
+        });
     }
 
     // ---- events and the record -----------------------------------------------------------
@@ -373,7 +448,7 @@ impl Coordinator {
     /// A VM that ended here (failed or skipped): journaled, recorded, forwarded and logged.
     fn settle(&mut self, i: usize, state: VmState) {
         let level = match &state {
-            VmState::Failed { .. } => Level::Error,
+            VmState::Failed { .. } | VmState::HookFailed { .. } => Level::Error,
             _ => Level::Warning,
         };
         let (name, vmid) = (
@@ -400,6 +475,7 @@ impl Coordinator {
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
+            VmState::HookFailed { reason } => format!("hook-failed: {}", reason.trim()),
             other => other.label().to_string(),
         };
         self.forward(Event::VmState {
@@ -416,13 +492,28 @@ impl Coordinator {
 
     // ---- finishing ---------------------------------------------------------------------
 
-    /// Every VM settled: the summary is written and sent (again after a retry settles).
-    fn finish(&mut self) {
+    /// Every VM settled: the summary is written and sent (again after a retry settles). The
+    /// first time, `on_finished` runs after the outputs are written, and they are written again
+    /// with its result.
+    async fn finish(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
-        let summary = self.record.summary(Some(SystemTime::now()), self.aborted);
-        super::export(&self.rollout.config.output.dir, &summary, &self.events);
+        let mut summary = self.record.summary(Some(SystemTime::now()), self.aborted);
+        summary.on_finished = self.on_finished.clone().flatten();
+        let dir = &self.rollout.config.output.dir;
+        super::export(dir, &summary, &self.events);
+        if self.on_finished.is_none() {
+            let hooks = &self.rollout.config.hooks;
+            let report =
+                provision::after_the_outputs(hooks, dir, self.aborted, commands, &self.events)
+                    .await;
+            if report.is_some() {
+                summary.on_finished = report.clone();
+                super::export(dir, &summary, &self.events);
+            }
+            self.on_finished = Some(report);
+        }
         self.emit(Event::Progress(self.progress()));
         self.emit(Event::Finished {
             summary: Box::new(summary.clone()),
@@ -438,6 +529,8 @@ fn retry_from(phase: Phase) -> Phase {
         Phase::Queued | Phase::Cloning => Phase::Cloning,
         Phase::Configuring => Phase::Configuring,
         Phase::Booting => Phase::Booting,
+        // The hook only: the VM was verified.
+        Phase::Provisioning => Phase::Provisioning,
         _ => Phase::AwaitingAgent,
     }
 }

@@ -12,7 +12,7 @@ use crate::report::Summary;
 pub type VmIndex = usize;
 
 /// Where a VM is in its life. `Queued -> Cloning -> Configuring -> Booting -> AwaitingAgent ->
-/// IpFound -> Verifying -> Verified`; the five states the mission names are shown as
+/// IpFound -> Verifying [-> Provisioning] -> Verified` (provisioning: the `on_verified` hook); the five states the mission names are shown as
 /// `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,12 +24,14 @@ pub enum Phase {
     AwaitingAgent,
     IpFound,
     Verifying,
+    /// Proven healthy; the `on_verified` hook runs.
+    Provisioning,
     Verified,
 }
 
 impl Phase {
     /// Phases in order; `Verified` is terminal.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Queued,
         Phase::Cloning,
         Phase::Configuring,
@@ -37,6 +39,7 @@ impl Phase {
         Phase::AwaitingAgent,
         Phase::IpFound,
         Phase::Verifying,
+        Phase::Provisioning,
         Phase::Verified,
     ];
 
@@ -50,6 +53,7 @@ impl Phase {
             Phase::AwaitingAgent => "awaiting-agent",
             Phase::IpFound => "IP-found",
             Phase::Verifying => "verifying",
+            Phase::Provisioning => "provisioning",
             Phase::Verified => "verified",
         }
     }
@@ -81,6 +85,9 @@ pub enum VmState {
     Failed { phase: Phase, reason: String },
     /// Left the rollout on the operator's word.
     Skipped { phase: Phase },
+    /// Verified, but its `on_verified` hook failed (non-zero exit, timeout); `Retry` runs the
+    /// hook again, `Skip` goes on without it.
+    HookFailed { reason: String },
 }
 
 impl VmState {
@@ -90,6 +97,7 @@ impl VmState {
             | VmState::Paused { phase }
             | VmState::Failed { phase, .. }
             | VmState::Skipped { phase } => *phase,
+            VmState::HookFailed { .. } => Phase::Provisioning,
         }
     }
 
@@ -101,6 +109,7 @@ impl VmState {
                 phase: Phase::Verified
             } | VmState::Failed { .. }
                 | VmState::Skipped { .. }
+                | VmState::HookFailed { .. }
         )
     }
 
@@ -111,6 +120,7 @@ impl VmState {
             VmState::Paused { .. } => "paused",
             VmState::Failed { .. } => "failed",
             VmState::Skipped { .. } => "skipped",
+            VmState::HookFailed { .. } => "hook-failed",
         }
     }
 }
@@ -191,6 +201,16 @@ pub enum Event {
         vm: VmIndex,
         uname: Option<String>,
         os: Option<String>,
+    },
+    /// A guest check of `[[checks.exec]]` ran (or ran again) on a VM.
+    Check {
+        vm: VmIndex,
+        check: crate::report::CheckReport,
+    },
+    /// A VM's `on_verified` hook started, ended, or was skipped.
+    Hook {
+        vm: VmIndex,
+        hook: crate::report::HookReport,
     },
     /// Recent Proxmox task log lines for a VM (clone, start, ...), newest last.
     TaskLog { vm: VmIndex, lines: Vec<String> },

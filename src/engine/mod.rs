@@ -9,18 +9,22 @@
 //!   pacing `schedule`'s clone stagger and guest-agent lane, its IP choice `ip`'s rules.
 //! - `destroy` removes what a rollout made; `clock` scales every duration for the simulator.
 
+mod addresses;
 pub mod clock;
 mod clone_slots;
 mod coordinator;
 pub mod destroy;
 pub mod error;
 pub mod event;
+pub mod hook;
 pub mod ip;
 pub mod journal;
 pub mod plan;
 mod poll;
+pub mod provision;
 pub mod record;
 pub mod schedule;
+mod snippets;
 mod task_watch;
 mod vm;
 
@@ -106,6 +110,7 @@ fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError
             name: vm.name.clone(),
             vmid: vm.vmid,
             node: vm.node.clone(),
+            address: vm.static_address().map(|a| a.to_string()),
         })?;
     }
     Ok(Arc::new(journal))

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use indexmap::IndexMap;
 use jiff::Timestamp;
 
-use crate::report::{PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary, VmSummary};
+use crate::report::{
+    CheckReport, HookReport, PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary, VmSummary,
+};
 
 use super::event::{Event, Phase, PlannedVm, Progress, VmState};
 
@@ -22,6 +24,8 @@ struct VmRecord {
     phases: IndexMap<String, PhaseTimes>,
     /// The phase whose timing is open.
     open: Option<Phase>,
+    checks: Vec<CheckReport>,
+    hook: Option<HookReport>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ impl Record {
                     attempts: 1,
                     phases: IndexMap::new(),
                     open: None,
+                    checks: Vec::new(),
+                    hook: None,
                 })
                 .collect(),
         }
@@ -77,8 +83,10 @@ impl Record {
                 };
                 let at = stamp(*at);
                 let phase = state.phase();
-                let ends = matches!(state, VmState::Failed { .. } | VmState::Skipped { .. })
-                    || phase == Phase::Verified;
+                let ends = matches!(
+                    state,
+                    VmState::Failed { .. } | VmState::Skipped { .. } | VmState::HookFailed { .. }
+                ) || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
                     if let Some(t) = r
                         .open
@@ -113,6 +121,19 @@ impl Record {
                     r.os = os.clone();
                 }
             }
+            Event::Check { vm, check } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    match r.checks.iter_mut().find(|c| c.name == check.name) {
+                        Some(known) => *known = check.clone(),
+                        None => r.checks.push(check.clone()),
+                    }
+                }
+            }
+            Event::Hook { vm, hook } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    r.hook = Some(hook.clone());
+                }
+            }
             Event::Attempt { vm, attempt } => {
                 if let Some(r) = self.vms.get_mut(*vm) {
                     r.attempts = *attempt;
@@ -120,6 +141,11 @@ impl Record {
             }
             _ => {}
         }
+    }
+
+    /// The IP chosen for `vm`, once one was.
+    pub fn ip(&self, vm: usize) -> Option<String> {
+        self.vms.get(vm).and_then(|r| r.ip.clone())
     }
 
     pub fn attempts(&self, vm: usize) -> u32 {
@@ -142,7 +168,7 @@ impl Record {
                 } => p.verified += 1,
                 VmState::Active { .. } => p.in_flight += 1,
                 VmState::Paused { .. } => p.paused += 1,
-                VmState::Failed { .. } => p.failed += 1,
+                VmState::Failed { .. } | VmState::HookFailed { .. } => p.failed += 1,
                 VmState::Skipped { .. } => p.skipped += 1,
             }
         }
@@ -170,12 +196,17 @@ impl Record {
                     os: r.os.clone(),
                     attempts: r.attempts,
                     error: match &r.state {
-                        VmState::Failed { reason, .. } => Some(reason.clone()),
+                        VmState::Failed { reason, .. } | VmState::HookFailed { reason } => {
+                            Some(reason.clone())
+                        }
                         _ => None,
                     },
                     phases: r.phases.clone(),
+                    checks: r.checks.clone(),
+                    hook: r.hook.clone(),
                 })
                 .collect(),
+            on_finished: None,
         }
     }
 }

@@ -53,6 +53,7 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
     };
     Summary {
         schema_version: SCHEMA_VERSION,
+        on_finished: None,
         rollout: RolloutInfo {
             id: "web".into(),
             proxmox_url: "https://pve1.example.org:8006".into(),
@@ -78,6 +79,8 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 attempts: 1,
                 error: None,
                 phases: phases(&[("cloning", "2026-11-25T17:00:00Z", "2026-11-25T17:02:03Z")]),
+                checks: Vec::new(),
+                hook: None,
             },
             VmSummary {
                 name: "web-2".into(),
@@ -91,6 +94,8 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 attempts: 2,
                 error: Some("agent did not answer within 15m".into()),
                 phases: phases(&[("cloning", "2026-11-25T17:00:30Z", "2026-11-25T17:01:00Z")]),
+                checks: Vec::new(),
+                hook: None,
             },
         ],
     }

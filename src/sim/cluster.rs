@@ -47,6 +47,8 @@ pub struct Guest {
     /// The agent socket exists only when `agent` was enabled at start.
     pub agent_configured: bool,
     pub ipv4: Ipv4Addr,
+    /// `ipv4`'s prefix length: the lease's /16, or the static address's own.
+    pub prefix: u8,
 }
 
 impl Guest {

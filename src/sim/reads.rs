@@ -281,13 +281,29 @@ pub fn storage_content(
         .ok_or_else(|| ApiError::die(format!("storage '{sid}' does not exist")))?;
     spec.check_usable(node).map_err(ApiError::die)?;
     let content = p.get("content");
+    let vmid = p.get("vmid").and_then(|v| v.parse::<u32>().ok());
+    let snippets: Vec<Value> = match spec.content.iter().any(|c| c == "snippets") {
+        true if vmid.is_none() => spec
+            .snippets
+            .iter()
+            .map(|file| {
+                json!({
+                    "volid": format!("{sid}:snippets/{file}"), "content": "snippets",
+                    "format": "snippet", "size": 1024, "ctime": shared.clock.epoch(),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if content.as_deref() == Some("snippets") {
+        return Ok(ApiOk::data(Value::Array(snippets)));
+    }
     if content
         .as_deref()
         .is_some_and(|c| c != "images" && c != "rootdir")
     {
         return Ok(ApiOk::data(json!([])));
     }
-    let vmid = p.get("vmid").and_then(|v| v.parse::<u32>().ok());
     let key = super::storage::storage_key(&sid, node, spec.shared());
     let mut out = Vec::new();
     for (name, allocated) in st.volumes.get(&key).into_iter().flatten() {
@@ -321,6 +337,7 @@ pub fn storage_content(
         }
         out.push(e);
     }
+    out.extend(snippets);
     Ok(ApiOk::data(Value::Array(out)))
 }
 

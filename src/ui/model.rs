@@ -78,7 +78,7 @@ impl VmRow {
                 self.set_attempts(1);
             }
         }
-        if let VmState::Failed { reason, .. } = &state {
+        if let VmState::Failed { reason, .. } | VmState::HookFailed { reason } = &state {
             self.last_error = Some(text::clean(reason));
         }
         if kind != self.kind || state != self.state {
@@ -113,7 +113,10 @@ impl VmRow {
         for (i, (at, kind)) in self.history.iter().enumerate() {
             let phase = match kind {
                 StateKind::Paused => self.paused_phase_at(i),
-                StateKind::Failed | StateKind::Skipped | StateKind::Verified => None,
+                StateKind::Failed
+                | StateKind::HookFailed
+                | StateKind::Skipped
+                | StateKind::Verified => None,
                 StateKind::Queued => None,
                 busy => Some(phase_of(*busy)),
             };
@@ -294,6 +297,7 @@ impl Model {
         self.vms.len()
             - self.count(StateKind::Verified)
             - self.count(StateKind::Failed)
+            - self.count(StateKind::HookFailed)
             - self.count(StateKind::Skipped)
     }
 

@@ -13,14 +13,18 @@ pub enum StateKind {
     AwaitingAgent,
     IpFound,
     Verifying,
+    /// The `on_verified` hook runs.
+    Provisioning,
     Verified,
     Paused,
     Failed,
+    /// Verified, but its `on_verified` hook failed.
+    HookFailed,
     Skipped,
 }
 
 impl StateKind {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     pub const ALL: [StateKind; StateKind::COUNT] = [
         StateKind::Queued,
         StateKind::Cloning,
@@ -29,9 +33,11 @@ impl StateKind {
         StateKind::AwaitingAgent,
         StateKind::IpFound,
         StateKind::Verifying,
+        StateKind::Provisioning,
         StateKind::Verified,
         StateKind::Paused,
         StateKind::Failed,
+        StateKind::HookFailed,
         StateKind::Skipped,
     ];
 
@@ -41,6 +47,7 @@ impl StateKind {
             VmState::Paused { .. } => StateKind::Paused,
             VmState::Failed { .. } => StateKind::Failed,
             VmState::Skipped { .. } => StateKind::Skipped,
+            VmState::HookFailed { .. } => StateKind::HookFailed,
         }
     }
 
@@ -53,6 +60,7 @@ impl StateKind {
             Phase::AwaitingAgent => StateKind::AwaitingAgent,
             Phase::IpFound => StateKind::IpFound,
             Phase::Verifying => StateKind::Verifying,
+            Phase::Provisioning => StateKind::Provisioning,
             Phase::Verified => StateKind::Verified,
         }
     }
@@ -67,9 +75,11 @@ impl StateKind {
             StateKind::AwaitingAgent => Phase::AwaitingAgent.as_str(),
             StateKind::IpFound => Phase::IpFound.as_str(),
             StateKind::Verifying => Phase::Verifying.as_str(),
+            StateKind::Provisioning => Phase::Provisioning.as_str(),
             StateKind::Verified => Phase::Verified.as_str(),
             StateKind::Paused => "paused",
             StateKind::Failed => "failed",
+            StateKind::HookFailed => "hook-failed",
             StateKind::Skipped => "skipped",
         }
     }
@@ -88,6 +98,7 @@ impl StateKind {
                 | StateKind::AwaitingAgent
                 | StateKind::IpFound
                 | StateKind::Verifying
+                | StateKind::Provisioning
         )
     }
 
@@ -95,7 +106,7 @@ impl StateKind {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped
+            StateKind::Verified | StateKind::Failed | StateKind::HookFailed | StateKind::Skipped
         )
     }
 }
@@ -109,6 +120,7 @@ pub fn phase_of(kind: StateKind) -> Phase {
         StateKind::AwaitingAgent => Phase::AwaitingAgent,
         StateKind::IpFound => Phase::IpFound,
         StateKind::Verifying => Phase::Verifying,
+        StateKind::Provisioning => Phase::Provisioning,
         StateKind::Verified => Phase::Verified,
         _ => Phase::Queued,
     }

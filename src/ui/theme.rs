@@ -44,14 +44,16 @@ impl Theme {
             AwaitingAgent => Color::Yellow,
             IpFound => Color::LightMagenta,
             Verifying => Color::LightGreen,
+            Provisioning => Color::Blue,
             Verified => Color::Green,
             Paused => Color::Magenta,
             Failed => Color::Red,
+            HookFailed => Color::LightRed,
             Skipped => Color::Gray,
         };
         let style = self.fg(colour);
         match kind {
-            Verified | Failed => style.add_modifier(Modifier::BOLD),
+            Verified | Failed | HookFailed => style.add_modifier(Modifier::BOLD),
             Queued | Skipped if !self.colour => style.add_modifier(Modifier::DIM),
             _ => style,
         }
@@ -154,7 +156,10 @@ impl Theme {
     /// when there is no colour.
     pub fn timeline_cell(&self, kind: StateKind) -> (&'static str, Style) {
         let symbol = match kind {
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped => state_glyph(kind),
+            StateKind::Verified
+            | StateKind::Failed
+            | StateKind::HookFailed
+            | StateKind::Skipped => state_glyph(kind),
             StateKind::Queued => "·",
             _ if self.colour => "█",
             _ => timeline_letter(kind),
@@ -174,9 +179,11 @@ pub fn state_glyph(kind: StateKind) -> &'static str {
         AwaitingAgent => "◒",
         IpFound => "◆",
         Verifying => "◈",
+        Provisioning => "◎",
         Verified => "✓",
         Paused => "‖",
         Failed => "✗",
+        HookFailed => "⊗",
         Skipped => "⊘",
     }
 }
@@ -191,6 +198,7 @@ fn timeline_letter(kind: StateKind) -> &'static str {
         AwaitingAgent => "a",
         IpFound => "i",
         Verifying => "v",
+        Provisioning => "p",
         Paused => "‖",
         other => state_glyph(other),
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::format_duration;
+use crate::config::{CloneMode, format_duration};
 use crate::pve::{CloneRequest, ErrorClass, TaskState, Upid, VmConfig};
 
 use super::super::clone_slots::CloneSlot;
@@ -47,7 +47,11 @@ impl VmTask {
                 self.staggered = true;
             }
             self.gate().await?;
-            let slot = self.clone_slot().await?;
+            // A linked clone copies nothing: no slot on the storage.
+            let slot = match self.vm.spec.clone {
+                CloneMode::Linked => None,
+                _ => Some(self.clone_slot().await?),
+            };
             self.enter(Phase::Cloning);
             self.clone_with_retries().await?;
             // The clone task ended: the next clone onto this storage may start.
@@ -252,15 +256,20 @@ impl VmTask {
         // 5, 10, 20, 40, 80 s spreads six tries over ~2.5 min.
         const ATTEMPTS: u32 = 6;
         let s = &self.vm.source;
+        let linked = self.vm.spec.clone == CloneMode::Linked;
         let request = CloneRequest {
             newid: self.vm.vmid,
             name: self.vm.name.clone(),
-            description: Some(plan::marker_line(&self.shared.rollout_id)),
-            full: true,
+            // The marker line stays last: it is how a rerun knows the VM as its own.
+            description: Some(match &self.vm.spec.guest.description {
+                Some(text) => format!("{text}\n\n{}", plan::marker_line(&self.shared.rollout_id)),
+                None => plan::marker_line(&self.shared.rollout_id),
+            }),
+            full: !linked,
             target: s.target.clone(),
-            storage: Some(self.vm.spec.storage.clone()),
-            format: Some(self.vm.spec.format.clone()),
-            pool: None,
+            storage: (!linked).then(|| self.vm.spec.storage.clone()),
+            format: (!linked).then(|| self.vm.spec.format.clone()),
+            pool: self.vm.spec.guest.pool.clone(),
         };
         let (snode, svmid) = (s.node.clone(), s.vmid);
         let mut backoff = Duration::from_secs(5);

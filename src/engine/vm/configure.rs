@@ -155,6 +155,18 @@ impl VmTask {
     }
 }
 
+/// net0's cloud-init address setup: the plan has turned a pool into its static address.
+fn ip_config(vm: &PlannedVm) -> IpConfig {
+    match vm.static_address() {
+        Some(host) => IpConfig::Static {
+            address: host.ip,
+            prefix: host.prefix,
+            gateway: vm.spec.gateway,
+        },
+        None => IpConfig::Dhcp,
+    }
+}
+
 /// The config keys a VM gets after its clone (the settings of the original wait_for_vm.sh flow
 /// and the per-VM overrides).
 pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate {
@@ -170,15 +182,37 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         ("sockets".to_string(), spec.sockets.to_string()),
         ("memory".to_string(), spec.memory.to_string()),
         ("net0".to_string(), net0.to_string()),
-        ("ipconfig0".to_string(), IpConfig::Dhcp.to_string()),
+        ("ipconfig0".to_string(), ip_config(vm).to_string()),
         ("agent".to_string(), "1".to_string()),
         ("bios".to_string(), "ovmf".to_string()),
         ("machine".to_string(), "q35".to_string()),
         (
             "tags".to_string(),
-            current.tags().with(plan::TAG).to_string(),
+            spec.guest
+                .tags
+                .iter()
+                .fold(current.tags(), |tags, tag| tags.with(tag))
+                .with(plan::TAG)
+                .to_string(),
         ),
     ];
+    let guest = &spec.guest;
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    if let Some(upgrade) = guest.ciupgrade {
+        set.push(("ciupgrade".to_string(), flag(upgrade)));
+    }
+    if let Some(onboot) = guest.onboot {
+        set.push(("onboot".to_string(), flag(onboot)));
+    }
+    if let Some(startup) = guest.startup {
+        set.push(("startup".to_string(), startup.to_string()));
+    }
+    if let Some(cpu) = &guest.cpu {
+        set.push(("cpu".to_string(), cpu.clone()));
+    }
+    if let Some(balloon) = guest.balloon {
+        set.push(("balloon".to_string(), balloon.to_string()));
+    }
     if current.get("efidisk0").is_none() {
         let efidisk = NewEfiDisk {
             storage: spec.storage.clone(),
@@ -191,6 +225,17 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
     }
     if let Some(keys) = &spec.sshkeys {
         set.push(("sshkeys".to_string(), keys.clone()));
+    }
+    if !spec.nameservers.is_empty() {
+        // PVE's `nameserver` is one space-separated list.
+        let list: Vec<String> = spec.nameservers.iter().map(|ip| ip.to_string()).collect();
+        set.push(("nameserver".to_string(), list.join(" ")));
+    }
+    if let Some(custom) = &spec.cicustom {
+        set.push(("cicustom".to_string(), custom.to_string()));
+    }
+    if let Some(domain) = &spec.searchdomain {
+        set.push(("searchdomain".to_string(), domain.clone()));
     }
     ConfigUpdate {
         set,

@@ -304,6 +304,11 @@ fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -
     let agent_up_at = (!never_agent).then_some(booted_at + vm.draws.agent_s);
     let octet3 = ((vm.vmid / 250) % 256) as u8;
     let octet4 = (vm.vmid % 250 + 3) as u8;
+    // cloud-init applies ipconfig0's static address, if the VM has a drive to carry it.
+    let (ipv4, prefix) = vmconfig::static_ipv4(&vm.conf).unwrap_or((
+        Ipv4Addr::new(10, 20u8.wrapping_add(node_index as u8), octet3, octet4),
+        16,
+    ));
     Guest {
         started_at: now,
         pid: pid_base.wrapping_add(vm.vmid * 7 % 9973),
@@ -317,7 +322,8 @@ fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -
         cloud_init_at: agent_up_at.map(|a| a + vm.draws.cloud_init_s),
         mac: vm.net0_mac(),
         agent_configured: vmconfig::agent_enabled(vm.conf.get("agent")),
-        ipv4: Ipv4Addr::new(10, 20u8.wrapping_add(node_index as u8), octet3, octet4),
+        ipv4,
+        prefix,
     }
 }
 

@@ -227,6 +227,9 @@ pub struct StorageSpec {
     /// `nodes` in storage.cfg: where the storage exists (empty = every node).
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Files under `snippets/` (listed as `<id>:snippets/<file>` when content has "snippets").
+    #[serde(default)]
+    pub snippets: Vec<String>,
 }
 
 fn default_alloc() -> Span {
@@ -270,16 +273,23 @@ fn default_storages() -> Vec<StorageSpec> {
             alloc_s: default_alloc(),
             disabled: false,
             nodes: Vec::new(),
+            snippets: Vec::new(),
         },
         StorageSpec {
             id: "local".into(),
             kind: StorageKind::Dir,
-            content: vec!["iso".into(), "vztmpl".into(), "backup".into()],
+            content: vec![
+                "iso".into(),
+                "vztmpl".into(),
+                "backup".into(),
+                "snippets".into(),
+            ],
             size_gib: 94,
             throughput_mb_s: 150.0,
             alloc_s: default_alloc(),
             disabled: false,
             nodes: Vec::new(),
+            snippets: vec!["base.yml".into()],
         },
         StorageSpec {
             id: "shared".into(),
@@ -290,6 +300,7 @@ fn default_storages() -> Vec<StorageSpec> {
             alloc_s: default_alloc(),
             disabled: false,
             nodes: Vec::new(),
+            snippets: Vec::new(),
         },
     ]
 }

@@ -13,7 +13,7 @@ mod net;
 
 pub use drive::{Drive, format_size, human_bytes, parse_drive, parse_size};
 use net::check_ipconfig;
-pub use net::{link_local, parse_net};
+pub use net::{link_local, parse_net, static_ipv4};
 
 pub type Config = IndexMap<String, String>;
 
