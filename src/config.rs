@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
+mod discover;
 mod error;
 mod formats;
 mod parse;
@@ -17,6 +18,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use discover::{CONFIG_ENV, CONFIG_FILE, Lookup, resolve_config_path};
 pub use error::{ConfigError, Problem};
 pub use formats::{format_duration, format_size, parse_duration, parse_size};
 pub use secrets::{PASSWORD_ENV, TOKEN_SECRET_ENV};

@@ -56,7 +56,7 @@ pub struct DemoArgs {
 }
 
 pub async fn deploy(args: DeployArgs, dashboard: bool) -> Result<u8, Exit> {
-    let mut config = load_config(&args.config.config)?;
+    let mut config = load_config(args.config.config.as_deref())?;
     if let Some(dir) = args.output {
         config.output.dir = dir;
     }

@@ -29,7 +29,7 @@ pub struct DestroyArgs {
 /// cannot ask (no terminal, no --yes), 3 when Proxmox cannot be used.
 pub async fn destroy(args: DestroyArgs) -> Result<u8, Exit> {
     use std::io::{BufRead, Write};
-    let mut config = load_config(&args.config.config)?;
+    let mut config = load_config(args.config.config.as_deref())?;
     if let Some(dir) = args.output {
         config.output.dir = dir;
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{Exit, connect, load_config, make_plan};
 
-pub async fn check(path: &Path) -> Result<u8, Exit> {
+pub async fn check(path: Option<&Path>) -> Result<u8, Exit> {
     let config = load_config(path)?;
     let client = connect(&config, 1.0).await?;
     let report = client.check().await.map_err(|e| {
@@ -35,7 +35,7 @@ pub async fn check(path: &Path) -> Result<u8, Exit> {
     Ok(0)
 }
 
-pub async fn plan_only(path: &Path) -> Result<u8, Exit> {
+pub async fn plan_only(path: Option<&Path>) -> Result<u8, Exit> {
     let config = load_config(path)?;
     let client = connect(&config, 1.0).await?;
     let plan = make_plan(&client, &config).await?;

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{Result, WrapErr};
 
-use pve_rollout::config::Config;
+use pve_rollout::config::{self, Config};
 use pve_rollout::engine::plan;
 use pve_rollout::pve::Client;
 use pve_rollout::sim;
 
 mod deploy;
 mod destroy;
+mod docs;
 mod inspect;
 
 #[derive(Parser)]
@@ -45,6 +46,10 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Stop and delete (purge) exactly the VMs this rollout created, after confirmation.
     Destroy(destroy::DestroyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write every page into a directory.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -61,9 +66,10 @@ impl Command {
 
 #[derive(Args)]
 pub struct ConfigArg {
-    /// The rollout description (see deploy.toml.example).
-    #[arg(short, long, value_name = "FILE", default_value = "deploy.toml")]
-    pub config: PathBuf,
+    /// The rollout description (see deploy.toml.example). Without it: $PVE_ROLLOUT_CONFIG,
+    /// then ./deploy.toml, then $XDG_CONFIG_HOME/pve-rollout/deploy.toml (~/.config when unset).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 fn positive_f64(text: &str) -> Result<f64, String> {
@@ -82,11 +88,13 @@ pub async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
             sim::run_cli(args).await.wrap_err("simulator")?;
             Ok(0)
         }
-        Command::Check(a) => inspect::check(&a.config).await,
-        Command::Plan(a) => inspect::plan_only(&a.config).await,
+        Command::Check(a) => inspect::check(a.config.as_deref()).await,
+        Command::Plan(a) => inspect::plan_only(a.config.as_deref()).await,
         Command::Deploy(a) => deploy::deploy(a, dashboard).await,
         Command::Demo(a) => deploy::demo(a, dashboard).await,
         Command::Destroy(a) => destroy::destroy(a).await,
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
     };
     match result {
         Ok(code) => Ok(code),
@@ -94,8 +102,13 @@ pub async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
     }
 }
 
-fn load_config(path: &Path) -> Result<Config, Exit> {
-    let config = Config::load(path).map_err(|e| {
+/// Finds the config (`-c`, or the discovery order), loads it and prints its warnings.
+fn load_config(explicit: Option<&Path>) -> Result<Config, Exit> {
+    let path = config::resolve_config_path(explicit).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(e.exit_code() as u8)
+    })?;
+    let config = Config::load(&path).map_err(|e| {
         eprintln!("error: {e}");
         Exit(e.exit_code() as u8)
     })?;
