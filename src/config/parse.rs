@@ -15,62 +15,20 @@ use super::{
     ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
 };
 
-mod sections;
+mod checks;
+mod output;
+mod proxmox;
+mod rollout;
+mod vm_spec;
+
+pub(super) use checks::CHECKS_KEYS;
+pub(super) use output::OUTPUT_KEYS;
+pub(super) use proxmox::PROXMOX_KEYS;
+pub(super) use rollout::ROLLOUT_KEYS;
+pub(super) use vm_spec::{SPEC_KEYS, VM_ONLY_KEYS};
 
 type Value<'i> = toml::Spanned<DeValue<'i>>;
 
-pub(super) const PROXMOX_KEYS: &[&str] = &[
-    "url",
-    "token_id",
-    "token_secret_file",
-    "user",
-    "password_file",
-    "fingerprint",
-    "ca_cert",
-    "insecure",
-    "max_in_flight",
-];
-pub(super) const ROLLOUT_KEYS: &[&str] = &[
-    "name",
-    "template",
-    "vm_count",
-    "vm_name_prefix",
-    "deployment_delay",
-    "nodes",
-    "vmid_start",
-    "vmid_range",
-    "max_vms",
-    "max_clones_per_storage",
-];
-pub(super) const SPEC_KEYS: &[&str] = &[
-    "cores",
-    "sockets",
-    "memory",
-    "disk_size",
-    "disk",
-    "storage",
-    "format",
-    "bridge",
-    "secure_boot",
-    "ciuser",
-    "sshkeys",
-    "sshkeys_file",
-];
-pub(super) const VM_ONLY_KEYS: &[&str] = &["node", "vmid"];
-pub(super) const CHECKS_KEYS: &[&str] = &[
-    "mode",
-    "ip_timeout",
-    "pings",
-    "stabilization",
-    "cloud_init",
-    "clone_timeout",
-    "boot_timeout",
-    "agent_timeout",
-    "verify_timeout",
-    "ip_prefer",
-    "ipv6",
-];
-pub(super) const OUTPUT_KEYS: &[&str] = &["dir"];
 const SECTIONS: &[(&str, &[&str])] = &[
     ("proxmox", PROXMOX_KEYS),
     ("rollout", ROLLOUT_KEYS),
@@ -399,6 +357,49 @@ impl<'s> Doc<'s> {
             }
         }
         section
+    }
+}
+
+impl Doc<'_> {
+    /// The whole document: every section read (all problems collected), then combined.
+    fn config(&mut self, root: &DeTable<'_>) -> Option<Config> {
+        for (key, _) in root.iter() {
+            let name: &str = key.get_ref();
+            if !SECTIONS.iter().any(|(s, _)| *s == name) {
+                let line = self.line(key.span().start);
+                let hint = unknown_key_hint("", name, &[]);
+                self.push(
+                    Some(key_segment(name)),
+                    Some(line),
+                    None,
+                    bad_hint("unknown top-level key", hint),
+                );
+            }
+        }
+
+        let proxmox = self.proxmox(root);
+        let rollout = self.rollout(root);
+        let defaults_section = self.section(root, "defaults");
+        let defaults = self.defaults(&defaults_section);
+        let vm_configs = self.vm_configs(root, rollout.as_ref().map(|r| r.config.nodes.as_slice()));
+        let checks = self.checks(root);
+        let output = self.output(root);
+        let mut rollout = rollout?;
+        let vm_configs = vm_configs?;
+        self.vm_list(&mut rollout, &vm_configs);
+        Some(Config {
+            proxmox: proxmox?,
+            rollout: rollout.config,
+            defaults: defaults?,
+            vm_configs,
+            checks: checks?,
+            output: output?,
+            source: ConfigSource {
+                origin: self.origin.to_string(),
+                key_lines: std::mem::take(&mut self.key_lines),
+                warnings: std::mem::take(&mut self.warnings),
+            },
+        })
     }
 }
 

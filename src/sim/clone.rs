@@ -10,12 +10,10 @@ use serde_json::json;
 
 use super::Shared;
 use super::auth::Identity;
-use super::cluster::{Draws, Power, Vm, VolumeKind, no_config_for};
-use super::endpoints::{NODE, VMID};
+use super::cluster::{Cluster, Draws, Power, Vm, VolumeKind, no_config_for};
 use super::envelope::{ApiError, ApiOk};
 use super::locks::{CLONE_LOCK_TIMEOUT_S, VmLockGuard};
-use super::params::{self, Kind, Params, STR, opt, req};
-use super::qemu::{fresh_identity, vmid_of};
+use super::params::{self, Kind, NODE, Params, STR, VMID, opt, req, vmid_of};
 use super::scenario::{StorageKind, StorageSpec};
 use super::storage::{Interrupted, STORAGE_LOCK_TIMEOUT_S, storage_key, storage_lock_message};
 use super::tasks::{self, TaskCtx, TaskError, TaskResult};
@@ -537,4 +535,24 @@ async fn copy_drives(
         ctx.sleep(plan.draws.linked_clone_s).await?;
     }
     Ok(out)
+}
+
+/// Copies a config a config and give it a new identity.
+fn fresh_identity(st: &mut Cluster, vmid: u32, conf: &mut Config) {
+    for (k, v) in conf.iter_mut() {
+        if k.starts_with("net")
+            && let Ok(mut n) = vmconfig::parse_net(v)
+        {
+            n.mac = Some(st.gen_mac(vmid));
+            *v = n.render();
+        }
+    }
+    if conf.contains_key("smbios1") {
+        let uuid = st.gen_uuid(vmid, "smbios");
+        conf.insert("smbios1".into(), format!("uuid={uuid}"));
+    }
+    if conf.contains_key("vmgenid") {
+        let id = st.gen_uuid(vmid, "vmgenid");
+        conf.insert("vmgenid".into(), id);
+    }
 }

@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::ExecJob;
 use super::auth::Identity;
 use super::clock::{Clock, rng_for};
 use super::envelope::ApiError;
@@ -54,6 +53,15 @@ impl Guest {
     pub fn has_ip(&self, now: f64) -> bool {
         self.ip_at.is_some_and(|t| t <= now)
     }
+}
+
+/// A simulated guest-exec process.
+#[derive(Debug, Clone)]
+pub struct ExecJob {
+    pub done_at: f64,
+    pub exitcode: i64,
+    pub out: String,
+    pub err: String,
 }
 
 /// A VM's own random durations, drawn once from (seed, VM name) so they do not depend on timing.

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::auth::Identity;
 use super::cluster::{Cluster, Power, Vm};
 use super::envelope::{ApiError, ApiOk};
-use super::params::{self, INT, Kind, P, Params, STR, opt, req};
-use super::server::Ep;
+use super::params::{self, INT, Kind, NODE, Params, STR, opt, req};
+use super::routes::Ep;
 use super::{Shared, agent, clone, qemu, tasks};
 
 pub const PVE_VERSION: &str = "8.4.1";
@@ -125,19 +125,6 @@ pub async fn dispatch(
     }
 }
 
-pub const NODE: P = req("node", Kind::Node);
-pub const VMID: P = req("vmid", Kind::Vmid);
-
-/// Whether `node` is reachable at simulated time `now`.
-pub fn node_online(shared: &Shared, node: &str, now: f64) -> bool {
-    !shared
-        .scenario
-        .faults
-        .node_offline
-        .iter()
-        .any(|o| o.node == node && now >= o.at_s && o.until_s.is_none_or(|u| now < u))
-}
-
 fn ticket(shared: &Shared, p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(
         p,
@@ -216,7 +203,7 @@ fn nodes(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiError>
         .nodes
         .iter()
         .map(|n| {
-            let online = node_online(shared, &n.name, now);
+            let online = shared.node_online(&n.name, now);
             let mut v = json!({
                 "node": n.name, "id": format!("node/{}", n.name), "type": "node",
                 "status": if online { "online" } else { "offline" }, "level": "",
@@ -342,7 +329,7 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
                 continue;
             }
             let mut v = json!({"id": format!("qemu/{}", vm.vmid), "vmid": vm.vmid, "type": "qemu", "node": vm.node});
-            let reported = statd_seen(&st, vm, interval, now) && node_online(shared, &vm.node, now);
+            let reported = statd_seen(&st, vm, interval, now) && shared.node_online(&vm.node, now);
             if reported {
                 let running = vm.power != Power::Stopped;
                 let uptime = vm
@@ -390,7 +377,7 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     }
     if want("node") {
         for n in &st.nodes {
-            let online = node_online(shared, &n.name, now);
+            let online = shared.node_online(&n.name, now);
             let mut v = json!({"id": format!("node/{}", n.name), "node": n.name, "type": "node", "status": if online { "online" } else { "offline" }, "level": ""});
             if online && who.has("Sys.Audit") {
                 v["maxcpu"] = json!(sc.node_cpus);
@@ -404,7 +391,7 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     }
     if want("storage") && (who.has("Datastore.Audit") || who.has("Datastore.AllocateSpace")) {
         for n in &st.nodes {
-            let online = node_online(shared, &n.name, now);
+            let online = shared.node_online(&n.name, now);
             for s in &st.storages {
                 let (total, used, content) = storage_entry(&st, s, &n.name);
                 let mut v = json!({

@@ -18,6 +18,7 @@ mod envelope;
 mod locks;
 pub(crate) mod params;
 mod qemu;
+mod routes;
 pub mod scenario;
 mod server;
 mod stats;
@@ -174,6 +175,16 @@ impl Shared {
         }
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         rand::Rng::random_bool(&mut *rng, p.min(1.0))
+    }
+
+    /// Whether `node` is reachable at simulated time `now`.
+    pub fn node_online(&self, node: &str, now: f64) -> bool {
+        !self
+            .scenario
+            .faults
+            .node_offline
+            .iter()
+            .any(|o| o.node == node && now >= o.at_s && o.until_s.is_none_or(|u| now < u))
     }
 
     /// The node the API is served from.

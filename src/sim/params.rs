@@ -311,6 +311,15 @@ pub fn validate(params: &Params, schema: &[P]) -> Result<(), ApiError> {
     }
 }
 
+/// The `node` and `vmid` path parameters, in every schema that has them.
+pub const NODE: P = req("node", Kind::Node);
+pub const VMID: P = req("vmid", Kind::Vmid);
+
+/// The `vmid` path parameter (already validated by the schema).
+pub fn vmid_of(p: &Params) -> u32 {
+    p.get("vmid").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,24 +12,14 @@ use serde_json::{Value, json};
 
 use super::auth::Identity;
 use super::cluster::{Guest, Power};
-use super::endpoints::{NODE, VMID};
 use super::envelope::{ApiError, ApiOk};
-use super::params::{self, Kind, Params, opt, req};
-use super::qemu::vmid_of;
+use super::params::{self, Kind, NODE, Params, VMID, opt, req, vmid_of};
+use super::routes::{AGENT_GET, AGENT_POST};
 use super::{AgentBackend, Shared, SimError};
 
 /// Guest-agent ping timeout and default command timeout (simulated s).
 pub const PING_TIMEOUT_S: f64 = 3.0;
 pub const COMMAND_TIMEOUT_S: f64 = 5.0;
-
-/// A simulated guest-exec process.
-#[derive(Debug, Clone)]
-pub struct ExecJob {
-    pub done_at: f64,
-    pub exitcode: i64,
-    pub out: String,
-    pub err: String,
-}
 
 /// What a backend answers for one command.
 pub enum Reply {
@@ -77,11 +67,7 @@ impl AgentHost {
 
 pub fn index(p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(p, &[NODE, VMID])?;
-    let mut names: Vec<&str> = super::server::AGENT_GET
-        .iter()
-        .chain(super::server::AGENT_POST)
-        .copied()
-        .collect();
+    let mut names: Vec<&str> = AGENT_GET.iter().chain(AGENT_POST).copied().collect();
     names.sort();
     Ok(ApiOk::data(Value::Array(
         names.into_iter().map(|n| json!({"name": n})).collect(),

@@ -4,9 +4,9 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{ExecJob, Reply};
+use super::Reply;
 use crate::sim::Shared;
-use crate::sim::cluster::{Guest, Vm};
+use crate::sim::cluster::{ExecJob, Guest, Vm};
 use crate::sim::params::Params;
 use crate::sim::vmconfig;
 

@@ -8,6 +8,13 @@ use sha2::{Digest, Sha256};
 
 use super::params::{self, Kind};
 
+mod drive;
+mod net;
+
+pub use drive::{Drive, format_size, human_bytes, parse_drive, parse_size};
+use net::check_ipconfig;
+pub use net::{link_local, parse_net};
+
 pub type Config = IndexMap<String, String>;
 
 pub const NET_MODELS: &[&str] = &[
@@ -196,124 +203,8 @@ pub fn check_key_value(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn invalid_key(item: &str) -> String {
+pub(super) fn invalid_key(item: &str) -> String {
     format!("invalid format - invalid key in comma-separated list property: {item}\n")
-}
-
-/// `net0`: `<model>[=<mac>],bridge=<br>[,…]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Net {
-    pub model: String,
-    pub mac: Option<String>,
-    pub opts: Vec<(String, String)>,
-}
-
-impl Net {
-    pub fn bridge(&self) -> Option<&str> {
-        self.opts
-            .iter()
-            .find(|(k, _)| k == "bridge")
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn render(&self) -> String {
-        let mut s = match &self.mac {
-            Some(m) => format!("{}={m}", self.model),
-            None => self.model.clone(),
-        };
-        for (k, v) in &self.opts {
-            s.push_str(&format!(",{k}={v}"));
-        }
-        s
-    }
-}
-
-pub fn parse_net(v: &str) -> Result<Net, String> {
-    let mut model = None;
-    let mut mac = None;
-    let mut opts = Vec::new();
-    for item in v.split(',').filter(|s| !s.is_empty()) {
-        let (k, val) = match item.split_once('=') {
-            Some((k, val)) => (k, Some(val)),
-            None => ("model", Some(item)),
-        };
-        if NET_MODELS.contains(&k) {
-            model = Some(k.to_string());
-            if let Some(m) = val {
-                if !is_mac(m) {
-                    return Err(format!(
-                        "invalid format - value '{m}' does not look like a valid MAC address\n"
-                    ));
-                }
-                mac = Some(m.to_uppercase());
-            }
-        } else if k == "model" {
-            let m = val.unwrap_or("");
-            if !NET_MODELS.contains(&m) {
-                return Err(format!(
-                    "invalid format - value '{m}' does not have a value in the enumeration '{}'\n",
-                    NET_MODELS.join(", ")
-                ));
-            }
-            model = Some(m.to_string());
-        } else if k == "macaddr" {
-            let m = val.unwrap_or("");
-            if !is_mac(m) {
-                return Err(format!(
-                    "invalid format - value '{m}' does not look like a valid MAC address\n"
-                ));
-            }
-            mac = Some(m.to_uppercase());
-        } else if NET_KEYS.contains(&k) {
-            opts.push((k.to_string(), val.unwrap_or("").to_string()));
-        } else {
-            return Err(invalid_key(k));
-        }
-    }
-    let Some(model) = model else {
-        return Err("invalid format - property 'model' is missing\n".into());
-    };
-    Ok(Net { model, mac, opts })
-}
-
-pub fn is_mac(m: &str) -> bool {
-    let parts: Vec<&str> = m.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
-}
-
-fn check_ipconfig(v: &str) -> Result<(), String> {
-    for item in v.split(',').filter(|s| !s.is_empty()) {
-        let Some((k, val)) = item.split_once('=') else {
-            return Err(invalid_key(item));
-        };
-        match k {
-            "ip" if val == "dhcp" || is_cidr(val, false) => {}
-            "ip6" if matches!(val, "dhcp" | "auto") || is_cidr(val, true) => {}
-            "gw" if val.parse::<std::net::Ipv4Addr>().is_ok() => {}
-            "gw6" if val.parse::<std::net::Ipv6Addr>().is_ok() => {}
-            "ip" | "ip6" | "gw" | "gw6" => {
-                return Err(format!(
-                    "invalid format - {k}: invalid format - value does not look like a valid address: {val}\n"
-                ));
-            }
-            _ => return Err(invalid_key(k)),
-        }
-    }
-    Ok(())
-}
-
-fn is_cidr(v: &str, v6: bool) -> bool {
-    let Some((a, p)) = v.split_once('/') else {
-        return false;
-    };
-    let Ok(p) = p.parse::<u8>() else { return false };
-    if v6 {
-        a.parse::<std::net::Ipv6Addr>().is_ok() && p <= 128
-    } else {
-        a.parse::<std::net::Ipv4Addr>().is_ok() && p <= 32
-    }
 }
 
 pub fn memory_mib(v: &str) -> Option<u64> {
@@ -363,117 +254,6 @@ fn check_agent(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A drive property string: the volume (or a new-disk request `<storage>:<GiB>`) and options.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Drive {
-    pub volume: String,
-    pub opts: Vec<(String, String)>,
-}
-
-const DRIVE_KEYS: &[&str] = &[
-    "file",
-    "media",
-    "size",
-    "iothread",
-    "cache",
-    "discard",
-    "ssd",
-    "backup",
-    "replicate",
-    "aio",
-    "format",
-    "efitype",
-    "pre-enrolled-keys",
-    "ms-cert",
-    "serial",
-    "wwn",
-    "ro",
-    "snapshot",
-    "werror",
-    "rerror",
-    "detect_zeroes",
-    "cyls",
-    "heads",
-    "secs",
-    "trans",
-    "import-from",
-    "mbps",
-    "iops",
-    "shared",
-    "product",
-    "vendor",
-    "queues",
-    "scsiblock",
-];
-
-impl Drive {
-    pub fn opt(&self, k: &str) -> Option<&str> {
-        self.opts
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn set_opt(&mut self, k: &str, v: String) {
-        match self.opts.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v,
-            None => self.opts.push((k.to_string(), v)),
-        }
-    }
-    pub fn is_cdrom(&self) -> bool {
-        self.opt("media") == Some("cdrom")
-    }
-    pub fn is_cloudinit(&self) -> bool {
-        self.volume.contains("-cloudinit")
-    }
-    /// `storage` of `storage:volname`.
-    pub fn storage(&self) -> Option<&str> {
-        self.volume.split_once(':').map(|(s, _)| s)
-    }
-    pub fn size(&self) -> Option<u64> {
-        self.opt("size").and_then(parse_size)
-    }
-    /// `Some((storage, GiB))` for a new-disk request such as `ssd:32`.
-    pub fn new_disk(&self) -> Option<(String, f64)> {
-        let (sid, size) = self.volume.split_once(':')?;
-        if size.is_empty() || !size.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
-            return None;
-        }
-        Some((sid.to_string(), size.parse().ok()?))
-    }
-    pub fn render(&self) -> String {
-        let mut s = self.volume.clone();
-        for (k, v) in &self.opts {
-            s.push_str(&format!(",{k}={v}"));
-        }
-        s
-    }
-}
-
-pub fn parse_drive(v: &str) -> Result<Drive, String> {
-    let mut volume = None;
-    let mut opts = Vec::new();
-    for (i, item) in v.split(',').enumerate() {
-        match item.split_once('=') {
-            None if i == 0 => volume = Some(item.to_string()),
-            None => return Err(invalid_key(item)),
-            Some(("file", f)) => volume = Some(f.to_string()),
-            Some((k, val)) if DRIVE_KEYS.contains(&k) => {
-                if k == "size" && parse_size(val).is_none() {
-                    return Err(format!(
-                        "invalid format - size: value '{val}' does not look like a valid disk size\n"
-                    ));
-                }
-                opts.push((k.to_string(), val.to_string()));
-            }
-            Some((k, _)) => return Err(invalid_key(k)),
-        }
-    }
-    match volume {
-        Some(volume) if !volume.is_empty() => Ok(Drive { volume, opts }),
-        _ => Err("invalid format - property 'file' is missing\n".into()),
-    }
-}
-
 /// `sshkeys` must already be URL-encoded (checked after form decoding).
 pub fn check_sshkeys_charset(v: &str) -> Result<(), String> {
     let ok = v
@@ -514,50 +294,6 @@ pub fn sshkeys_valid(decoded: &str) -> bool {
         })
 }
 
-/// `128G`, `+10G`, `4M`, `528K`, `1024` (bytes); units are powers of 1024.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()? {
-        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
-        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    if num.is_empty() || !num.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
-        return None;
-    }
-    let n: f64 = num.parse().ok()?;
-    Some((n * mult as f64).round() as u64)
-}
-
-/// PVE's `format_size`: the largest unit that divides evenly.
-pub fn format_size(bytes: u64) -> String {
-    for (unit, m) in [
-        ('T', 1u64 << 40),
-        ('G', 1 << 30),
-        ('M', 1 << 20),
-        ('K', 1 << 10),
-    ] {
-        if bytes >= m && bytes.is_multiple_of(m) {
-            return format!("{}{unit}", bytes / m);
-        }
-    }
-    bytes.to_string()
-}
-
-/// `transferred 1.3 GiB of 128.0 GiB` style: one decimal, binary units.
-pub fn human_bytes(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", units[i])
-}
-
 /// The JSON form of a config: numbers for integer/boolean keys, strings for the rest.
 pub fn render(conf: &Config) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
@@ -590,25 +326,6 @@ pub fn digest(conf: &Config) -> String {
         .take(20)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// IPv6 link-local address (EUI-64) of a MAC.
-pub fn link_local(mac: &str) -> String {
-    let b: Vec<u8> = mac
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    if b.len() != 6 {
-        return "fe80::1".into();
-    }
-    let groups = [
-        u16::from_be_bytes([b[0] ^ 0x02, b[1]]),
-        u16::from_be_bytes([b[2], 0xff]),
-        u16::from_be_bytes([0xfe, b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-    ];
-    let addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, groups[0], groups[1], groups[2], groups[3]);
-    addr.to_string()
 }
 
 #[cfg(test)]
