@@ -7,7 +7,7 @@ use clap::Parser;
 
 mod cli;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, EVENTS_TARGET, LogFile};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,8 +30,13 @@ fn main() -> ExitCode {
         Command::Sim(_) => "info",
         _ => "warn",
     };
-    init_tracing(dashboard, default_filter);
-    match runtime.block_on(cli::dispatch(cli.command, dashboard)) {
+    let log_file = cli.command.keeps_log_file().then(LogFile::default);
+    init_tracing(dashboard, default_filter, log_file.clone());
+    match runtime.block_on(cli::dispatch(
+        cli.command,
+        dashboard,
+        log_file.unwrap_or_default(),
+    )) {
         Ok(code) => ExitCode::from(code),
         Err(report) => {
             eprintln!("Error: {report:?}");
@@ -40,31 +45,60 @@ fn main() -> ExitCode {
     }
 }
 
-/// Diagnostics (`RUST_LOG`) go to stderr in headless runs. The dashboard owns the terminal, so
-/// there they go to `pve-rollout-debug.log`, and only when `RUST_LOG` asks for them.
-fn init_tracing(dashboard: bool, default_filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    if dashboard {
-        let Ok(filter) = EnvFilter::try_from_default_env() else {
-            return;
+/// `RUST_LOG` when set, else `default`.
+fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
+
+/// The log file (when the command keeps one) records info and above, or what `RUST_LOG` asks.
+/// Diagnostics (`RUST_LOG`) go to stderr in headless runs, without the engine's events (the
+/// headless lines show those). The dashboard owns the terminal, so there they go to
+/// `pve-rollout-debug.log`, and only when `RUST_LOG` asks for them.
+fn init_tracing(dashboard: bool, default_filter: &str, log_file: Option<LogFile>) {
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+    let file_layer = log_file.map(|log| {
+        fmt::layer()
+            .with_writer(log)
+            .with_ansi(false)
+            .with_filter(env_filter("info"))
+    });
+    let without_events =
+        |filter: tracing_subscriber::EnvFilter| match format!("{EVENTS_TARGET}=off").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
         };
-        match std::fs::File::create("pve-rollout-debug.log") {
-            Ok(file) => {
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(filter)
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_ansi(false)
-                    .try_init();
+    let terminal_layer = if dashboard {
+        std::env::var_os("RUST_LOG").and_then(|_| {
+            match std::fs::File::create("pve-rollout-debug.log") {
+                Ok(file) => Some(
+                    fmt::layer()
+                        .with_writer(std::sync::Mutex::new(file))
+                        .with_ansi(false)
+                        .with_filter(without_events(env_filter("warn")))
+                        .boxed(),
+                ),
+                Err(e) => {
+                    eprintln!("warning: RUST_LOG set but pve-rollout-debug.log: {e}");
+                    None
+                }
             }
-            Err(e) => eprintln!("warning: RUST_LOG set but pve-rollout-debug.log: {e}"),
-        }
-        return;
-    }
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+        })
+    } else {
+        // Colour codes only for a terminal, and not when NO_COLOR asks for none.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Some(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi)
+                .with_filter(without_events(env_filter(default_filter)))
+                .boxed(),
+        )
+    };
+    let _ = tracing_subscriber::registry()
+        .with(file_layer)
+        .with(terminal_layer)
         .try_init();
 }

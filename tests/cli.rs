@@ -75,7 +75,11 @@ fn every_shell_gets_a_script_and_man_prints_a_page() {
     let pages = dir.path().join("man1");
     let out = run(dir.path(), &[], &["man", "--dir", "man1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    for name in ["pve-rollout.1", "pve-rollout-deploy.1", "pve-rollout-init.1"] {
+    for name in [
+        "pve-rollout.1",
+        "pve-rollout-deploy.1",
+        "pve-rollout-init.1",
+    ] {
         assert!(pages.join(name).is_file(), "{name} not written");
     }
 }
@@ -103,9 +107,17 @@ fn plan_finds_its_config_in_order_and_says_where_it_looked() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("$PVE_ROLLOUT_CONFIG (not set)"), "{err}");
-    assert!(err.contains(&work.join("deploy.toml").display().to_string()), "{err}");
     assert!(
-        err.contains(&home.join(".config/pve-rollout/deploy.toml").display().to_string()),
+        err.contains(&work.join("deploy.toml").display().to_string()),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            &home
+                .join(".config/pve-rollout/deploy.toml")
+                .display()
+                .to_string()
+        ),
         "{err}"
     );
 
@@ -114,18 +126,27 @@ fn plan_finds_its_config_in_order_and_says_where_it_looked() {
     let out = run(&work, &[("HOME", home_s)], &["plan"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains(&in_home.display().to_string()) && err.contains("vm_count"), "{err}");
+    assert!(
+        err.contains(&in_home.display().to_string()) && err.contains("vm_count"),
+        "{err}"
+    );
 
     let xdg = root.path().join("xdg");
     let in_xdg = xdg.join("pve-rollout/deploy.toml");
     bad_config(&in_xdg);
-    let env = [("HOME", home_s), ("XDG_CONFIG_HOME", xdg.to_str().expect("utf-8"))];
+    let env = [
+        ("HOME", home_s),
+        ("XDG_CONFIG_HOME", xdg.to_str().expect("utf-8")),
+    ];
     let err = text(&run(&work, &env, &["plan"]).stderr);
     assert!(err.contains(&in_xdg.display().to_string()), "{err}");
 
     bad_config(&work.join("deploy.toml"));
     let err = text(&run(&work, &env, &["plan"]).stderr);
-    assert!(err.contains(&work.join("deploy.toml").display().to_string()), "{err}");
+    assert!(
+        err.contains(&work.join("deploy.toml").display().to_string()),
+        "{err}"
+    );
 
     let named = root.path().join("named.toml");
     bad_config(&named);
@@ -138,6 +159,13 @@ fn plan_finds_its_config_in_order_and_says_where_it_looked() {
 
     let explicit = root.path().join("explicit.toml");
     bad_config(&explicit);
-    let err = text(&run(&work, &env, &["plan", "-c", explicit.to_str().expect("utf-8")]).stderr);
+    let err = text(
+        &run(
+            &work,
+            &env,
+            &["plan", "-c", explicit.to_str().expect("utf-8")],
+        )
+        .stderr,
+    );
     assert!(err.contains(&explicit.display().to_string()), "{err}");
 }

@@ -129,7 +129,10 @@ mod tests {
         };
         let top = read("pve-rollout.1");
         for (sub, flags) in surface() {
-            assert!(top.contains(&format!("pve-rollout-{sub}(1)")), "{sub} not in pve-rollout.1");
+            assert!(
+                top.contains(&format!("pve-rollout-{sub}(1)")),
+                "{sub} not in pve-rollout.1"
+            );
             let page = read(&format!("pve-rollout-{sub}.1"));
             for (long, _) in flags {
                 assert!(page.contains(&long), "{long} not in pve-rollout-{sub}.1");

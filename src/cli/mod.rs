@@ -15,6 +15,11 @@ mod deploy;
 mod destroy;
 mod docs;
 mod inspect;
+mod logfile;
+mod watch;
+
+pub use logfile::LogFile;
+pub use watch::EVENTS_TARGET;
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +42,7 @@ pub enum Command {
     /// Roll out the VMs described in deploy.toml and verify each one.
     Deploy(deploy::DeployArgs),
     /// Dry run: resolve names, VM ids, nodes and resources, check the cluster, change nothing.
-    Plan(ConfigArg),
+    Plan(inspect::PlanArgs),
     /// Connect and authenticate, then show the PVE version, the nodes and the template.
     Check(ConfigArg),
     /// A whole rollout against the built-in Proxmox simulator: no cluster needed.
@@ -57,10 +62,22 @@ impl Command {
     pub fn wants_dashboard(&self) -> bool {
         use std::io::IsTerminal;
         match self {
-            Command::Deploy(a) => !a.headless && std::io::stdout().is_terminal(),
-            Command::Demo(a) => !a.headless && std::io::stdout().is_terminal(),
+            Command::Deploy(a) => {
+                !a.headless && a.events.is_none() && std::io::stdout().is_terminal()
+            }
+            Command::Demo(a) => {
+                !a.headless && a.events.is_none() && std::io::stdout().is_terminal()
+            }
             _ => false,
         }
+    }
+
+    /// Whether this command keeps a log file (the ones with an output dir).
+    pub fn keeps_log_file(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_) | Command::Demo(_) | Command::Destroy(_)
+        )
     }
 }
 
@@ -82,17 +99,17 @@ fn positive_f64(text: &str) -> Result<f64, String> {
 /// An error that already says everything, with the exit code it calls for.
 pub struct Exit(pub u8);
 
-pub async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
+pub async fn dispatch(command: Command, dashboard: bool, log: LogFile) -> Result<u8> {
     let result = match command {
         Command::Sim(args) => {
             sim::run_cli(args).await.wrap_err("simulator")?;
             Ok(0)
         }
         Command::Check(a) => inspect::check(a.config.as_deref()).await,
-        Command::Plan(a) => inspect::plan_only(a.config.as_deref()).await,
-        Command::Deploy(a) => deploy::deploy(a, dashboard).await,
-        Command::Demo(a) => deploy::demo(a, dashboard).await,
-        Command::Destroy(a) => destroy::destroy(a).await,
+        Command::Plan(a) => inspect::plan_only(a).await,
+        Command::Deploy(a) => deploy::deploy(a, dashboard, &log).await,
+        Command::Demo(a) => deploy::demo(a, dashboard, &log).await,
+        Command::Destroy(a) => destroy::destroy(a, &log).await,
         Command::Completions(a) => docs::completions(&a),
         Command::Man(a) => docs::man(&a),
     };

@@ -177,10 +177,17 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         touch(&root.path().join("deploy.toml"));
         let missing = root.path().join("gone.toml");
-        let error = resolve(None, root.path(), &[("PVE_ROLLOUT_CONFIG", missing.as_path())])
-            .expect_err("named file is missing");
+        let error = resolve(
+            None,
+            root.path(),
+            &[("PVE_ROLLOUT_CONFIG", missing.as_path())],
+        )
+        .expect_err("named file is missing");
         let text = error.to_string();
-        assert!(text.contains("gone.toml") && text.contains("PVE_ROLLOUT_CONFIG"), "{text}");
+        assert!(
+            text.contains("gone.toml") && text.contains("PVE_ROLLOUT_CONFIG"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -192,7 +199,10 @@ mod tests {
         let found = resolve(
             None,
             root.path(),
-            &[("HOME", home.as_path()), ("XDG_CONFIG_HOME", Path::new("rel"))],
+            &[
+                ("HOME", home.as_path()),
+                ("XDG_CONFIG_HOME", Path::new("rel")),
+            ],
         )
         .expect("falls back to ~/.config");
         assert_eq!(found, in_home);

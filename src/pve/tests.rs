@@ -975,7 +975,7 @@ async fn secrets_never_appear_in_errors_debug_or_logs() {
 }
 
 #[tokio::test]
-async fn insecure_mode_warns_at_start() {
+async fn insecure_mode_is_logged_at_start() {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -989,7 +989,7 @@ async fn insecure_mode_warns_at_start() {
     let api = Client::new(config(&server, token(), TlsTrust::Insecure)).expect("client");
     let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
     assert!(
-        logs.contains("WARN") && logs.contains("TLS certificate verification is OFF"),
+        logs.contains("INFO") && logs.contains("TLS certificate verification is OFF"),
         "{logs}"
     );
     assert_eq!(
