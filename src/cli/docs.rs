@@ -72,8 +72,11 @@ fn write_stdout(bytes: &[u8]) -> Result<u8, Exit> {
 mod tests {
     use super::*;
 
-    /// Every subcommand and its flags: the long form, and the short one when there is one.
-    fn surface() -> Vec<(String, Vec<(String, Option<String>)>)> {
+    /// A flag's long form, and its short one when there is one.
+    type Flag = (String, Option<String>);
+
+    /// Every subcommand and its flags.
+    fn surface() -> Vec<(String, Vec<Flag>)> {
         let mut command = Cli::command();
         command.build();
         command
