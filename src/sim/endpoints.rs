@@ -49,6 +49,7 @@ pub async fn dispatch(
         }
         Ep::NodeStatus => node_status(&shared, &who, &node, &p),
         Ep::NodeStorage => node_storage(&shared, &who, &node, &p),
+        Ep::NodeNetwork => node_network(&shared, &who, &node, &p),
         Ep::ClusterResources => resources(&shared, &who, &p),
         Ep::ClusterNextid => nextid(&shared, &p),
         Ep::QemuList => qemu::list(&shared, &who, &node, &p),
@@ -303,6 +304,69 @@ fn node_storage(
         })
         .collect();
     Ok(ApiOk::data(Value::Array(list)))
+}
+
+/// `GET /nodes/{node}/network`: the uplink NIC and the scenario's bridges on it (the first
+/// bridge carries the node's address, the others are VLAN-aware with no port).
+fn node_network(
+    shared: &Shared,
+    who: &Identity,
+    node: &str,
+    p: &Params,
+) -> Result<ApiOk, ApiError> {
+    const TYPES: &[&str] = &[
+        "bridge",
+        "bond",
+        "eth",
+        "alias",
+        "vlan",
+        "fabric",
+        "OVSBridge",
+        "OVSBond",
+        "OVSPort",
+        "OVSIntPort",
+        "vnet",
+        "any_bridge",
+        "any_local_bridge",
+        "include_sdn",
+    ];
+    params::validate(p, &[NODE, opt("type", Kind::Enum(TYPES))])?;
+    who.require(&format!("/nodes/{node}"), &["Sys.Audit"])?;
+    let sc = &shared.scenario.cluster;
+    let index = sc.nodes.iter().position(|n| n == node).unwrap_or(0);
+    let kind = p.get("type");
+    let want = |t: &str| match kind.as_deref() {
+        None => true,
+        Some("any_bridge" | "any_local_bridge") => t == "bridge",
+        Some(k) => k == t,
+    };
+    let mut out = Vec::new();
+    if want("eth") {
+        out.push(json!({
+            "iface": "eno1", "type": "eth", "method": "manual", "method6": "manual",
+            "families": ["inet"], "active": 1, "exists": 1, "priority": 3,
+        }));
+    }
+    if want("bridge") {
+        for (i, br) in sc.bridges.iter().enumerate() {
+            let mut e = json!({
+                "iface": br, "type": "bridge", "method": if i == 0 { "static" } else { "manual" },
+                "method6": "manual", "families": ["inet"], "active": 1, "autostart": 1,
+                "bridge_ports": if i == 0 { "eno1" } else { "" }, "bridge_stp": "off",
+                "bridge_fd": "0", "priority": 4 + i,
+            });
+            if i == 0 {
+                e["address"] = json!(format!("192.168.100.{}", 11 + index));
+                e["netmask"] = json!("24");
+                e["cidr"] = json!(format!("192.168.100.{}/24", 11 + index));
+                e["gateway"] = json!("192.168.100.1");
+            } else {
+                e["bridge_vlan_aware"] = json!(1);
+            }
+            out.push(e);
+        }
+    }
+    Ok(ApiOk::data(Value::Array(out)))
 }
 
 /// Has pvestatd reported this VM yet? (a tick on its node after it was created)

@@ -14,6 +14,7 @@ pub enum Ep {
     NodeIndex,
     NodeStatus,
     NodeStorage,
+    NodeNetwork,
     ClusterResources,
     ClusterNextid,
     QemuList,
@@ -49,6 +50,7 @@ impl Ep {
                 | Ep::NodeIndex
                 | Ep::NodeStatus
                 | Ep::NodeStorage
+                | Ep::NodeNetwork
                 | Ep::ClusterResources
                 | Ep::ClusterNextid
                 | Ep::VmIndex
@@ -104,6 +106,7 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Routed> {
                 ("GET", []) => (Ep::NodeIndex, "/nodes/{node}"),
                 ("GET", ["status"]) => (Ep::NodeStatus, "/nodes/{node}/status"),
                 ("GET", ["storage"]) => (Ep::NodeStorage, "/nodes/{node}/storage"),
+                ("GET", ["network"]) => (Ep::NodeNetwork, "/nodes/{node}/network"),
                 ("GET", ["qemu"]) => (Ep::QemuList, "/nodes/{node}/qemu"),
                 ("GET", ["tasks"]) => (Ep::TaskList, "/nodes/{node}/tasks"),
                 (_, ["tasks", upid, trest @ ..]) => {
