@@ -354,7 +354,10 @@ fn gantt(summary: &Summary) -> String {
     let mut out = String::from("\n## Timeline\n\n```mermaid\ngantt\n");
     let _ = writeln!(out, "    title Rollout {}", mermaid_text(&r.id));
     out.push_str("    dateFormat x\n");
-    let span = r.finished.map(|f| between(r.started, f)).unwrap_or_default();
+    let span = r
+        .finished
+        .map(|f| between(r.started, f))
+        .unwrap_or_default();
     let axis = if span >= Duration::from_secs(6 * 3600) {
         "%d %H:%M"
     } else {

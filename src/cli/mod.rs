@@ -16,6 +16,7 @@ mod destroy;
 mod docs;
 mod inspect;
 mod logfile;
+mod onboard;
 mod watch;
 
 pub use logfile::LogFile;
@@ -39,6 +40,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Write a commented deploy.toml from what the cluster has (nodes, cloud-init templates,
+    /// bridges, storages, free memory), checked with plan's preflight before it is written.
+    Init(onboard::InitArgs),
     /// Roll out the VMs described in deploy.toml and verify each one.
     Deploy(deploy::DeployArgs),
     /// Dry run: resolve names, VM ids, nodes and resources, check the cluster, change nothing.
@@ -105,6 +109,7 @@ pub async fn dispatch(command: Command, dashboard: bool, log: LogFile) -> Result
             sim::run_cli(args).await.wrap_err("simulator")?;
             Ok(0)
         }
+        Command::Init(a) => onboard::init(a).await,
         Command::Check(a) => inspect::check(a.config.as_deref()).await,
         Command::Plan(a) => inspect::plan_only(a).await,
         Command::Deploy(a) => deploy::deploy(a, dashboard, &log).await,

@@ -33,6 +33,7 @@ mod auth;
 mod bad_input_tests;
 mod calls;
 mod decode;
+mod discovery;
 mod encode;
 mod error;
 mod retry;
@@ -45,6 +46,7 @@ mod transport;
 mod wire;
 
 pub use calls::CheckReport;
+pub use discovery::{NetworkInterface, NodeStorage};
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};

@@ -358,7 +358,10 @@ fn summary_md_ends_with_a_mermaid_gantt_of_every_vms_phases() {
     let md = markdown(&sample());
     let start = md.find("```mermaid\n").expect("a mermaid block");
     let chart = &md[start..];
-    assert!(chart.ends_with("```\n"), "the chart is the last thing:\n{chart}");
+    assert!(
+        chart.ends_with("```\n"),
+        "the chart is the last thing:\n{chart}"
+    );
     let lines: Vec<&str> = chart.lines().collect();
     assert_eq!(lines[1], "gantt");
     assert!(lines.contains(&"    dateFormat x"));
