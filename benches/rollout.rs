@@ -49,7 +49,7 @@ async fn rollout(mode: &str, vms: usize, seed: u64, scale: f64, disk: Option<&st
     let settings = DemoSettings {
         vms,
         mode: mode.into(),
-        // The seed's defaults: 30 s between clones, 30 s stabilisation.
+        // The original wait_for_vm.sh flow's defaults: 30 s between clones, 30 s stabilisation.
         deployment_delay: "30s".into(),
         stabilization: "30s".into(),
         ..DemoSettings::default()

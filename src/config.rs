@@ -1,5 +1,8 @@
-//! deploy.toml: schema, the seed's defaults, and validation that names the key, the line, the
-//! bad value and what is allowed. Nothing is sent to Proxmox before this has passed.
+//! deploy.toml: schema, the original wait_for_vm.sh flow's defaults, and validation that names
+//! the key, the line, the bad value and what is allowed. Nothing is sent to Proxmox before this
+//! has passed. `parse` walks the document (one file per section under `parse/`), `formats`
+//! checks single values (durations, sizes, ids, CIDRs), `secrets` builds the API client's
+//! settings (the secret from env or a private file).
 //!
 //! CONTRACT (the engine reads these fields; keep them, add freely).
 
@@ -126,7 +129,8 @@ pub struct VmOverrides {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckMode {
-    /// The seed's order exactly: VM k's checks start after VM k-1's finished.
+    /// The original wait_for_vm.sh flow's order exactly: VM k's checks start after VM k-1's
+    /// finished.
     Sequential,
     /// One VM at the guest agent at a time, but idle waits release the lane (default).
     Pipelined,
@@ -193,7 +197,8 @@ impl Cidr {
                 == self.network()
     }
 
-    /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16: the seed's "192.x, 10.x, 172.x".
+    /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16: the original wait_for_vm.sh flow's "192.x, 10.x,
+    /// 172.x".
     pub fn rfc1918() -> Vec<Cidr> {
         [
             ([10, 0, 0, 0], 8),
@@ -223,11 +228,31 @@ impl std::str::FromStr for Cidr {
 }
 
 impl CheckMode {
+    /// Every mode, as deploy.toml and `--mode` spell them.
+    pub const ALL: [CheckMode; 2] = [CheckMode::Pipelined, CheckMode::Sequential];
+
+    /// The name deploy.toml, the journal and the summaries use.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckMode::Sequential => "sequential",
             CheckMode::Pipelined => "pipelined",
         }
+    }
+}
+
+impl std::fmt::Display for CheckMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CheckMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<CheckMode, String> {
+        CheckMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == text)
+            .ok_or_else(|| format!("not a check mode: {text:?}"))
     }
 }
 

@@ -2,13 +2,13 @@
 //! rollout against it goes through exactly the same config parsing and client as a real one.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
-use crate::pve::{Auth, Client, ClientConfig, PveError, RetryPolicy, Secret, TlsTrust};
+use crate::pve::{Auth, Client, ClientConfig, PveError, Secret, TlsTrust};
 use crate::sim::Sim;
 
-/// What a demo (or a test) rollout varies; everything else is the seed's default.
+/// What a demo (or a test) rollout varies; everything else is the original wait_for_vm.sh flow's
+/// default.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
     pub vms: usize,
@@ -147,23 +147,17 @@ pub fn client_config(sim: &Sim, max_in_flight: usize, time_scale: f64) -> Client
     client_config_at(&SimAccess::of(sim), max_in_flight, time_scale)
 }
 
-/// [`client_config`] for a simulator known by its address.
+/// [`client_config`] for a simulator known by its address: the settings a real run gets from
+/// deploy.toml, with only the simulator's own token, its pinned certificate and its time scale.
 pub fn client_config_at(sim: &SimAccess, max_in_flight: usize, time_scale: f64) -> ClientConfig {
-    ClientConfig {
-        url: sim.url.clone(),
-        auth: Auth::Token {
-            token_id: sim.token_id.clone(),
-            secret: Secret::new(sim.token_secret.clone()),
-        },
-        tls: TlsTrust::Fingerprint(sim.fingerprint.clone()),
-        max_in_flight,
-        // The server-side limits (30 s proxy timeout) are scaled by the simulator too.
-        request_timeout: Duration::from_secs(35)
-            .mul_f64(time_scale)
-            .max(Duration::from_secs(5)),
-        retry: RetryPolicy::default(),
-        time_scale,
-    }
+    let token = Auth::Token {
+        token_id: sim.token_id.clone(),
+        secret: Secret::new(sim.token_secret.clone()),
+    };
+    ClientConfig::new(sim.url.clone(), token)
+        .with_tls(TlsTrust::Fingerprint(sim.fingerprint.clone()))
+        .with_max_in_flight(max_in_flight)
+        .with_time_scale(time_scale)
 }
 
 /// The simulator's online nodes, in its order (the demo places VMs on all of them).
@@ -175,4 +169,39 @@ pub async fn online_nodes(client: &Client) -> Result<Vec<String>, PveError> {
         .filter(|n| n.status == "online")
         .map(|n| n.node)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TOKEN_SECRET_ENV;
+
+    /// The demo, the tests and the benches talk to the simulator with exactly the client
+    /// settings a real run derives from deploy.toml (timeout, retries, in-flight cap, trust);
+    /// only the simulator's token, certificate and time scale are its own.
+    #[test]
+    fn simulator_clients_get_the_production_settings() {
+        let access = SimAccess {
+            url: "https://127.0.0.1:40123".into(),
+            token_id: "root@pam!rollout".into(),
+            token_secret: "00000000-1111-2222-3333-444444444444".into(),
+            fingerprint: vec!["AB"; 32].join(":"),
+        };
+        let settings = DemoSettings {
+            max_in_flight: 3,
+            ..DemoSettings::default()
+        };
+        let config = config_at(&access, &settings).expect("demo config parses");
+        let secret = access.token_secret.clone();
+        let production = config
+            .client_config_with_env(0.01, &|name| {
+                (name == TOKEN_SECRET_ENV).then(|| secret.clone())
+            })
+            .expect("client settings");
+        let demo = client_config_at(&access, 3, 0.01);
+        assert_eq!(demo, production);
+        let defaults = ClientConfig::new("https://pve:8006", demo.auth.clone());
+        assert_eq!(demo.request_timeout, defaults.request_timeout);
+        assert_eq!(demo.retry, defaults.retry);
+    }
 }

@@ -1,6 +1,6 @@
-//! The headless runner: the engine's events as the seed's coloured lines (`[INFO]`,
-//! `[SUCCESS]`, `[WARNING]`, `[ERROR]`, each naming the VM), a progress line now and then, a
-//! final table, and Ctrl-C handling (first = abort gracefully and write the outputs, second =
+//! The headless runner: the engine's events as the original wait_for_vm.sh flow's coloured
+//! lines (`[INFO]`, `[SUCCESS]`, `[WARNING]`, `[ERROR]`, each naming the VM), a progress line now
+//! and then, a final table, and Ctrl-C handling (first = abort gracefully and write the outputs, second =
 //! stop now).
 
 use std::io::Write;
@@ -289,7 +289,7 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// 0 when every VM verified, 1 otherwise (design.md section 1).
+/// 0 when every VM verified, 1 otherwise.
 pub fn exit_code(summary: &Summary) -> i32 {
     if summary.vms.iter().all(|vm| vm.state == "verified") {
         0

@@ -2,6 +2,9 @@
 //!
 //! Layers (arrows point down only): `main -> {ui, headless} -> engine -> pve`; `report` is used by
 //! engine, ui and headless; `sim` is a black box that only speaks HTTP and imports none of them.
+//! `config` reads deploy.toml and builds the client's settings; `demo` points the same config and
+//! client at the simulator; `testing` is test support (hidden from the docs). The subcommands
+//! live in the binary (`src/cli/`).
 
 pub mod config;
 pub mod demo;
@@ -11,4 +14,6 @@ pub mod onboard;
 pub mod pve;
 pub mod report;
 pub mod sim;
+#[doc(hidden)]
+pub mod testing;
 pub mod ui;

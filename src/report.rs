@@ -1,5 +1,6 @@
 //! What an operator keeps after a rollout: `summary.json`, `summary.md`, `inventory.ini` and the
-//! seed's `vm_<VMID>_ip.txt` / `vm_<VMID>_summary.txt`, all written atomically (temp + rename).
+//! original wait_for_vm.sh flow's `vm_<VMID>_ip.txt` / `vm_<VMID>_summary.txt`, all written
+//! atomically (temp + rename).
 //! Never a secret in any of them: the types below hold none.
 
 use std::fmt::Write as _;
@@ -448,7 +449,7 @@ fn inventory(summary: &Summary) -> String {
     out
 }
 
-/// The seed's per-VM "deployment summary and debug info".
+/// The original wait_for_vm.sh flow's per-VM "deployment summary and debug info".
 fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Deployment summary for {} (VM {})", vm.name, vm.vmid);

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::{Command, Event, Phase, VmState};
@@ -91,7 +93,7 @@ async fn five_vms_pipelined_all_verify_and_outputs_are_written() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_keeps_the_seeds_order() {
+async fn sequential_keeps_the_original_scripts_order() {
     let h = Harness::start("fast", 3, SCALE, settings(5, "sequential")).await;
     let (summary, events) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified"; 5]);
@@ -106,16 +108,35 @@ async fn sequential_keeps_the_seeds_order() {
     }
 }
 
+/// The VMs (k >= 1) whose checks started before VM k-1 was verified.
+fn overlapping_checks(events: &[Event], vms: usize) -> Vec<usize> {
+    (1..vms)
+        .filter(|&k| {
+            first_state(events, k, is_phase(Phase::AwaitingAgent)).expect("checks started")
+                < first_state(events, k - 1, is_phase(Phase::Verified)).expect("verified")
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_overlaps_checks_that_sequential_serialises() {
-    let h = Harness::start("fast", 3, SCALE, settings(4, "pipelined")).await;
-    let (_, events) = h.run_plain().await;
-    // Some VM starts its checks before the previous one is verified.
-    let overlapped = (1..4).any(|k| {
-        first_state(&events, k, is_phase(Phase::AwaitingAgent)).unwrap()
-            < first_state(&events, k - 1, is_phase(Phase::Verified)).unwrap()
-    });
-    assert!(overlapped, "pipelined checks never overlapped");
+    // The same cluster, seed and settings in both modes: only the mode differs.
+    const VMS: usize = 4;
+    let pipelined = Harness::start("fast", 3, SCALE, settings(VMS, "pipelined")).await;
+    let (summary, events) = pipelined.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; VMS]);
+    assert!(
+        !overlapping_checks(&events, VMS).is_empty(),
+        "pipelined checks never overlapped"
+    );
+    let sequential = Harness::start("fast", 3, SCALE, settings(VMS, "sequential")).await;
+    let (summary, events) = sequential.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; VMS]);
+    assert_eq!(
+        overlapping_checks(&events, VMS),
+        Vec::<usize>::new(),
+        "sequential checks overlapped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,12 +241,18 @@ async fn pause_holds_a_vm_and_resume_lets_it_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_all_stops_new_work_until_resumed() {
-    let h = Harness::start("fast", 5, SCALE, settings(3, "pipelined")).await;
+    const VMS: usize = 3;
+    /// How long the paused rollout is watched, in simulated seconds: several poll intervals
+    /// and more than the 3 s deployment delay, so any work that went on would show.
+    const WATCH_S: f64 = 60.0;
+    let h = Harness::start("fast", 5, SCALE, settings(VMS, "pipelined")).await;
+    let sim = &h.sim;
     let (summary, events) = h
         .run(false, |mut rx, tx| async move {
             let mut all = Vec::new();
+            let mut pause_sent = false;
+            let mut paused = [false; VMS];
             let mut resumed = false;
-            let mut paused = false;
             while let Some(e) = rx.recv().await {
                 match &e {
                     Event::VmState {
@@ -235,32 +262,51 @@ async fn pause_all_stops_new_work_until_resumed() {
                                 phase: Phase::Cloning,
                             },
                         ..
-                    } if !paused => {
-                        paused = true;
+                    } if !pause_sent => {
+                        pause_sent = true;
                         tx.send(Command::PauseAll).unwrap();
                     }
                     Event::VmState {
+                        vm,
                         state: VmState::Paused { .. },
                         ..
                     } if !resumed => {
-                        resumed = true;
-                        tx.send(Command::ResumeAll).unwrap();
+                        paused[*vm] = true;
+                        if paused.iter().all(|p| *p) {
+                            // Every VM holds at a step boundary: nothing may reach the
+                            // simulator until the rollout is resumed.
+                            let before = sim.stats();
+                            tokio::time::sleep(Duration::from_secs_f64(WATCH_S * SCALE)).await;
+                            let after = sim.stats();
+                            assert!(
+                                after.now - before.now >= WATCH_S,
+                                "watched only {} simulated s",
+                                after.now - before.now
+                            );
+                            assert_eq!(
+                                after.requests_by_endpoint, before.requests_by_endpoint,
+                                "requests reached the simulator while every VM was paused"
+                            );
+                            assert_eq!(after.clones_by_name, before.clones_by_name);
+                            resumed = true;
+                            tx.send(Command::ResumeAll).unwrap();
+                        }
                     }
                     _ => {}
                 }
                 all.push(e);
             }
+            assert!(resumed, "not every VM reported paused: {paused:?}");
             all
         })
         .await;
-    assert_eq!(states(&summary), ["verified"; 3]);
-    assert!(events.iter().any(|e| matches!(
-        e,
-        Event::VmState {
-            state: VmState::Paused { .. },
-            ..
-        }
-    )));
+    assert_eq!(states(&summary), ["verified"; VMS]);
+    // Each VM went on from where it held.
+    for vm in 0..VMS {
+        let held = first_state(&events, vm, |s| matches!(s, VmState::Paused { .. })).unwrap();
+        let verified = first_state(&events, vm, is_phase(Phase::Verified)).unwrap();
+        assert!(held < verified, "VM {vm}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

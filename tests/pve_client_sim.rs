@@ -3,8 +3,6 @@
 //! token auth, retries through the `flaky` scenario, lost clone answers, the in-flight cap, and
 //! secrets absent from errors, Debug output and logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pve_rollout::pve::{
@@ -13,6 +11,7 @@ use pve_rollout::pve::{
 };
 use pve_rollout::sim::scenario::TokenSpec;
 use pve_rollout::sim::{self, Scenario, Sim, SimOptions};
+use pve_rollout::testing::CapturedLog;
 
 /// Wall seconds per simulated second: 100x faster.
 const SCALE: f64 = 0.01;
@@ -877,32 +876,10 @@ async fn the_flaky_scenario_is_ridden_out() {
     sim.shutdown().await;
 }
 
-/// Collects everything the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_secret_in_errors_debug_or_logs() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedLog::default();
+    let _guard = captured.set_default();
 
     let password = "pa55-word-never-shown";
     let sim = start_sim(
@@ -964,7 +941,7 @@ async fn no_secret_in_errors_debug_or_logs() {
             .expect_err("refused");
         shown.push(format!("{error} {error:?}"));
     }
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(
         logs.contains("GET /version"),
         "the client's trace lines were captured:\n{logs}"

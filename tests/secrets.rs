@@ -5,9 +5,8 @@
 //! Its own test binary: the capturing subscriber is process-global, so events from every task on
 //! every runtime thread (client, engine, simulator) are caught.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use pve_rollout::config::Config;
 use pve_rollout::demo::{self, DemoSettings};
@@ -16,42 +15,26 @@ use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::pve::{Auth, Client, Secret};
 use pve_rollout::report::Summary;
 use pve_rollout::sim::{self, Scenario, SimOptions};
+use pve_rollout::testing::CapturedLog;
 use tokio::sync::mpsc;
 
 const SCALE: f64 = 0.01;
 const USER: &str = "rollout@pve";
 const PASSWORD: &str = "Tr0ub4dor-and-3-horses-PW";
 
-/// Everything every test's tracing events wrote, as text.
-fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+/// Everything every test's tracing events wrote (installed process-wide once, so events from
+/// every runtime thread are caught).
+fn captured() -> &'static CapturedLog {
+    static LOG: OnceLock<CapturedLog> = OnceLock::new();
     LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+        let log = CapturedLog::default();
+        tracing::subscriber::set_global_default(log.subscriber()).expect("first subscriber");
         log
     })
 }
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_text() -> String {
-    String::from_utf8_lossy(&captured().lock().expect("log")).into_owned()
+    captured().text()
 }
 
 enum How {

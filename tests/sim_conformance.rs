@@ -1,4 +1,4 @@
-//! The fidelity checklist of reference/proxmox-api.md §12, item by item, at the wire level:
+//! The simulator's fidelity checklist, item by item, at the wire level:
 //! real HTTPS, raw status lines (reason phrases), headers and bodies.
 
 #[path = "sim_common/mod.rs"]
@@ -777,7 +777,8 @@ async fn item17_task_log_and_stop() {
     assert_eq!(done["total"].as_u64(), Some(log.len() as u64));
 }
 
-// 18. Clone: synchronous checks, UPID, lock: clone, new MACs and uuid, default name, linked by default, target.
+// 18. Clone: synchronous checks, UPID, lock: clone, new MACs and uuid, default name, linked by
+// default, target.
 #[tokio::test]
 async fn item18_clone_semantics() {
     let (sim, c) = start(slow_clone_opts(SCALE)).await;
@@ -1611,7 +1612,8 @@ async fn item29_30_agent_wrapping_and_exec() {
 async fn item31_proxy_errors() {
     let (sim, c) = start(slow_clone_opts(SCALE)).await;
     begin_clone(&c, &sim, 101, "").await;
-    // Each PUT holds a worker for the 10 s lock wait: 3 workers, 15 callers → the tail waits > 30 s.
+    // Each PUT holds a worker for the 10 s lock wait: 3 workers, 15 callers → the tail waits > 30
+    // s.
     let t = Instant::now();
     let mut jobs = Vec::new();
     for _ in 0..15 {

@@ -60,7 +60,7 @@ pub struct DemoArgs {
     /// Run simulator and engine this many times faster than real time (e.g. 10).
     #[arg(long, default_value_t = 1.0, value_parser = positive_f64)]
     speed: f64,
-    /// Checks mode: pipelined (default) or sequential (the seed's order).
+    /// Checks mode: pipelined (default) or sequential (the original wait_for_vm.sh flow's order).
     #[arg(long, default_value = "pipelined", value_parser = ["pipelined", "sequential"])]
     mode: String,
     /// Write the engine's events on stdout in this machine-readable form (as for deploy).
@@ -227,8 +227,8 @@ pub async fn demo(args: DemoArgs, dashboard: bool, log: &LogFile) -> Result<u8, 
     code
 }
 
-/// The summary files by path, the seed's per-VM files as a count: a 50-VM rollout's 100 per-VM
-/// files would push the summary's path off the screen.
+/// The summary files by path, the original wait_for_vm.sh flow's per-VM files as a count: a
+/// 50-VM rollout's 100 per-VM files would push the summary's path off the screen.
 fn print_outputs(paths: &[PathBuf]) {
     // Under tmux the first line printed right after leaving the alternate screen was sometimes
     // lost (about 1 run in 3 of the tmux test); a blank line takes that place.

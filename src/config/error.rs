@@ -49,7 +49,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// Exit code for a bad config or usage (design.md section 1).
+    /// Exit code for a bad config or usage.
     pub fn exit_code(&self) -> i32 {
         2
     }

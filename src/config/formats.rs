@@ -280,29 +280,6 @@ pub fn check_token_id(token_id: &str) -> Result<(), String> {
     }
 }
 
-/// SHA-256 of the server certificate: 64 hex digits, bare or as 32 colon-separated pairs.
-/// Returns the canonical uppercase, colon-separated form PVE shows in the GUI.
-pub fn normalize_fingerprint(text: &str) -> Result<String, String> {
-    const ALLOWED: &str = "a SHA-256 fingerprint: 64 hex digits, bare or as 32 colon-separated \
-                           pairs (AB:CD:...), as the node's Certificates panel or \
-                           `pvenode cert info` shows it";
-    let hex: String = if text.contains(':') {
-        let pairs: Vec<&str> = text.split(':').collect();
-        if pairs.len() != 32 || pairs.iter().any(|p| p.len() != 2) {
-            return Err(ALLOWED.to_string());
-        }
-        pairs.concat()
-    } else {
-        text.to_string()
-    };
-    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ALLOWED.to_string());
-    }
-    let upper = hex.to_ascii_uppercase();
-    let pairs: Vec<&str> = (0..32).map(|i| &upper[i * 2..i * 2 + 2]).collect();
-    Ok(pairs.join(":"))
-}
-
 /// `10.0.0.0/8` or `fd00::/8`, with no host bits set.
 pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
     const ALLOWED: &str = "an address range in CIDR form, such as \"10.0.0.0/8\" or \"fd00::/8\"";
@@ -439,20 +416,6 @@ mod tests {
         }
         assert!(check_userid("root@pam").is_ok());
         assert!(check_userid("root").is_err());
-    }
-
-    #[test]
-    fn fingerprints_normalise() {
-        let bare = "ab".repeat(32);
-        let colons = vec!["AB"; 32].join(":");
-        assert_eq!(normalize_fingerprint(&bare).unwrap(), colons);
-        assert_eq!(
-            normalize_fingerprint(&colons.to_lowercase()).unwrap(),
-            colons
-        );
-        assert!(normalize_fingerprint(&"ab".repeat(31)).is_err());
-        assert!(normalize_fingerprint(&"zz".repeat(32)).is_err());
-        assert!(normalize_fingerprint("AB:CD").is_err());
     }
 
     #[test]

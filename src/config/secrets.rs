@@ -3,29 +3,14 @@
 //! `pve::Secret`, which never prints; no message here ever contains one.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::{Config, ConfigError, Problem};
-use crate::pve::{Auth, ClientConfig, RetryPolicy, Secret, TlsTrust};
+use crate::pve::{Auth, ClientConfig, Secret, TlsTrust};
 
 /// Env var that carries the API token secret (preferred over `token_secret_file`).
 pub const TOKEN_SECRET_ENV: &str = "PVE_TOKEN_SECRET";
 /// Env var that carries the password (preferred over `password_file`).
 pub const PASSWORD_ENV: &str = "PVE_PASSWORD";
-
-/// Per-request timeout: a request can wait up to 30 s in pvedaemon's queue before PVE answers
-/// 596, and agent calls take a few seconds more on top.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The client's retry policy with a longer reach: two 596s in a row (30 s each) must still fit
-/// in the time a real rollout gives a transient fault.
-fn retry() -> RetryPolicy {
-    RetryPolicy {
-        max_delay: Duration::from_secs(10),
-        max_elapsed: Duration::from_secs(120),
-        ..RetryPolicy::default()
-    }
-}
 
 impl Config {
     /// The API client's settings. The secret comes from env `PVE_TOKEN_SECRET` (or
@@ -102,15 +87,10 @@ impl Config {
         } else {
             TlsTrust::System
         };
-        Ok(ClientConfig {
-            url: p.url.clone(),
-            auth,
-            tls,
-            max_in_flight: p.max_in_flight,
-            request_timeout: REQUEST_TIMEOUT,
-            retry: retry(),
-            time_scale,
-        })
+        Ok(ClientConfig::new(p.url.clone(), auth)
+            .with_tls(tls)
+            .with_max_in_flight(p.max_in_flight)
+            .with_time_scale(time_scale))
     }
 
     fn secret(

@@ -47,7 +47,7 @@ memory = 16384
 disk_size = "128G"
 
 [checks]
-mode = "pipelined"                # or "sequential", the seed's exact order
+mode = "pipelined"                # or "sequential", the original wait_for_vm.sh flow's exact order
 ip_timeout = "30m"
 pings = 3
 stabilization = "30s"

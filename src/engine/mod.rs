@@ -54,11 +54,7 @@ impl Rollout {
             id: self.plan.rollout_id.clone(),
             proxmox_url: self.client.url().to_string(),
             template: self.plan.template_name.clone(),
-            mode: match c.checks.mode {
-                CheckMode::Sequential => "sequential",
-                CheckMode::Pipelined => "pipelined",
-            }
-            .to_string(),
+            mode: c.checks.mode.to_string(),
             vm_count: self.plan.vms.len(),
             deployment_delay: crate::config::format_duration(c.rollout.deployment_delay),
             nodes: {
@@ -427,10 +423,7 @@ fn refuse_without_journal(
 }
 
 fn record_mode(config: &Config) -> &'static str {
-    match config.checks.mode {
-        CheckMode::Sequential => "sequential",
-        CheckMode::Pipelined => "pipelined",
-    }
+    config.checks.mode.as_str()
 }
 
 /// Writes the summary files and tells the watchers where (or why not).

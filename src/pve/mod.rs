@@ -51,9 +51,10 @@ pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
-/// Default per-request timeout. Above pveproxy's 30 s proxy limit so that a stuck pvedaemon shows
-/// up as PVE's own `596 Connection timed out` rather than as a client-side timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before
+/// pveproxy answers `596 Connection timed out` (so a stuck daemon shows up as PVE's own error, not
+/// a client-side timeout), and agent calls take a few seconds more on top.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default process-wide cap on requests in flight (pvedaemon has 3 workers).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
 
@@ -104,7 +105,7 @@ pub enum Auth {
     Password { user: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     /// `https://host:8006` (with or without a trailing `/api2/json`).
     pub url: String,
@@ -122,7 +123,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults: system roots, 2 in flight, 35 s timeout, default retries, real time.
+    /// The settings every client starts from, real runs and the simulator alike: system roots,
+    /// 2 in flight, 60 s timeout, the default retries, real time. The `with_` methods change
+    /// only what a deployment decides (trust, in-flight cap, a time-scaled simulator).
     pub fn new(url: impl Into<String>, auth: Auth) -> Self {
         ClientConfig {
             url: url.into(),
@@ -133,6 +136,22 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             time_scale: 1.0,
         }
+    }
+
+    pub fn with_tls(self, tls: TlsTrust) -> Self {
+        ClientConfig { tls, ..self }
+    }
+
+    pub fn with_max_in_flight(self, max_in_flight: usize) -> Self {
+        ClientConfig {
+            max_in_flight,
+            ..self
+        }
+    }
+
+    /// Against a time-scaled simulator: every client-side wait is multiplied by `time_scale`.
+    pub fn with_time_scale(self, time_scale: f64) -> Self {
+        ClientConfig { time_scale, ..self }
     }
 }
 
@@ -146,14 +165,15 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 6 attempts, 0.5 s doubling to an 8 s cap, 60 s in total (all times scaled by
-    /// `ClientConfig::time_scale`). Waits are drawn from [d/2, d] (equal jitter).
+    /// 6 attempts, 0.5 s doubling to a 10 s cap, 120 s in total (all times scaled by
+    /// `ClientConfig::time_scale`): two 596s in a row (30 s each) still fit. Waits are drawn
+    /// from [d/2, d] (equal jitter).
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 6,
             initial: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-            max_elapsed: Duration::from_secs(60),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(120),
         }
     }
 }

@@ -132,10 +132,10 @@ mod tests {
         let bases: Vec<Duration> = (2..=7).map(|n| policy.base_delay(n)).collect();
         assert_eq!(
             bases,
-            [500, 1000, 2000, 4000, 8000, 8000]
+            [500, 1000, 2000, 4000, 8000, 10000]
                 .map(Duration::from_millis)
                 .to_vec(),
-            "0.5 s doubling, capped at 8 s"
+            "0.5 s doubling, capped at 10 s"
         );
         // Jitter keeps each wait within [d/2, d]; the time scale multiplies everything.
         assert_eq!(
@@ -155,11 +155,11 @@ mod tests {
         // Out of attempts; out of time.
         assert_eq!(policy.delay_before(7, Duration::ZERO, 0.0, 1.0), None);
         assert_eq!(
-            policy.delay_before(3, Duration::from_millis(59_500), 1.0, 1.0),
+            policy.delay_before(3, Duration::from_millis(119_500), 1.0, 1.0),
             None
         );
         assert_eq!(
-            policy.delay_before(3, Duration::from_millis(595), 1.0, 0.01),
+            policy.delay_before(3, Duration::from_millis(1_195), 1.0, 0.01),
             None
         );
     }
@@ -244,8 +244,8 @@ mod tests {
             |n| {
                 calls.set(n);
                 async {
-                    // Each attempt hangs for a 20 s server-side timeout.
-                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    // Each attempt hangs for a 40 s client-side timeout.
+                    tokio::time::sleep(Duration::from_secs(40)).await;
                     Err(Verdict::Retry(transient()))
                 }
             },
@@ -255,9 +255,9 @@ mod tests {
         assert_eq!(
             calls.get(),
             3,
-            "20 s + wait + 20 s + wait + 20 s crosses 60 s"
+            "40 s + wait + 40 s + wait + 40 s crosses 120 s"
         );
-        assert!(started.elapsed() < Duration::from_secs(80));
+        assert!(started.elapsed() < Duration::from_secs(160));
     }
 
     #[tokio::test(start_paused = true)]

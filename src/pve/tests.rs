@@ -2,7 +2,6 @@
 //! handling, retries, the in-flight cap and secrecy. (Behaviour against a faithful PVE is
 //! covered by the simulator tests under `tests/`.)
 
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +10,7 @@ use serde_json::json;
 
 use super::test_server::{self, Reply, Seen, TestServer};
 use super::*;
+use crate::testing::CapturedLog;
 
 const TOKEN_SECRET: &str = "5f0c1d2e-aaaa-bbbb-cccc-0123456789ab";
 const PASSWORD: &str = "correct-horse-battery";
@@ -872,32 +872,10 @@ async fn in_flight_cap_holds_for_clones_of_the_client() {
     );
 }
 
-/// Collects everything the fmt subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_appear_in_errors_debug_or_logs() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedLog::default();
+    let _guard = captured.set_default();
 
     let desk = Arc::new(TicketDesk {
         issued: AtomicUsize::new(0),
@@ -950,7 +928,7 @@ async fn secrets_never_appear_in_errors_debug_or_logs() {
         shown.push(format!("{error} {error:?} {api:?}"));
     }
 
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(
         logs.contains("POST /access/ticket"),
         "trace output was captured:\n{logs}"
@@ -976,18 +954,11 @@ async fn secrets_never_appear_in_errors_debug_or_logs() {
 
 #[tokio::test]
 async fn insecure_mode_is_logged_at_start() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer({
-            let captured = captured.clone();
-            move || captured.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedLog::default();
+    let _guard = captured.set_default();
     let server = test_server::start(pve_like).await;
     let api = Client::new(config(&server, token(), TlsTrust::Insecure)).expect("client");
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(
         logs.contains("INFO") && logs.contains("TLS certificate verification is OFF"),
         "{logs}"

@@ -35,23 +35,29 @@ fn format_fingerprint(bytes: &[u8]) -> String {
     out
 }
 
-/// Accepts `AB:CD:...` or plain hex, any case (spaces and colons ignored), and returns the PVE
-/// spelling; the error says what is wrong with the value.
+/// Accepts a SHA-256 fingerprint as people paste it: `AB:CD:...` as the node's Certificates
+/// panel and `pvenode cert info` show it, plain hex, any case, spaces or colons anywhere, and
+/// `openssl x509 -fingerprint -sha256` output (`sha256 Fingerprint=AB:CD:...`). Returns the PVE
+/// spelling (upper-case colon-separated pairs). The error says what is wrong and what is
+/// expected, without repeating the value (callers name it).
 pub fn normalize_fingerprint(text: &str) -> Result<String, String> {
-    let hex: String = text
+    const EXPECTED: &str = "expected a SHA-256 fingerprint: 64 hex digits, bare or as 32 \
+                            colon-separated pairs (AB:CD:...), as the node's Certificates panel \
+                            or `pvenode cert info` shows it";
+    let trimmed = text.trim();
+    let value = match trimmed.split_once('=') {
+        Some((label, value)) if label.trim().eq_ignore_ascii_case("sha256 fingerprint") => value,
+        _ => trimmed,
+    };
+    let hex: String = value
         .chars()
         .filter(|c| *c != ':' && !c.is_whitespace())
         .collect();
     if let Some(bad) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "fingerprint {text:?} contains {bad:?}; expected 64 hex digits (SHA-256), optionally colon-separated like \"AB:CD:...\""
-        ));
+        return Err(format!("contains {bad:?}; {EXPECTED}"));
     }
     if hex.len() != 64 {
-        return Err(format!(
-            "fingerprint {text:?} has {} hex digits; a SHA-256 fingerprint has 64 (32 bytes, like \"AB:CD:...\")",
-            hex.len()
-        ));
+        return Err(format!("has {} hex digits; {EXPECTED}", hex.len()));
     }
     let bytes: Vec<u8> = (0..32)
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
@@ -152,7 +158,8 @@ pub(crate) fn client_config(
     let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
     let decision = match trust {
         TlsTrust::Fingerprint(text) => Decision::Pinned(
-            normalize_fingerprint(text).map_err(|e| local(ErrorClass::Tls, CALL, e))?,
+            normalize_fingerprint(text)
+                .map_err(|e| local(ErrorClass::Tls, CALL, format!("fingerprint {text:?} {e}")))?,
         ),
         TlsTrust::CaFile(path) => {
             let mut roots = RootCertStore::empty();
@@ -316,6 +323,50 @@ mod tests {
         assert!(short.contains("has 4 hex digits"), "{short}");
         let bad = normalize_fingerprint(&FP.replace('5', "x")).expect_err("not hex");
         assert!(bad.contains("'x'"), "{bad}");
+        assert!(
+            !bad.contains(&FP.replace('5', "x")),
+            "the caller names the value: {bad}"
+        );
+    }
+
+    /// Every spelling the config once accepted on its own (bare hex, colon pairs, any case)
+    /// and every one the client accepted (spaces, colons anywhere), plus openssl's output.
+    #[test]
+    fn fingerprints_accept_every_spelling_people_paste() {
+        let bare = FP.replace(':', "");
+        for spelling in [
+            bare.clone(),
+            bare.to_lowercase(),
+            FP.to_lowercase(),
+            FP.replace(':', " "),
+            format!("  {FP}\n"),
+            bare.as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(":"),
+            format!("sha256 Fingerprint={FP}"),
+            format!("SHA256 Fingerprint={}", FP.to_lowercase()),
+        ] {
+            assert_eq!(
+                normalize_fingerprint(&spelling).as_deref(),
+                Ok(FP),
+                "{spelling:?}"
+            );
+        }
+        for (bad, says) in [
+            ("ab".repeat(31), "has 62 hex digits"),
+            ("ab".repeat(33), "has 66 hex digits"),
+            ("zz".repeat(32), "contains 'z'"),
+            (String::new(), "has 0 hex digits"),
+            (format!("sha1 Fingerprint={FP}"), "contains 's'"),
+        ] {
+            let err = normalize_fingerprint(&bad).expect_err(&bad);
+            assert!(
+                err.contains(says) && err.contains("64 hex digits"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

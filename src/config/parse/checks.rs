@@ -25,11 +25,10 @@ impl Doc<'_> {
         let s = self.section(root, "checks");
         self.unknown_keys(&s, CHECKS_KEYS);
         let before = self.problems.len();
-        let mode = self.string_with(&s, "mode", "a check mode", |m| match m {
-            "pipelined" => Ok(CheckMode::Pipelined),
-            "sequential" => Ok(CheckMode::Sequential),
-            _ => Err(bad(
-                "not a check mode; allowed: \"pipelined\" (default) or \"sequential\" (the seed's \
+        let mode = self.string_with(&s, "mode", "a check mode", |m| match m.parse() {
+            Ok(mode) => Ok(mode),
+            Err(_) => Err(bad(
+                "not a check mode; allowed: \"pipelined\" (default) or \"sequential\" (the original wait_for_vm.sh flow's \
                  exact order)",
             )),
         });

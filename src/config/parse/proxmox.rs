@@ -34,8 +34,7 @@ impl Doc<'_> {
         );
         let password_file = self.path(&s, "password_file");
         let fingerprint = self.string_with(&s, "fingerprint", "a SHA-256 fingerprint", |f| {
-            formats::normalize_fingerprint(f)
-                .map_err(|allowed| bad(format!("not allowed; expected {allowed}")))
+            crate::pve::normalize_fingerprint(f).map_err(bad)
         });
         let ca_cert = self.path(&s, "ca_cert");
         let insecure = self.boolean(&s, "insecure");
