@@ -43,6 +43,9 @@ pub enum Command {
     /// Write a commented deploy.toml from what the cluster has (nodes, cloud-init templates,
     /// bridges, storages, free memory), checked with plan's preflight before it is written.
     Init(onboard::InitArgs),
+    /// Write a deploy.toml from the original Terraform/OpenTofu setup (terraform.tfvars,
+    /// variable defaults, the proxmox_vm_qemu resource), listing what it could not translate.
+    ImportTf(onboard::ImportTfArgs),
     /// Roll out the VMs described in deploy.toml and verify each one.
     Deploy(deploy::DeployArgs),
     /// Dry run: resolve names, VM ids, nodes and resources, check the cluster, change nothing.
@@ -110,6 +113,7 @@ pub async fn dispatch(command: Command, dashboard: bool, log: LogFile) -> Result
             Ok(0)
         }
         Command::Init(a) => onboard::init(a).await,
+        Command::ImportTf(a) => onboard::import_tf(a),
         Command::Check(a) => inspect::check(a.config.as_deref()).await,
         Command::Plan(a) => inspect::plan_only(a).await,
         Command::Deploy(a) => deploy::deploy(a, dashboard, &log).await,

@@ -406,3 +406,77 @@ fn draft(
     );
     d
 }
+
+#[derive(Args)]
+pub struct ImportTfArgs {
+    /// The directory of the Terraform/OpenTofu setup (terraform.tfvars, variables.tf, *.tf).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Where to write the config.
+    #[arg(short, long, value_name = "FILE", default_value = "deploy.toml")]
+    output: PathBuf,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Use this API endpoint instead of the provider's pm_api_url.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Use this API token instead of the provider's pm_api_token_id.
+    #[arg(long, value_name = "ID")]
+    token_id: Option<String>,
+    /// Pin the server's certificate by its SHA-256 fingerprint (instead of pm_tls_insecure).
+    #[arg(long, value_name = "SHA256")]
+    fingerprint: Option<String>,
+}
+
+pub fn import_tf(args: ImportTfArgs) -> Result<u8, Exit> {
+    use pve_rollout::onboard::terraform;
+    check_writable(&args.output, args.force)?;
+    let mut import = terraform::import_dir(&args.dir).map_err(|e| fail(2, e))?;
+    let draft = &mut import.draft;
+    if let Some(url) = args.url {
+        draft.url = url;
+    }
+    if let Some(token_id) = args.token_id {
+        draft.token_id = Some(token_id);
+        draft.user = None;
+    }
+    if let Some(fp) = args.fingerprint {
+        draft.fingerprint = Some(fp);
+        draft.insecure = false;
+        draft.notes.retain(|(key, _)| key != "proxmox.insecure");
+    }
+    if draft.url.is_empty() {
+        return Err(fail(
+            2,
+            "no pm_api_url in the provider \"proxmox\" block: pass --url https://HOST:8006",
+        ));
+    }
+    if draft.insecure {
+        eprintln!(
+            "warning: pm_tls_insecure = true became insecure = true: the server's certificate is not checked; pin it with --fingerprint instead"
+        );
+    }
+    let mut text = draft.render();
+    if !import.skipped.is_empty() {
+        text.push_str("\n# Not translated from the Terraform setup:\n");
+        for s in &import.skipped {
+            text.push_str(&format!("#   {}: {}: {}\n", s.place, s.what, s.reason));
+        }
+    }
+    write_config(&args.output, &text)?;
+    println!("translated:");
+    for t in &import.translated {
+        println!("  {t}");
+    }
+    println!("not translated ({}):", import.skipped.len());
+    for s in &import.skipped {
+        println!("  {}: {}: {}", s.place, s.what, s.reason);
+    }
+    println!(
+        "wrote {}; check it with: pve-rollout plan -c {}",
+        args.output.display(),
+        args.output.display()
+    );
+    Ok(0)
+}

@@ -34,6 +34,8 @@ pub struct Draft {
     /// MiB.
     pub memory: Option<u64>,
     pub disk_size: Option<String>,
+    /// The disk to resize (`scsi0`, ...).
+    pub disk: Option<String>,
     pub storage: Option<String>,
     pub format: Option<String>,
     pub bridge: Option<String>,
@@ -172,6 +174,7 @@ impl Draft {
             "defaults.disk_size",
             self.disk_size.as_deref().map(quote),
         );
+        self.key(&mut out, "defaults.disk", self.disk.as_deref().map(quote));
         self.key(
             &mut out,
             "defaults.storage",
@@ -221,6 +224,10 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// A key whose comment needs TOML escaping.
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExample you \"laptop\"";
+
     #[test]
     fn a_rendered_draft_is_a_valid_config_with_its_notes() {
         let mut draft = Draft {
@@ -234,7 +241,7 @@ mod tests {
             nodes: vec!["pve1".into()],
             memory: Some(4096),
             disk_size: Some("64G".into()),
-            sshkeys: vec!["ssh-ed25519 AAAA \"x\" you@host".into()],
+            sshkeys: vec![KEY.into()],
             vm_configs: vec![VmDraft {
                 name: "db-1".into(),
                 memory: Some(8192),
@@ -251,9 +258,6 @@ mod tests {
         let config = Config::parse(&text, "draft").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(config.rollout.vm_name_prefix, "web");
         assert_eq!(config.vm_configs["db-1"].memory, Some(8192));
-        assert_eq!(
-            config.defaults.sshkeys.as_deref(),
-            Some("ssh-ed25519 AAAA \"x\" you@host")
-        );
+        assert_eq!(config.defaults.sshkeys.as_deref(), Some(KEY));
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod discover;
 pub mod draft;
+pub mod terraform;
 
 pub use draft::{Draft, VmDraft};
