@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 
 use cli::{Cli, Command, EVENTS_TARGET, LogFile};
+use pve_rollout::ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,9 +53,8 @@ fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
 }
 
 /// The log file (when the command keeps one) records info and above, or what `RUST_LOG` asks.
-/// Diagnostics (`RUST_LOG`) go to stderr in headless runs, without the engine's events (the
-/// headless lines show those). The dashboard owns the terminal, so there they go to
-/// `pve-rollout-debug.log`, and only when `RUST_LOG` asks for them.
+/// Diagnostics (`RUST_LOG`) go to stderr in headless runs, to the dashboard's diagnostics pane
+/// otherwise, without the engine's events (the headless lines and the dashboard show those).
 fn init_tracing(dashboard: bool, default_filter: &str, log_file: Option<LogFile>) {
     use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
     let file_layer = log_file.map(|log| {
@@ -68,35 +68,21 @@ fn init_tracing(dashboard: bool, default_filter: &str, log_file: Option<LogFile>
             Ok(directive) => filter.add_directive(directive),
             Err(_) => filter,
         };
-    let terminal_layer = if dashboard {
-        std::env::var_os("RUST_LOG").and_then(|_| {
-            match std::fs::File::create("pve-rollout-debug.log") {
-                Ok(file) => Some(
-                    fmt::layer()
-                        .with_writer(std::sync::Mutex::new(file))
-                        .with_ansi(false)
-                        .with_filter(without_events(env_filter("warn")))
-                        .boxed(),
-                ),
-                Err(e) => {
-                    eprintln!("warning: RUST_LOG set but pve-rollout-debug.log: {e}");
-                    None
-                }
-            }
-        })
-    } else {
-        // Colour codes only for a terminal, and not when NO_COLOR asks for none.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        Some(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .with_ansi(ansi)
-                .with_filter(without_events(env_filter(default_filter)))
-                .boxed(),
-        )
-    };
+    if dashboard {
+        // The dashboard owns the terminal: diagnostics go to its pane (`d`), without the
+        // engine's events (its log pane shows those).
+        let filter = without_events(env_filter(ui::diagnostics::DEFAULT_FILTER));
+        let _ = ui::diagnostics::install_tracing(filter, file_layer);
+        return;
+    }
+    // Colour codes only for a terminal, and not when NO_COLOR asks for none.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let terminal_layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_filter(without_events(env_filter(default_filter)));
     let _ = tracing_subscriber::registry()
         .with(file_layer)
         .with(terminal_layer)
