@@ -300,3 +300,84 @@ async fn insecure_is_said_once_and_without_escape_codes_in_a_pipe() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_on_resume_is_named_and_refused_without_a_terminal() {
+    let sim = start("fast").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(&sim, dir.path(), 2, false);
+    let scale = SCALE.to_string();
+    let deploy = ["deploy", "--headless", "--time-scale", &scale];
+    ok(&run(&sim, dir.path(), &[], &deploy).await, "first deploy");
+    // The journal holds the settings themselves, and no secret.
+    let journal = std::fs::read_to_string(dir.path().join("out/journal.jsonl")).expect("journal");
+    assert!(
+        journal.contains("\"demo-1.memory\":\"4096 MiB\""),
+        "{journal}"
+    );
+    assert!(!journal.contains(&sim.token_secret()));
+
+    // Same settings: no question, already complete.
+    let same = run(&sim, dir.path(), &[], &deploy).await;
+    ok(&same, "same settings");
+    assert!(text(&same.stdout).contains("already complete"));
+
+    // Memory doubled and a third VM: listed, and refused without a terminal (stdin is null).
+    let settings = DemoSettings {
+        vms: 3,
+        memory_mib: 8192,
+        output: dir.path().join("out"),
+        ..DemoSettings::default()
+    };
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        demo::config_toml(&sim, &settings),
+    )
+    .expect("write");
+    let refused = run(&sim, dir.path(), &[], &deploy).await;
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    for line in [
+        "demo-1.memory: 4096 MiB -> 8192 MiB",
+        "demo-2.memory: 4096 MiB -> 8192 MiB",
+        "demo-3.vmid: (none) -> ",
+        "--accept-changes",
+    ] {
+        assert!(stderr.contains(line), "{line} missing:\n{stderr}");
+    }
+    let after_refusal =
+        std::fs::read_to_string(dir.path().join("out/journal.jsonl")).expect("journal");
+    assert_eq!(
+        after_refusal, journal,
+        "a refused resume wrote to the journal"
+    );
+
+    // Accepted: the added VM alone (the VMs that exist keep what they were created with).
+    let settings = DemoSettings {
+        memory_mib: 4096,
+        ..settings
+    };
+    std::fs::write(
+        dir.path().join("deploy.toml"),
+        demo::config_toml(&sim, &settings),
+    )
+    .expect("write");
+    let accepted = run(
+        &sim,
+        dir.path(),
+        &[],
+        &[
+            "deploy",
+            "--headless",
+            "--accept-changes",
+            "--time-scale",
+            &scale,
+        ],
+    )
+    .await;
+    ok(&accepted, "--accept-changes");
+    assert!(text(&accepted.stderr).contains("demo-3.vmid: (none) -> "));
+    let summary = summary(&dir.path().join("out"));
+    assert_eq!(summary["vms"].as_array().map(Vec::len), Some(3));
+    sim.shutdown().await;
+}

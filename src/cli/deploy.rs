@@ -26,6 +26,10 @@ pub struct DeployArgs {
     /// Where the summary files go (overrides [output] dir).
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Resume even when the settings differ from the journal's last run (without a terminal to
+    /// ask on, a changed config is refused otherwise).
+    #[arg(long)]
+    accept_changes: bool,
     /// Write the engine's events on stdout in this machine-readable form (implies --headless;
     /// the human lines go to stderr).
     #[arg(long, value_name = "FORMAT", value_enum)]
@@ -97,6 +101,7 @@ pub async fn deploy(args: DeployArgs, dashboard: bool, log: &LogFile) -> Result<
     open_log(log, args.log_file.as_deref(), &config.output.dir);
     let client = connect(&config, args.time_scale).await?;
     let plan = make_plan(&client, &config).await?;
+    confirm_changes(&plan, &config, args.accept_changes)?;
     if plan.already_done() {
         // Run again after it finished: everything is verified and still running; touch nothing.
         // stdout carries only JSON lines with --events.
@@ -117,6 +122,63 @@ pub async fn deploy(args: DeployArgs, dashboard: bool, log: &LogFile) -> Result<
         events: args.events,
     };
     roll_out(client, config, plan, args.time_scale, watch).await
+}
+
+/// A resume whose settings differ from the journal's last run lists what changed, then asks on
+/// a terminal (no: exit 1), or refuses without one (exit 2) unless `accept`.
+fn confirm_changes(plan: &plan::Plan, config: &Config, accept: bool) -> Result<(), Exit> {
+    use std::io::{BufRead, Write};
+    let path = engine::journal::path_in(&config.output.dir);
+    let history = engine::journal::History::read(&path).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(1)
+    })?;
+    // Only a rollout with VMs still standing is resumed; after `destroy` it starts afresh.
+    let standing = history
+        .vms
+        .values()
+        .any(|vm| vm.step != engine::journal::Step::Destroyed);
+    let engine::settings::Comparison::Changed(changes) = engine::settings::compare(plan, &history)
+    else {
+        return Ok(());
+    };
+    if !standing {
+        return Ok(());
+    }
+    eprintln!(
+        "the settings differ from the last run of rollout '{}' (journal {}):",
+        plan.rollout_id,
+        path.display()
+    );
+    if changes.is_empty() {
+        eprintln!(
+            "  (that run's journal holds only a digest of them, so what changed cannot be listed)"
+        );
+    }
+    for change in &changes {
+        eprintln!("  {change}");
+    }
+    eprintln!("VMs that exist already keep what they were created with.");
+    if accept {
+        eprintln!("going on with the new settings (--accept-changes)");
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: not resuming: stdin is not a terminal to confirm on; pass --accept-changes to go on with the new settings, or restore the old ones"
+        );
+        return Err(Exit(2));
+    }
+    eprint!("Go on with the new settings? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        eprintln!("nothing was done");
+        Err(Exit(1))
+    }
 }
 
 /// Runs the engine with the dashboard or the headless printer watching it.

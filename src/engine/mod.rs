@@ -10,6 +10,7 @@ pub mod journal;
 pub mod plan;
 pub mod record;
 pub mod schedule;
+pub mod settings;
 mod vm;
 
 use std::collections::HashSet;
@@ -90,9 +91,11 @@ pub async fn run(
     let n = rollout.plan.vms.len();
     let out_dir = rollout.config.output.dir.clone();
     let journal = Journal::open(&out_dir).and_then(|j| {
+        let values = settings::of(&rollout.plan);
         j.append(Entry::RolloutStarted {
             rollout: rollout.plan.rollout_id.clone(),
-            settings: settings_digest(&rollout.plan),
+            settings: settings::digest(&values),
+            values: Some(values),
         })?;
         // Every id is on disk before any clone is asked for, so a rerun finds the same ones.
         for vm in rollout.plan.vms.iter().filter(|vm| vm.journaled.is_none()) {
@@ -366,22 +369,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// What a journal's `rollout-started` line pins: the VMs and their settings, hashed (a rerun
-/// with other settings is told so in the journal, never shown a secret: none is in the plan).
-fn settings_digest(plan: &Plan) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(plan.template_name.as_bytes());
-    for vm in &plan.vms {
-        h.update(format!("{}|{}|{}|{:?}\n", vm.name, vm.vmid, vm.node, vm.spec).as_bytes());
-    }
-    h.finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Without a journal nothing is started (a crash could not be resumed): every VM fails at once.
