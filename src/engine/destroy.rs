@@ -6,12 +6,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::pve::{Client, ErrorClass, ResourceType, TaskState, Upid};
+use crate::pve::{Client, ErrorClass, ResourceType, Tags, TaskState, Upid};
 
 use super::clock::Clock;
 use super::error::EngineError;
 use super::journal::{self, Entry, History, Journal, Step};
 use super::plan::{TAG, is_ours};
+use super::poll::{Attempt, Backoff, Poller};
 
 /// A VM that will be removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +54,13 @@ pub async fn find(client: &Client, config: &Config) -> Result<Found, EngineError
         let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
             continue;
         };
-        if r.kind != "qemu" || r.template {
+        if !r.is_qemu() || r.template {
             continue;
         }
         let tagged = r
             .tags
             .as_deref()
-            .is_some_and(|t| t.split([';', ',', ' ']).any(|t| t == TAG));
+            .is_some_and(|t| Tags::parse(t).contains(TAG));
         let named = r.name.as_ref().is_some_and(|n| names.contains(n));
         // The resources list lags behind new VMs (no name yet): look at those too.
         let unseen = r.name.is_none();
@@ -85,7 +86,7 @@ pub async fn find(client: &Client, config: &Config) -> Result<Found, EngineError
                 node,
                 status,
             });
-        } else if in_journal && cfg.lock() == Some("clone") {
+        } else if in_journal && cfg.is_being_cloned() {
             found.spared.push(format!(
                 "VM {vmid} on {node} is still being cloned and carries no marker yet; run destroy again once its clone ended"
             ));
@@ -133,12 +134,12 @@ pub async fn remove(
 
 async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), String> {
     let status = match client.vm_status(&t.node, t.vmid).await {
-        Ok(s) => s.status,
+        Ok(s) => s,
         // Gone already (removed by hand, or a second destroy racing this one).
         Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    if status != "stopped" {
+    if !status.is_stopped() {
         let upid = client
             .stop(&t.node, t.vmid)
             .await
@@ -160,19 +161,20 @@ async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), Str
 
 /// Polls a task until it stops (10 minutes at most, rollout time).
 async fn wait_task(client: &Client, clock: Clock, upid: &Upid) -> Result<TaskState, String> {
-    let deadline = clock.deadline(Duration::from_secs(600));
-    let mut interval = Duration::from_millis(300);
+    let backoff = Backoff::growing(Duration::from_millis(300), 1.5, Duration::from_secs(3));
+    let mut poll = Poller::new(clock, clock.deadline(Duration::from_secs(600)), backoff)
+        .starting_at(Duration::from_millis(300));
     loop {
-        clock.sleep(interval).await;
-        match client.task_status(upid).await {
-            Ok(s) if s.state != TaskState::Running => return Ok(s.state),
-            Ok(_) => {}
-            Err(e) if e.class.is_transient() => {}
+        poll.due().await?;
+        let attempt = match client.task_status(upid).await {
+            Ok(s) if s.state != TaskState::Running => Attempt::Done(s.state),
+            Ok(_) => Attempt::Pending(String::new()),
+            Err(e) if e.class.is_transient() => Attempt::Pending(String::new()),
             Err(e) => return Err(format!("task {}: {e}", upid.0)),
+        };
+        let timed_out = |_| Err(format!("task {} still running after 10m", upid.0));
+        if let Some(state) = poll.answer(attempt, timed_out)? {
+            return Ok(state);
         }
-        if clock.left(deadline).is_zero() {
-            return Err(format!("task {} still running after 10m", upid.0));
-        }
-        interval = interval.mul_f64(1.5).min(Duration::from_secs(3));
     }
 }

@@ -24,7 +24,8 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Exit code per design.md section 1: 3 = cannot reach/authenticate or preflight failed.
+    /// The process exit code: 3 = cannot reach/authenticate or preflight failed, 1 = the outputs
+    /// could not be written.
     pub fn exit_code(&self) -> i32 {
         match self {
             EngineError::Api(_) | EngineError::Preflight(_) | EngineError::Journal(_) => 3,

@@ -115,7 +115,7 @@ impl VmState {
     }
 }
 
-/// Severity of a log line, as the seed printed them.
+/// Severity of a log line, the levels the original wait_for_vm.sh flow printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {

@@ -1,4 +1,4 @@
-//! Which of the guest's addresses is "the" IP (design.md section 5).
+//! Which of the guest's addresses is "the" IP.
 //!
 //! 1. Interfaces: the one(s) whose MAC is net0's (case-insensitive); if none matches, or net0's
 //!    MAC is unknown, all of them.

@@ -23,16 +23,8 @@ pub fn marker_line(rollout_id: &str) -> String {
 pub fn is_ours(config: &VmConfig, rollout_id: &str) -> bool {
     let marker = marker_line(rollout_id);
     config
-        .get("description")
-        .map(|d| percent_decode(d).lines().any(|l| l.trim() == marker))
-        .unwrap_or(false)
-}
-
-/// PVE stores `description` as given but some clients send it URL-encoded; accept both.
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
+        .description()
+        .is_some_and(|d| d.lines().any(|l| l.trim() == marker))
 }
 
 /// Where a clone comes from.
@@ -153,17 +145,14 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
 
     let nodes = client.nodes().await?;
     let resources = client.cluster_resources(None).await?;
-    let vms: Vec<&Resource> = resources
-        .iter()
-        .filter(|r| r.kind == "qemu" || r.kind == "lxc")
-        .collect();
-    let storages: Vec<&Resource> = resources.iter().filter(|r| r.kind == "storage").collect();
+    let vms: Vec<&Resource> = resources.iter().filter(|r| r.is_guest()).collect();
+    let storages: Vec<&Resource> = resources.iter().filter(|r| r.is_storage()).collect();
 
     // Nodes: named ones must exist and be online.
     let wanted_nodes: Vec<String> = if config.rollout.nodes.is_empty() {
         nodes
             .iter()
-            .filter(|n| n.status == "online")
+            .filter(|n| n.is_online())
             .map(|n| n.node.clone())
             .collect()
     } else {
@@ -181,7 +170,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
-            Some(n) if n.status != "online" => {
+            Some(n) if !n.is_online() => {
                 problems.push(format!("node '{node}' is {}, not online", n.status))
             }
             Some(_) => online.push(node.clone()),
@@ -228,7 +217,8 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             continue;
         };
         let cfg = client.vm_config(node, vmid).await?;
-        if volumes(&cfg)
+        if cfg
+            .volume_storages()
             .iter()
             .all(|sid| shared_storages.contains(sid.as_str()))
         {
@@ -484,31 +474,6 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     })
 }
 
-/// Storage ids of every volume a VM config uses (disks, EFI/TPM state, cloud-init, CD-ROMs).
-pub fn volumes(config: &VmConfig) -> Vec<String> {
-    const DISK_PREFIXES: [&str; 8] = [
-        "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "mp",
-    ];
-    config
-        .values
-        .iter()
-        .filter(|(k, _)| {
-            DISK_PREFIXES.iter().any(|p| {
-                k.strip_prefix(p)
-                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-            }) && !k.starts_with("scsihw")
-        })
-        .filter_map(|(_, v)| {
-            let volume = v.split(',').next()?;
-            if volume == "none" || volume == "cdrom" {
-                return None;
-            }
-            let (sid, _) = volume.split_once(':')?;
-            Some(sid.to_string())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,21 +485,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
-    }
-
-    #[test]
-    fn volumes_lists_every_storage_a_vm_uses() {
-        let c = cfg(&[
-            ("scsi0", "ssd:base-9000-disk-0,iothread=1,size=128G"),
-            ("efidisk0", "ssd:base-9000-disk-1,efitype=4m,size=4M"),
-            ("ide2", "local:9000/vm-9000-cloudinit.qcow2,media=cdrom"),
-            ("ide0", "none,media=cdrom"),
-            ("scsihw", "virtio-scsi-single"),
-            ("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr1"),
-        ]);
-        let mut v = volumes(&c);
-        v.sort();
-        assert_eq!(v, ["local", "ssd", "ssd"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Error classification from status, reason phrase and body, and how a `PveError` reads.
 //!
-//! The texts are PVE's own (reference §2, §4, §5, §10): classifying here means the engine never
-//! parses error strings.
+//! The texts are PVE's own (API errors, task exit statuses, guest-agent errors): classifying here
+//! means the engine never parses error strings.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +39,9 @@ pub fn classify_message(text: &str) -> Option<ErrorClass> {
     }
     if text.contains("config file already exists") {
         return Some(ErrorClass::AlreadyExists);
+    }
+    if text.contains("Invalid parameter 'pid'") {
+        return Some(ErrorClass::ExecPidUnknown);
     }
     None
 }
@@ -244,6 +247,10 @@ mod tests {
                 "unable to create VM 102: config file already exists",
                 ErrorClass::AlreadyExists,
             ),
+            (
+                "Agent error: Invalid parameter 'pid'",
+                ErrorClass::ExecPidUnknown,
+            ),
         ];
         for (text, class) in cases {
             assert_eq!(classify_message(text), Some(class), "{text}");
@@ -251,7 +258,6 @@ mod tests {
         }
         for text in [
             "VM 101 already running",
-            "Agent error: Invalid parameter 'pid'",
             "hostname lookup 'x' failed - failed to get address info for: x: Name or service not known",
             "you can't start a vm if it's a template",
         ] {

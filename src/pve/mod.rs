@@ -36,6 +36,7 @@ mod decode;
 mod discovery;
 mod encode;
 mod error;
+mod props;
 mod retry;
 #[cfg(test)]
 mod test_server;
@@ -49,6 +50,7 @@ pub use calls::CheckReport;
 pub use discovery::{NetworkInterface, NodeStorage};
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
+pub use props::{DiskSize, IpConfig, NetDevice, NewEfiDisk, Tags};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
 /// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before
@@ -207,6 +209,9 @@ pub enum ErrorClass {
     /// `newid` present after losing the answer to its POST. Never clone again with another id:
     /// inspect the VM and adopt it if it is ours.
     AlreadyExists,
+    /// `Agent error: Invalid parameter 'pid'`: the agent no longer knows an exec's pid (it forgets
+    /// it once it reported `exited`, and on a restart). Running the command again is the remedy.
+    ExecPidUnknown,
     Other,
 }
 
@@ -231,6 +236,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Decode => "decode",
             ErrorClass::AlreadyExists => "already-exists",
+            ErrorClass::ExecPidUnknown => "exec-pid-unknown",
             ErrorClass::Other => "other",
         })
     }
@@ -425,22 +431,6 @@ impl VmConfig {
     pub fn is_template(&self) -> bool {
         self.get("template") == Some("1")
     }
-    /// The MAC of `net0` (as configured, uppercase), if any.
-    pub fn net0_mac(&self) -> Option<String> {
-        // `virtio=BC:24:11:4F:2A:9E,bridge=vmbr1` (model=MAC) or `...,macaddr=BC:...`.
-        self.get("net0")?.split(',').find_map(|part| {
-            let (_key, value) = part.split_once('=')?;
-            is_mac(value.trim()).then(|| value.trim().to_ascii_uppercase())
-        })
-    }
-}
-
-fn is_mac(text: &str) -> bool {
-    let octets: Vec<&str> = text.split(':').collect();
-    octets.len() == 6
-        && octets
-            .iter()
-            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Parameters of `POST .../clone`.

@@ -45,7 +45,7 @@ fn client(server: &TestServer) -> Client {
     Client::new(config(server, token(), pinned(server))).expect("client")
 }
 
-/// Answers the typed calls with the reference's shapes.
+/// Answers the typed calls with the shapes PVE documents.
 fn pve_like(seen: &Seen) -> Reply {
     match (seen.method.as_str(), seen.path.as_str()) {
         ("GET", "/version") => {

@@ -445,7 +445,7 @@ pub(crate) fn agent_error(result: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    //! The reference's example JSON, verbatim (strings for numbers, 0/1 booleans, extra fields).
+    //! PVE's documented example JSON, verbatim (strings for numbers, 0/1 booleans, extra fields).
     use super::*;
     use serde_json::json;
 

@@ -1,0 +1,429 @@
+//! The coordinator of a running rollout: spawns a task per VM, forwards what the tasks say to
+//! the watchers (keeping the record the summary is made from), carries out the watchers'
+//! commands (pause, retry, skip, abort, export) and writes the outputs when every VM settled.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CheckMode;
+use crate::report::Summary;
+
+use super::Rollout;
+use super::event::{Command, Event, Level, Phase, VmState};
+use super::ip::IpRules;
+use super::journal::{Entry, Journal};
+use super::poll::Learned;
+use super::record::Record;
+use super::schedule::{AgentLane, Stagger};
+use super::vm::{Outcome, Shared, VmTask};
+
+/// What woke the coordinator.
+enum Wake {
+    /// A VM task said something.
+    Event(Event),
+    /// A watcher's command; `None` when the watchers are gone.
+    Command(Option<Command>),
+    /// A VM task ended (`None`: it was killed for a retry or a skip); `Err` if it panicked.
+    Ended(Result<(usize, Option<Outcome>), tokio::task::JoinError>),
+    Nothing,
+}
+
+pub(super) struct Coordinator {
+    rollout: Rollout,
+    events: mpsc::UnboundedSender<Event>,
+    journal: Arc<Journal>,
+    shared: Arc<Shared>,
+    /// What the VM tasks say, before it is recorded and forwarded.
+    from_tasks: mpsc::UnboundedReceiver<Event>,
+    pause_all: watch::Sender<bool>,
+    record: Record,
+    paused: Vec<watch::Sender<bool>>,
+    /// Per VM, the token that kills its running task.
+    kills: Vec<Option<CancellationToken>>,
+    tasks: JoinSet<(usize, Option<Outcome>)>,
+    /// Killed to be started again, or to be skipped, once their task has ended.
+    retry_pending: HashSet<usize>,
+    skip_pending: HashSet<usize>,
+    commands_open: bool,
+    aborted: bool,
+    finished_sent: bool,
+    last_summary: Option<Summary>,
+}
+
+impl Coordinator {
+    pub fn new(
+        rollout: Rollout,
+        events: mpsc::UnboundedSender<Event>,
+        journal: Arc<Journal>,
+    ) -> Self {
+        let n = rollout.plan.vms.len();
+        let (to_coordinator, from_tasks) = mpsc::unbounded_channel::<Event>();
+        let (pause_all, pause_all_rx) = watch::channel(false);
+        let checks = rollout.config.checks.clone();
+        let shared = Arc::new(Shared {
+            client: rollout.client.clone(),
+            clock: rollout.clock,
+            ip_rules: IpRules::from_checks(&checks),
+            agent_lane: AgentLane::new(n, checks.mode == CheckMode::Sequential),
+            checks,
+            rollout_id: rollout.plan.rollout_id.clone(),
+            stagger: Stagger::new(rollout.config.rollout.deployment_delay),
+            abort: CancellationToken::new(),
+            pause_all: pause_all_rx,
+            events: to_coordinator,
+            journal: journal.clone(),
+            learned: Learned::default(),
+        });
+        let record = Record::new(rollout.info(), &rollout.plan.planned());
+        Coordinator {
+            events,
+            journal,
+            shared,
+            from_tasks,
+            pause_all,
+            record,
+            paused: (0..n).map(|_| watch::channel(false).0).collect(),
+            kills: vec![None; n],
+            tasks: JoinSet::new(),
+            retry_pending: HashSet::new(),
+            skip_pending: HashSet::new(),
+            commands_open: true,
+            aborted: false,
+            finished_sent: false,
+            last_summary: None,
+            rollout,
+        }
+    }
+
+    /// Tells the watchers the plan, and starts every VM (each waits for its stagger turn).
+    pub fn start(&mut self) {
+        let plan = &self.rollout.plan;
+        let config = &self.rollout.config;
+        self.emit(Event::Planned {
+            rollout: plan.rollout_id.clone(),
+            cluster: plan.cluster.clone(),
+            vms: plan.planned(),
+        });
+        self.emit(Event::Log {
+            vm: None,
+            level: Level::Info,
+            text: format!(
+                "rolling out {} VM(s) from template '{}' ({} checks, {} between clones)",
+                plan.vms.len(),
+                plan.template_name,
+                config.checks.mode,
+                crate::config::format_duration(config.rollout.deployment_delay)
+            ),
+        });
+        for i in 0..plan.vms.len() {
+            self.spawn(i, Phase::Queued, true);
+        }
+    }
+
+    /// Serves the tasks and the watchers until the end; returns the final summary.
+    pub async fn serve(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Summary {
+        loop {
+            let wake = tokio::select! {
+                Some(e) = self.from_tasks.recv() => Wake::Event(e),
+                cmd = commands.recv(), if self.commands_open => Wake::Command(cmd),
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => Wake::Ended(ended),
+                else => Wake::Nothing,
+            };
+            match wake {
+                Wake::Event(e) => self.forward(e),
+                Wake::Command(None) => self.watchers_gone(),
+                Wake::Command(Some(cmd)) => self.command(cmd),
+                Wake::Ended(ended) => self.task_ended(ended),
+                Wake::Nothing => {}
+            }
+            if self.tasks.is_empty() {
+                if !self.finished_sent {
+                    self.finish();
+                }
+                if !self.rollout.linger || self.aborted || !self.commands_open {
+                    return self.last_summary.take().unwrap_or_else(|| {
+                        self.record.summary(Some(SystemTime::now()), self.aborted)
+                    });
+                }
+            }
+        }
+    }
+
+    // ---- spawn scheduling -----------------------------------------------------------------
+
+    fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool) {
+        let kill = CancellationToken::new();
+        self.kills[i] = Some(kill.clone());
+        let task = VmTask::new(
+            self.shared.clone(),
+            self.rollout.plan.vms[i].clone(),
+            self.paused[i].subscribe(),
+            from,
+            first_attempt,
+        );
+        self.tasks.spawn(async move {
+            tokio::select! {
+                outcome = task.run(from) => (i, Some(outcome)),
+                _ = kill.cancelled() => (i, None),
+            }
+        });
+    }
+
+    /// Starts VM `i` again from where its last attempt stopped.
+    fn respawn(&mut self, i: usize, phase: Phase) {
+        let attempt = self.record.attempts(i) + 1;
+        self.forward(Event::Attempt { vm: i, attempt });
+        let from = retry_from(phase);
+        self.emit(Event::Log {
+            vm: Some(i),
+            level: Level::Info,
+            text: format!("retry #{attempt} from {from}"),
+        });
+        self.spawn(i, from, false);
+    }
+
+    fn task_ended(&mut self, ended: Result<(usize, Option<Outcome>), tokio::task::JoinError>) {
+        // Everything the task said before it ended comes first.
+        while let Ok(e) = self.from_tasks.try_recv() {
+            self.forward(e);
+        }
+        let Ok((i, outcome)) = ended else {
+            // A panicking VM task is a bug; its VM cannot be trusted to a state.
+            return;
+        };
+        self.kills[i] = None;
+        let phase = self.phase_of(i);
+        let lane = &self.shared.agent_lane;
+        match outcome {
+            Some(Outcome::Verified) | Some(Outcome::Aborted { .. }) => lane.pass(i),
+            Some(Outcome::Failed { phase, reason }) => {
+                self.settle(i, VmState::Failed { phase, reason });
+                self.shared.agent_lane.pass(i);
+            }
+            None if self.skip_pending.remove(&i) => {
+                self.retry_pending.remove(&i);
+                self.settle(i, VmState::Skipped { phase });
+                self.shared.agent_lane.pass(i);
+                self.shared.stagger.release(i);
+            }
+            None if self.retry_pending.remove(&i) => {
+                self.shared.stagger.release(i);
+                self.respawn(i, phase);
+            }
+            None => {}
+        }
+    }
+
+    // ---- commands ------------------------------------------------------------------------
+
+    fn command(&mut self, cmd: Command) {
+        let n = self.paused.len();
+        match cmd {
+            Command::Pause(i) => self.pause(i, true),
+            Command::Resume(i) => self.pause(i, false),
+            Command::PauseAll => {
+                let _ = self.pause_all.send(true);
+                self.note(
+                    Level::Warning,
+                    "paused: no new clones or checks until resumed",
+                );
+            }
+            Command::ResumeAll => {
+                let _ = self.pause_all.send(false);
+                self.note(Level::Info, "resumed");
+            }
+            Command::Abort if !self.aborted => {
+                self.abort();
+                self.note(
+                    Level::Warning,
+                    "aborting: no new work; calls in flight finish, then the outputs are written",
+                );
+            }
+            Command::Export => {
+                let summary = self.record.summary(None, self.aborted);
+                super::export(&self.rollout.config.output.dir, &summary, &self.events);
+            }
+            Command::Retry(i) if i < n && !self.aborted => self.retry(i),
+            Command::Skip(i) if i < n => self.skip(i),
+            _ => {}
+        }
+    }
+
+    fn pause(&self, i: usize, paused: bool) {
+        if let Some(p) = self.paused.get(i) {
+            let _ = p.send(paused);
+        }
+    }
+
+    /// The watcher is gone (quit): stop gracefully and write the outputs.
+    fn watchers_gone(&mut self) {
+        self.commands_open = false;
+        if !self.tasks.is_empty() {
+            self.abort();
+        }
+    }
+
+    fn abort(&mut self) {
+        self.aborted = true;
+        self.shared.abort.cancel();
+    }
+
+    fn retry(&mut self, i: usize) {
+        match (self.record.state(i), &self.kills[i]) {
+            (
+                Some(VmState::Active {
+                    phase: Phase::Verified,
+                }),
+                _,
+            ) => self.emit(Event::Log {
+                vm: Some(i),
+                level: Level::Info,
+                text: "already verified; nothing to retry".into(),
+            }),
+            (Some(VmState::Failed { .. } | VmState::Skipped { .. }), None) => {
+                let phase = self.phase_of(i);
+                self.respawn(i, phase);
+                self.finished_sent = false;
+            }
+            (Some(_), Some(kill)) => {
+                // Stuck: stop the current attempt, then start again from its phase.
+                kill.cancel();
+                self.retry_pending.insert(i);
+            }
+            _ => {}
+        }
+    }
+
+    fn skip(&mut self, i: usize) {
+        match (&self.kills[i], self.record.state(i)) {
+            (
+                _,
+                Some(VmState::Active {
+                    phase: Phase::Verified,
+                })
+                | Some(VmState::Skipped { .. }),
+            ) => {}
+            (Some(kill), _) => {
+                kill.cancel();
+                self.skip_pending.insert(i);
+            }
+            (None, Some(state)) => {
+                let phase = state.phase();
+                self.settle(i, VmState::Skipped { phase });
+            }
+            (None, None) => {}
+        }
+    }
+
+    // ---- events and the record -----------------------------------------------------------
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn note(&self, level: Level, text: &str) {
+        self.emit(Event::Log {
+            vm: None,
+            level,
+            text: text.to_string(),
+        });
+    }
+
+    fn phase_of(&self, i: usize) -> Phase {
+        self.record
+            .state(i)
+            .map(VmState::phase)
+            .unwrap_or(Phase::Queued)
+    }
+
+    /// Applies a VM event to the record, forwards it, and follows state changes with progress.
+    fn forward(&mut self, e: Event) {
+        self.record.apply(&e);
+        let state_change = matches!(e, Event::VmState { .. });
+        self.emit(e);
+        if state_change {
+            self.emit(Event::Progress(self.progress()));
+        }
+    }
+
+    fn progress(&self) -> super::event::Progress {
+        self.record
+            .progress(self.shared.client.stats().requests_total)
+    }
+
+    /// A VM that ended here (failed or skipped): journaled, recorded, forwarded and logged.
+    fn settle(&mut self, i: usize, state: VmState) {
+        let level = match &state {
+            VmState::Failed { .. } => Level::Error,
+            _ => Level::Warning,
+        };
+        let (name, vmid) = (
+            self.rollout.plan.vms[i].name.clone(),
+            self.rollout.plan.vms[i].vmid,
+        );
+        let entry = match &state {
+            VmState::Failed { phase, reason } => Some(Entry::Failed {
+                name,
+                vmid,
+                phase: phase.to_string(),
+                reason: reason.clone(),
+            }),
+            VmState::Skipped { .. } => Some(Entry::Skipped { name, vmid }),
+            _ => None,
+        };
+        if let Some(Err(e)) = entry.map(|e| self.journal.append(e)) {
+            self.emit(Event::Log {
+                vm: Some(i),
+                level: Level::Error,
+                text: format!("cannot write the journal: {e}"),
+            });
+        }
+        let text = match &state {
+            VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
+            VmState::Skipped { phase } => format!("skipped in {phase}"),
+            other => other.label().to_string(),
+        };
+        self.forward(Event::VmState {
+            vm: i,
+            state,
+            at: SystemTime::now(),
+        });
+        self.emit(Event::Log {
+            vm: Some(i),
+            level,
+            text,
+        });
+    }
+
+    // ---- finishing ---------------------------------------------------------------------
+
+    /// Every VM settled: the summary is written and sent (again after a retry settles).
+    fn finish(&mut self) {
+        while let Ok(e) = self.from_tasks.try_recv() {
+            self.forward(e);
+        }
+        let summary = self.record.summary(Some(SystemTime::now()), self.aborted);
+        super::export(&self.rollout.config.output.dir, &summary, &self.events);
+        self.emit(Event::Progress(self.progress()));
+        self.emit(Event::Finished {
+            summary: Box::new(summary.clone()),
+        });
+        self.last_summary = Some(summary);
+        self.finished_sent = true;
+    }
+}
+
+/// Where a retry re-enters: the failed phase, with the agent checks restarting as a whole.
+fn retry_from(phase: Phase) -> Phase {
+    match phase {
+        Phase::Queued | Phase::Cloning => Phase::Cloning,
+        Phase::Configuring => Phase::Configuring,
+        Phase::Booting => Phase::Booting,
+        _ => Phase::AwaitingAgent,
+    }
+}

@@ -1,0 +1,139 @@
+//! Guest commands through the agent (`guest-exec`, then its status until it exited).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::pve::{ErrorClass, PveError};
+
+use super::super::event::Level;
+use super::super::poll::{Aborted, Attempt, Backoff, Wait};
+use super::{Step, Stop, VmTask};
+
+/// What a command said when it exited.
+pub(super) struct ExecResult {
+    pub exitcode: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Why one run of a command did not give a result.
+enum ExecStop {
+    Stop(Stop),
+    /// The agent refused or lost the command (classified, to decide whether to run it again).
+    Agent(PveError),
+}
+
+impl From<Stop> for ExecStop {
+    fn from(stop: Stop) -> Self {
+        ExecStop::Stop(stop)
+    }
+}
+
+impl From<Aborted> for ExecStop {
+    fn from(aborted: Aborted) -> Self {
+        ExecStop::Stop(aborted.into())
+    }
+}
+
+impl VmTask {
+    /// Runs a command through the agent and waits for it to exit. The commands run here are
+    /// harmless to repeat, so a transient failure (an agent command timeout, a lost answer, a
+    /// pid the agent already forgot) runs the command again, a few times.
+    pub(super) async fn exec(
+        &mut self,
+        held: bool,
+        argv: &[&str],
+        deadline: Instant,
+    ) -> Step<ExecResult> {
+        const ATTEMPTS: u32 = 4;
+        let mut attempt = 1;
+        loop {
+            let error = match self.exec_once(held, argv, deadline).await {
+                Ok(result) => return Ok(result),
+                Err(ExecStop::Stop(stop)) => return Err(stop),
+                Err(ExecStop::Agent(e)) => e,
+            };
+            let again = matches!(
+                error.class,
+                ErrorClass::Transient | ErrorClass::AgentNotReady | ErrorClass::ExecPidUnknown
+            );
+            if !again || attempt >= ATTEMPTS || self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "guest-exec {}: {error}",
+                    argv.join(" ")
+                )));
+            }
+            self.log(
+                Level::Warning,
+                format!("guest-exec {}: {error}; running it again", argv.join(" ")),
+            );
+            attempt += 1;
+            self.sleep(Duration::from_secs(1)).await?;
+        }
+    }
+
+    async fn exec_once(
+        &mut self,
+        held: bool,
+        argv: &[&str],
+        deadline: Instant,
+    ) -> Result<ExecResult, ExecStop> {
+        let vmid = self.vm.vmid;
+        let args: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let n = self.vm.node.clone();
+        let pid = self
+            .agent_call(held, |c| async move {
+                let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                c.agent_exec(&n, vmid, &argv, None).await
+            })
+            .await?
+            .map_err(ExecStop::Agent)?;
+        // First ask when most commands of this rollout had exited (a status that says "running"
+        // is a request wasted); commands that run longer are then asked about less and less.
+        // Sequential mode holds the lane meanwhile and asks at once, as the original
+        // wait_for_vm.sh flow did.
+        let shared = self.shared.clone();
+        let first = match held {
+            true => Duration::ZERO,
+            false => shared
+                .learned
+                .first_wait(Wait::Exec, 0.75, 1.1)
+                .unwrap_or(Duration::from_millis(500))
+                .clamp(Duration::from_millis(100), Duration::from_secs(2)),
+        };
+        let backoff = Backoff::growing(first, 2.0, Duration::from_secs(2))
+            .at_least(Duration::from_millis(100));
+        let mut poll = Self::poller(&shared, deadline, backoff)
+            .starting_at(first)
+            .learning(&shared.learned, Wait::Exec, None);
+        loop {
+            poll.due().await?;
+            let n = self.vm.node.clone();
+            let status = self
+                .agent_call(
+                    held,
+                    |c| async move { c.agent_exec_status(&n, vmid, pid).await },
+                )
+                .await?
+                .map_err(ExecStop::Agent)?;
+            let attempt = match status.exited {
+                true => Attempt::Done(ExecResult {
+                    exitcode: status.exitcode,
+                    stdout: status.out_data.unwrap_or_default(),
+                    stderr: status.err_data.unwrap_or_default(),
+                }),
+                false => Attempt::Pending(String::new()),
+            };
+            let timed_out = |_| {
+                Err(ExecStop::Stop(Stop::Failed(format!(
+                    "guest-exec {} did not finish in time",
+                    argv.join(" ")
+                ))))
+            };
+            if let Some(result) = poll.answer(attempt, timed_out)? {
+                return Ok(result);
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The IP phase: ask the agent for the guest's interfaces until the IP rules find a usable
+//! address (DHCP takes a while after the agent is up).
+
+use std::time::Duration;
+
+use crate::config::format_duration;
+use crate::pve::ErrorClass;
+
+use super::super::event::{Event, Level, Phase};
+use super::super::poll::{Attempt, Backoff, Wait};
+use super::{Step, Stop, VmTask};
+
+/// Asking for a lease: every second at first, every 5 s at most.
+const LEASE_POLLS: Backoff = Backoff::growing(Duration::from_secs(1), 1.5, Duration::from_secs(5));
+
+impl VmTask {
+    pub(super) async fn ip_phase(&mut self, mac: Option<&str>, held: bool) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let shared = self.shared.clone();
+        let timeout = shared.checks.ip_timeout;
+        // First ask when the earliest lease seen did (pipelined only: in sequential mode the
+        // lane is held, and the original wait_for_vm.sh flow asked at once).
+        let first = match held {
+            true => Duration::ZERO,
+            false => shared
+                .learned
+                .first_wait(Wait::Ip, 0.0, 0.8)
+                .unwrap_or_default(),
+        };
+        let mut poll = Self::poller(&shared, shared.clock.deadline(timeout), LEASE_POLLS)
+            .first_wait(first)
+            .learning(&shared.learned, Wait::Ip, None);
+        let (ip, candidates) = loop {
+            poll.due().await?;
+            let n = node.clone();
+            let attempt = match self
+                .agent_call(held, |c| async move {
+                    c.agent_network_interfaces(&n, vmid).await
+                })
+                .await?
+            {
+                Ok(interfaces) => {
+                    let choice = shared.ip_rules.select(&interfaces, mac);
+                    match choice.ip {
+                        Some(ip) => Attempt::Done((ip, choice.candidates)),
+                        None => Attempt::Pending(String::new()),
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.class,
+                        ErrorClass::AgentNotReady | ErrorClass::NotRunning | ErrorClass::Transient
+                    ) =>
+                {
+                    self.seen.pings = 0;
+                    Attempt::Pending(String::new())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let timed_out = |_| {
+                Err(Stop::Failed(format!(
+                    "no usable IP address reported within {}",
+                    format_duration(timeout)
+                )))
+            };
+            if let Some(found) = poll.answer(attempt, timed_out)? {
+                break found;
+            }
+        };
+        let candidates: Vec<String> = candidates.iter().map(|c| c.to_string()).collect();
+        let others: Vec<&str> = candidates
+            .iter()
+            .map(String::as_str)
+            .filter(|c| *c != ip.to_string())
+            .collect();
+        let text = if others.is_empty() {
+            format!("IP {ip}")
+        } else {
+            format!("IP {ip} (other candidates: {})", others.join(", "))
+        };
+        self.send(Event::VmIp {
+            vm: self.vm.index,
+            ip: ip.to_string(),
+            candidates,
+        });
+        self.enter(Phase::IpFound);
+        self.log(Level::Info, text);
+        self.ip = Some(ip.to_string());
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The verify phase: N consecutive pings, a settling pause, guest-exec proven to work, the
+//! agent's service, the guest's identity and, when asked for, cloud-init's own verdict.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::pve::ErrorClass;
+
+use super::super::event::{Event, Level, Phase};
+use super::super::poll::{Attempt, Backoff};
+use super::{Step, Stop, VmTask};
+
+impl VmTask {
+    pub(super) async fn verify_phase(&mut self, held: bool) -> Step {
+        self.gate().await?;
+        self.enter(Phase::Verifying);
+        let deadline = self
+            .shared
+            .clock
+            .deadline(self.shared.checks.verify_timeout);
+        let wanted = self.shared.checks.pings;
+        self.consecutive_pings(held, wanted, deadline).await?;
+        self.log(
+            Level::Info,
+            format!("{wanted} consecutive agent pings answered"),
+        );
+
+        // Let the guest settle (the original wait_for_vm.sh flow waited 30 s); the lane is free
+        // meanwhile in pipelined mode.
+        let settle = self.shared.checks.stabilization;
+        if !settle.is_zero() {
+            self.sleep(settle).await?;
+        }
+
+        // guest-exec works at all.
+        let probe = "pve-rollout-exec-ok";
+        let echo = self.exec(held, &["echo", probe], deadline).await?;
+        if echo.exitcode != Some(0) || !echo.stdout.contains(probe) {
+            return Err(Stop::Failed(format!(
+                "guest-exec test failed: exit {:?}, output {:?}",
+                echo.exitcode,
+                echo.stdout.trim()
+            )));
+        }
+        self.agent_service(held, deadline).await?;
+        self.guest_identity(held, deadline).await?;
+        if self.shared.checks.cloud_init {
+            self.cloud_init(held, deadline).await?;
+        }
+        self.log(
+            Level::Success,
+            format!(
+                "verified: IP {}, {wanted}/{wanted} pings, guest-exec works",
+                self.ip.as_deref().unwrap_or("?")
+            ),
+        );
+        Ok(())
+    }
+
+    /// `wanted` pings answered in a row (the one that ended the agent wait counts); an agent
+    /// that stops answering starts the count again, a second later.
+    async fn consecutive_pings(&mut self, held: bool, wanted: u32, deadline: Instant) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let mut ok = std::mem::take(&mut self.seen.pings).min(wanted);
+        if ok >= wanted {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let mut poll = Self::poller(&shared, deadline, Backoff::fixed(Duration::from_secs(1)));
+        loop {
+            poll.due().await?;
+            let n = node.clone();
+            let attempt = match self
+                .agent_call(held, |c| async move { c.agent_ping(&n, vmid).await })
+                .await?
+            {
+                Ok(()) => {
+                    ok += 1;
+                    if ok >= wanted {
+                        Attempt::Done(())
+                    } else {
+                        Attempt::Again
+                    }
+                }
+                Err(e) if matches!(e.class, ErrorClass::AgentNotReady | ErrorClass::Transient) => {
+                    ok = 0;
+                    Attempt::Pending(e.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let timed_out = |last| {
+                Err(Stop::Failed(format!(
+                    "guest agent stopped answering pings: {last}"
+                )))
+            };
+            if poll.answer(attempt, timed_out)?.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The agent's own service (informational: it answered, so it runs).
+    async fn agent_service(&mut self, held: bool, deadline: Instant) -> Step {
+        let service = self
+            .exec(
+                held,
+                &["systemctl", "is-active", "qemu-guest-agent"],
+                deadline,
+            )
+            .await?;
+        let word = service.stdout.trim().to_string();
+        if word == "active" {
+            self.log(Level::Info, "qemu-guest-agent service is active");
+        } else {
+            self.log(
+                Level::Warning,
+                format!(
+                    "systemctl is-active qemu-guest-agent said {:?} (exit {:?})",
+                    if word.is_empty() {
+                        service.stderr.trim()
+                    } else {
+                        &word
+                    },
+                    service.exitcode
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `uname -a` and the agent's OS info, for the detail pane and the summary.
+    async fn guest_identity(&mut self, held: bool, deadline: Instant) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let uname = self.exec(held, &["uname", "-a"], deadline).await?;
+        let uname = (uname.exitcode == Some(0)).then(|| uname.stdout.trim().to_string());
+        let os = match self
+            .agent_call(held, |c| async move { c.agent_os_info(&node, vmid).await })
+            .await?
+        {
+            Ok(info) => info.pretty_name.or(info.name),
+            Err(e) => {
+                self.log(Level::Warning, format!("get-osinfo: {e}"));
+                None
+            }
+        };
+        self.send(Event::VmGuest {
+            vm: self.vm.index,
+            uname,
+            os,
+        });
+        Ok(())
+    }
+
+    /// `cloud-init status --wait`: 0 done, 2 done but degraded (warning), 1 error (failed).
+    /// Very early in boot it can exit with other codes (129); those are asked again every 5 s.
+    async fn cloud_init(&mut self, held: bool, deadline: Instant) -> Step {
+        let shared = self.shared.clone();
+        let mut poll = Self::poller(&shared, deadline, Backoff::fixed(Duration::from_secs(5)));
+        loop {
+            poll.due().await?;
+            let r = self
+                .exec(held, &["cloud-init", "status", "--wait"], deadline)
+                .await?;
+            let attempt = match r.exitcode {
+                Some(0) => {
+                    self.log(Level::Info, "cloud-init: done");
+                    Attempt::Done(())
+                }
+                Some(2) => {
+                    self.log(
+                        Level::Warning,
+                        format!("cloud-init: done but degraded: {}", r.stdout.trim()),
+                    );
+                    Attempt::Done(())
+                }
+                Some(1) => {
+                    return Err(Stop::Failed(format!(
+                        "cloud-init reported an error: {}",
+                        r.stdout.trim()
+                    )));
+                }
+                other => Attempt::Pending(format!("{other:?}")),
+            };
+            let timed_out = |last| {
+                Err(Stop::Failed(format!(
+                    "cloud-init status kept failing (exit {last})"
+                )))
+            };
+            if poll.answer(attempt, timed_out)?.is_some() {
+                return Ok(());
+            }
+        }
+    }
+}
