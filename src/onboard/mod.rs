@@ -3,6 +3,7 @@
 
 pub mod discover;
 pub mod draft;
+mod hcl_value;
 pub mod terraform;
 
 pub use draft::{Draft, VmDraft};
