@@ -260,7 +260,7 @@ impl Client {
                 if failure.error.class != ErrorClass::Transient {
                     return Err(Verdict::Fail(failure.error));
                 }
-                if !failure.effect_unknown {
+                if !failure.error.outcome_unknown {
                     return Err(Verdict::Retry(failure.error));
                 }
                 tracing::debug!(
@@ -445,6 +445,7 @@ impl Client {
                 reason: text,
                 message: None,
                 errors: Default::default(),
+                outcome_unknown: false,
             }),
             None => Ok(result),
         }

@@ -10,11 +10,7 @@ use super::cluster::{Cluster, Power, Vm};
 use super::envelope::{ApiError, ApiOk};
 use super::params::{self, INT, Kind, NODE, Params, STR, opt, req};
 use super::routes::Ep;
-use super::{Shared, agent, clone, qemu, tasks};
-
-pub const PVE_VERSION: &str = "8.4.1";
-pub const PVE_RELEASE: &str = "8.4";
-pub const PVE_REPOID: &str = "2a5fa54a8503f96d";
+use super::{Shared, agent, clone, qemu, reads, tasks};
 
 pub async fn dispatch(
     shared: Arc<Shared>,
@@ -34,8 +30,9 @@ pub async fn dispatch(
     match ep {
         Ep::Version => {
             params::validate(&p, &[])?;
+            let (version, release, repoid) = shared.scenario.pve_version.strings();
             Ok(ApiOk::data(
-                json!({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID}),
+                json!({"version": version, "release": release, "repoid": repoid}),
             ))
         }
         Ep::Permissions => permissions(&who, &p),
@@ -49,7 +46,6 @@ pub async fn dispatch(
         }
         Ep::NodeStatus => node_status(&shared, &who, &node, &p),
         Ep::NodeStorage => node_storage(&shared, &who, &node, &p),
-        Ep::NodeNetwork => node_network(&shared, &who, &node, &p),
         Ep::ClusterResources => resources(&shared, &who, &p),
         Ep::ClusterNextid => nextid(&shared, &p),
         Ep::QemuList => qemu::list(&shared, &who, &node, &p),
@@ -122,6 +118,20 @@ pub async fn dispatch(
             params::validate(&p, &[NODE, req("upid", STR)])?;
             tasks::stop(&shared, &who, &node, &p)
         }
+        Ep::ClusterStatus => reads::cluster_status(&shared, &who, &p),
+        Ep::ClusterTasks => {
+            params::validate(&p, &[])?;
+            tasks::cluster_list(&shared, &who)
+        }
+        Ep::HaStatus => reads::ha_status(&shared, &who, &p),
+        Ep::NotBackedUp => reads::not_backed_up(&shared, &who, &p),
+        Ep::Qdevice => reads::qdevice(&who, &p),
+        Ep::Pools => reads::pools(&shared, &who, &p),
+        Ep::NodeLxc => reads::node_lxc(&p),
+        Ep::NodeNetwork => reads::node_network(&shared, &who, &node, &p),
+        Ep::NodeReplication => reads::node_replication(&p),
+        Ep::NodeSubscription => reads::subscription(&who, &node, &p),
+        Ep::StorageContent => reads::storage_content(&shared, &who, &node, &p),
         Ep::TicketGet | Ep::TicketPost => Ok(ApiOk::null()),
     }
 }
@@ -159,18 +169,24 @@ fn ticket(shared: &Shared, p: &Params) -> Result<ApiOk, ApiError> {
     Ok(ApiOk::data(data))
 }
 
+/// `GET /access/permissions`: the caller's privileges on `path`, or on every path it has an
+/// ACL entry for.
 fn permissions(who: &Identity, p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(p, &[opt("path", STR), opt("userid", STR)])?;
-    let mut privs = serde_json::Map::new();
-    for pr in super::auth::ALL_PRIVS {
-        if who.has(pr) {
-            privs.insert(pr.to_string(), json!(1));
-        }
-    }
-    let path = p.get("path").unwrap_or_else(|| "/".into());
+    let paths = match p.get("path") {
+        Some(path) => vec![path],
+        None => who.acl_paths(),
+    };
     let mut out = serde_json::Map::new();
-    if !privs.is_empty() {
-        out.insert(path, Value::Object(privs));
+    for path in paths {
+        let privs: serde_json::Map<String, Value> = super::auth::ALL_PRIVS
+            .iter()
+            .filter(|pr| who.has_on(&path, pr))
+            .map(|pr| (pr.to_string(), json!(1)))
+            .collect();
+        if !privs.is_empty() {
+            out.insert(path, Value::Object(privs));
+        }
     }
     Ok(ApiOk::data(Value::Object(out)))
 }
@@ -237,6 +253,7 @@ fn node_status(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Resul
         .ok_or_else(|| ApiError::die(format!("no such cluster node '{node}'")))?;
     let used = node_mem(&st, node, maxmem);
     let kernel = "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-9 (2025-03-16T19:18Z)";
+    let (version, _, repoid) = shared.scenario.pve_version.strings();
     Ok(ApiOk::data(json!({
         "uptime": n.uptime0 + now as u64, "idle": 0,
         "loadavg": ["0.31", "0.28", "0.22"],
@@ -248,7 +265,7 @@ fn node_status(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Resul
         "memory": {"total": maxmem, "used": used, "free": maxmem - used, "available": maxmem - used},
         "ksm": {"shared": 0},
         "swap": {"total": 8_589_930_496u64, "used": 0, "free": 8_589_930_496u64},
-        "pveversion": format!("pve-manager/{PVE_VERSION}/{PVE_REPOID}"),
+        "pveversion": format!("pve-manager/{version}/{repoid}"),
         "rootfs": {"total": 100_861_726_720u64, "used": 9_814_016_000u64, "avail": 85_858_230_272u64, "free": 91_047_710_720u64},
     })))
 }
@@ -288,85 +305,30 @@ fn node_storage(
     let content = p.get("content");
     let only = p.get("storage");
     let st = shared.state();
+    if let Some(o) = &only
+        && st.storage(o).is_none_or(|s| !s.on_node(node))
+    {
+        return Err(ApiError::param("storage", "No such storage."));
+    }
     let list: Vec<Value> = st
         .storages
         .iter()
         .filter(|_| who.has("Datastore.Audit") || who.has("Datastore.AllocateSpace"))
-        .filter(|s| content.as_ref().is_none_or(|c| c.split(',').all(|c| s.content.iter().any(|x| x == c))))
+        .filter(|s| s.on_node(node))
+        // A storage qualifies when it holds any of the listed content types.
+        .filter(|s| content.as_ref().is_none_or(|c| c.split(',').any(|c| s.content.iter().any(|x| x == c))))
         .filter(|s| only.as_ref().is_none_or(|o| o == &s.id))
         .map(|s| {
             let (total, used, content) = storage_entry(&st, s, node);
             json!({
-                "storage": s.id, "type": plugin_type(s), "content": content, "active": 1, "enabled": 1,
+                "storage": s.id, "type": plugin_type(s), "content": content,
+                "active": if s.disabled { 0 } else { 1 }, "enabled": if s.disabled { 0 } else { 1 },
                 "shared": if s.shared() { 1 } else { 0 }, "total": total, "used": used, "avail": total - used,
                 "used_fraction": if total > 0 { used as f64 / total as f64 } else { 0.0 },
             })
         })
         .collect();
     Ok(ApiOk::data(Value::Array(list)))
-}
-
-/// `GET /nodes/{node}/network`: the uplink NIC and the scenario's bridges on it (the first
-/// bridge carries the node's address, the others are VLAN-aware with no port).
-fn node_network(
-    shared: &Shared,
-    who: &Identity,
-    node: &str,
-    p: &Params,
-) -> Result<ApiOk, ApiError> {
-    const TYPES: &[&str] = &[
-        "bridge",
-        "bond",
-        "eth",
-        "alias",
-        "vlan",
-        "fabric",
-        "OVSBridge",
-        "OVSBond",
-        "OVSPort",
-        "OVSIntPort",
-        "vnet",
-        "any_bridge",
-        "any_local_bridge",
-        "include_sdn",
-    ];
-    params::validate(p, &[NODE, opt("type", Kind::Enum(TYPES))])?;
-    who.require(&format!("/nodes/{node}"), &["Sys.Audit"])?;
-    let sc = &shared.scenario.cluster;
-    let index = sc.nodes.iter().position(|n| n == node).unwrap_or(0);
-    let kind = p.get("type");
-    let want = |t: &str| match kind.as_deref() {
-        None => true,
-        Some("any_bridge" | "any_local_bridge") => t == "bridge",
-        Some(k) => k == t,
-    };
-    let mut out = Vec::new();
-    if want("eth") {
-        out.push(json!({
-            "iface": "eno1", "type": "eth", "method": "manual", "method6": "manual",
-            "families": ["inet"], "active": 1, "exists": 1, "priority": 3,
-        }));
-    }
-    if want("bridge") {
-        for (i, br) in sc.bridges.iter().enumerate() {
-            let mut e = json!({
-                "iface": br, "type": "bridge", "method": if i == 0 { "static" } else { "manual" },
-                "method6": "manual", "families": ["inet"], "active": 1, "autostart": 1,
-                "bridge_ports": if i == 0 { "eno1" } else { "" }, "bridge_stp": "off",
-                "bridge_fd": "0", "priority": 4 + i,
-            });
-            if i == 0 {
-                e["address"] = json!(format!("192.168.100.{}", 11 + index));
-                e["netmask"] = json!("24");
-                e["cidr"] = json!(format!("192.168.100.{}/24", 11 + index));
-                e["gateway"] = json!("192.168.100.1");
-            } else {
-                e["bridge_vlan_aware"] = json!(1);
-            }
-            out.push(e);
-        }
-    }
-    Ok(ApiOk::data(Value::Array(out)))
 }
 
 /// Has pvestatd reported this VM yet? (a tick on its node after it was created)
@@ -387,9 +349,15 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     let sc = &shared.scenario.cluster;
     let st = shared.state();
     let mut out = Vec::new();
+    // Pools have no `type` value of their own in 8.x: only the whole list carries them.
+    if kind.is_none() && who.has("Pool.Audit") {
+        for pool in st.pools.keys() {
+            out.push(json!({"id": format!("/pool/{pool}"), "pool": pool, "type": "pool"}));
+        }
+    }
     if want("vm") {
         for vm in st.vms.values() {
-            if !who.has("VM.Audit") {
+            if !who.has_on(&format!("/vms/{}", vm.vmid), "VM.Audit") {
                 continue;
             }
             let mut v = json!({"id": format!("qemu/{}", vm.vmid), "vmid": vm.vmid, "type": "qemu", "node": vm.node});
@@ -436,6 +404,9 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
             if let Some(t) = vm.conf.get("tags") {
                 v["tags"] = json!(t);
             }
+            if let Some((pool, _)) = st.pools.iter().find(|(_, m)| m.contains(&vm.vmid)) {
+                v["pool"] = json!(pool);
+            }
             out.push(v);
         }
     }
@@ -469,6 +440,15 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
                 }
                 out.push(v);
             }
+        }
+    }
+    if want("sdn") && who.has("SDN.Use") {
+        // The default zone every node has.
+        for n in &st.nodes {
+            out.push(json!({
+                "id": format!("sdn/{}/localnetwork", n.name), "sdn": "localnetwork",
+                "node": n.name, "type": "sdn", "status": "ok",
+            }));
         }
     }
     Ok(ApiOk::data(Value::Array(out)))

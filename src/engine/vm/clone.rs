@@ -308,6 +308,30 @@ impl VmTask {
                     }
                     return Err(Stop::Failed(format!("clone task failed: {text}")));
                 }
+                // The new VM's own lock: another clone of this id (an earlier request whose
+                // answer was lost) holds it for as long as it copies. Wait for that clone, and
+                // adopt its VM if it is ours.
+                Some(ErrorClass::Transient)
+                    if state.config_lock_timeout() == Some(self.vm.vmid) =>
+                {
+                    self.log(
+                        Level::Info,
+                        format!(
+                            "{text}: VM {} is being cloned already; waiting for that clone",
+                            self.vm.vmid
+                        ),
+                    );
+                    if self.lookup_ours().await? {
+                        self.log(
+                            Level::Info,
+                            format!("VM {} is ours: adopting it", self.vm.vmid),
+                        );
+                        return Ok(());
+                    }
+                    if attempt == ATTEMPTS {
+                        return Err(Stop::Failed(format!("clone task failed: {text}")));
+                    }
+                }
                 // Lock timeouts, storage lock contention, worker trouble: worth another try.
                 Some(ErrorClass::Transient) if attempt < ATTEMPTS => {
                     self.task_log_tail(&upid).await;

@@ -41,19 +41,70 @@ impl VmTask {
         let update = config_update(&self.vm, &config);
         let deadline = self.shared.clock.deadline(self.shared.checks.clone_timeout);
         loop {
-            match self.shared.client.set_config(&node, vmid, &update).await {
+            let e = match self.shared.client.set_config(&node, vmid, &update).await {
                 Ok(()) => break,
-                Err(e)
-                    if matches!(e.class, ErrorClass::Locked | ErrorClass::Transient)
-                        && !self.shared.clock.left(deadline).is_zero() =>
-                {
-                    self.log(Level::Warning, format!("configure: {e}; retrying"));
-                    self.sleep(Duration::from_secs(2)).await?;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(e.into());
             }
+            if e.outcome_unknown || e.class == ErrorClass::DigestMismatch {
+                // Its answer was lost (or another write got in first, such as this very update
+                // run late): this rollout is the VM's only writer, so a config that changed since
+                // it was read has our update.
+                let now = self.shared.client.vm_config(&node, vmid).await?;
+                if update.digest.is_some() && now.get("digest") != update.digest.as_deref() {
+                    self.log(
+                        Level::Info,
+                        format!("configure: {e}; the config changed since: taken as applied"),
+                    );
+                    break;
+                }
+                self.log(
+                    Level::Warning,
+                    format!("configure: {e}; not applied, sending it again"),
+                );
+            } else if e.class == ErrorClass::Locked || e.config_lock_timeout() == Some(vmid) {
+                // A clone of this VM still holds its lock: it is still being cloned.
+                self.wait_unlocked(&e.to_string()).await?;
+                continue;
+            } else if e.class.is_transient() {
+                self.log(Level::Warning, format!("configure: {e}; retrying"));
+            } else {
+                return Err(e.into());
+            }
+            self.sleep(Duration::from_secs(2)).await?;
         }
         self.grow_disk(&config).await
+    }
+
+    /// Waits until the VM's config has no `lock` (a clone holds the new VM's lock for as long
+    /// as it copies, and its config says `lock: clone`), within the clone timeout.
+    pub(super) async fn wait_unlocked(&mut self, because: &str) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        self.log(
+            Level::Info,
+            format!("VM {vmid} is still being cloned ({because}); waiting for its lock"),
+        );
+        let timeout = self.shared.checks.clone_timeout;
+        let deadline = self.shared.clock.deadline(timeout);
+        let mut interval = Duration::from_millis(500);
+        loop {
+            match self.shared.client.vm_config(&node, vmid).await {
+                Ok(cfg) if cfg.lock().is_none() => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.class.is_transient() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "VM {vmid} still locked after {}",
+                    crate::config::format_duration(timeout)
+                )));
+            }
+            self.sleep(interval).await?;
+            interval = interval.mul_f64(1.5).min(Duration::from_secs(5));
+        }
     }
 
     /// Grows the boot disk to the wanted size (never shrinks: PVE refuses and so do we).
@@ -69,7 +120,23 @@ impl VmTask {
             Some(current) if current == wanted => {}
             _ => {
                 let size = wanted.to_string();
-                if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
+                let resized = match self.shared.client.resize(&node, vmid, &disk, &size).await {
+                    Ok(upid) => upid,
+                    Err(e) if e.outcome_unknown => {
+                        // The resize may run late: the size is absolute, so asking again is safe
+                        // once the config shows it has not happened.
+                        self.log(Level::Warning, format!("resize: {e}; checking the disk"));
+                        self.sleep(Duration::from_secs(5)).await?;
+                        let now = self.shared.client.vm_config(&node, vmid).await?;
+                        if now.disk_size(&disk) == Some(wanted) {
+                            None
+                        } else {
+                            self.shared.client.resize(&node, vmid, &disk, &size).await?
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(upid) = resized {
                     match self
                         .wait_task(&upid, self.shared.checks.clone_timeout, Wait::ResizeTask)
                         .await?

@@ -23,7 +23,10 @@ impl Net {
             Some(m) => format!("{}={m}", self.model),
             None => self.model.clone(),
         };
-        for (k, v) in &self.opts {
+        // print_net: the default key first, the rest sorted.
+        let mut opts: Vec<&(String, String)> = self.opts.iter().collect();
+        opts.sort();
+        for (k, v) in opts {
             s.push_str(&format!(",{k}={v}"));
         }
         s
