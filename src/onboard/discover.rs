@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::pve::{Client, NetworkInterface, NodeStorage, PveError, VmConfig};
+use crate::pve::discovery::{NetworkInterface, NodeStorage};
+use crate::pve::{Client, PveError, VmConfig};
 
 /// A template with a cloud-init drive.
 #[derive(Debug, Clone, PartialEq, Eq)]

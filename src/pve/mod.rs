@@ -33,7 +33,7 @@ mod auth;
 mod bad_input_tests;
 mod calls;
 mod decode;
-mod discovery;
+pub mod discovery;
 mod encode;
 mod error;
 mod props;
@@ -47,7 +47,6 @@ mod transport;
 mod wire;
 
 pub use calls::CheckReport;
-pub use discovery::{NetworkInterface, NodeStorage};
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
 pub use props::{DiskSize, IpConfig, NetDevice, NewEfiDisk, Tags};
