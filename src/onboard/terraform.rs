@@ -241,7 +241,9 @@ impl Importer {
                     Some(other) => self.skip(
                         place,
                         key,
-                        format!("\"{other}\": pve-rollout configures DHCP (ip=dhcp) only"),
+                        format!(
+                            "\"{other}\": one literal address cannot serve every VM of `count`; give each VM its own with `ip_pool` (and `gateway`) in [defaults] or `ip` per VM in [vm_configs]"
+                        ),
                     ),
                     None => {}
                 },
@@ -277,7 +279,7 @@ impl Importer {
                         Some(false) => self.skip(
                             place,
                             key,
-                            "linked clones are not supported: pve-rollout makes full clones",
+                            "a linked clone: write `clone = \"linked\"` in [defaults] and drop `storage` and `format` there (PVE takes neither for a linked clone); import-tf writes full clones",
                         ),
                         None => {}
                     }
