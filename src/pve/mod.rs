@@ -35,6 +35,7 @@ mod bad_input_tests;
 mod calls;
 mod caps;
 mod decode;
+pub mod discovery;
 mod encode;
 mod error;
 mod props;
