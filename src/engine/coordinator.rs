@@ -116,7 +116,7 @@ impl Coordinator {
                 "rolling out {} VM(s) from template '{}' ({} checks, {} between clones)",
                 plan.vms.len(),
                 plan.template_name,
-                config.checks.mode.as_str(),
+                config.checks.mode,
                 crate::config::format_duration(config.rollout.deployment_delay)
             ),
         });
