@@ -18,7 +18,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::sim::{Scenario, SimStats};
@@ -54,10 +54,7 @@ async fn rollout(mode: &str, vms: usize, seed: u64, scale: f64, disk: Option<&st
         stabilization: "30s".into(),
         ..DemoSettings::default()
     };
-    let mut h = common::Harness::start_with(scenario, seed, scale, settings).await;
-    // Fifty full clones sharing one 200 MB/s storage run for hours; the 30 min default would
-    // (rightly) fail them.
-    h.config.checks.clone_timeout = Duration::from_secs(24 * 3600);
+    let h = common::Harness::start_with(scenario, seed, scale, settings).await;
     let delay = h.config.rollout.deployment_delay.as_secs_f64();
     let settle = h.config.checks.stabilization.as_secs_f64();
     let t0 = h.sim.now();

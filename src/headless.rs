@@ -123,8 +123,9 @@ impl<W: Write> Printer<W> {
                     );
                 }
             }
-            // Task logs are for the dashboard's detail pane; failures reach us as Log lines.
-            Event::TaskLog { .. } => {}
+            // Task logs and copy percentages are for the dashboard; failures reach us as Log
+            // lines, the rollout's ETA as part of the progress line.
+            Event::TaskLog { .. } | Event::CopyProgress { .. } => {}
             Event::Progress(progress) => self.progress(progress),
             Event::Attempt { vm, attempt } => {
                 self.line(
@@ -198,11 +199,17 @@ impl<W: Write> Printer<W> {
             return;
         }
         self.last_settled = Some(settled);
-        let text = format!(
+        let mut text = format!(
             "progress: {}/{} verified, {} failed, {} skipped, {} in flight, {} queued, {} paused; \
              {} API requests",
             p.verified, p.total, p.failed, p.skipped, p.in_flight, p.queued, p.paused, p.requests
         );
+        if let Some(eta) = p.eta_s {
+            text.push_str(&format!(
+                "; ETA {}",
+                format_elapsed(std::time::Duration::from_secs(eta))
+            ));
+        }
         self.line(Level::Info, None, &text);
     }
 

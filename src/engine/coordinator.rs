@@ -30,8 +30,14 @@ enum Wake {
     Command(Option<Command>),
     /// A VM task ended (`None`: it was killed for a retry or a skip); `Err` if it panicked.
     Ended(Result<(usize, Option<Outcome>), tokio::task::JoinError>),
-    Nothing,
+    /// Time to tell the watchers what changed without a state change (requests, the ETA).
+    Tick,
 }
+
+/// How often counts that change without a state change (the API requests, the ETA) are sent,
+/// at most: a watcher's screen stays true within this, and a busy rollout's thousands of
+/// requests become two events a second.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) struct Coordinator {
     rollout: Rollout,
@@ -53,6 +59,8 @@ pub(super) struct Coordinator {
     aborted: bool,
     finished_sent: bool,
     last_summary: Option<Summary>,
+    /// The progress the watchers were sent last.
+    progress_sent: Option<super::event::Progress>,
 }
 
 impl Coordinator {
@@ -96,6 +104,7 @@ impl Coordinator {
             aborted: false,
             finished_sent: false,
             last_summary: None,
+            progress_sent: None,
             rollout,
         }
     }
@@ -127,19 +136,21 @@ impl Coordinator {
 
     /// Serves the tasks and the watchers until the end; returns the final summary.
     pub async fn serve(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Summary {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = tokio::select! {
                 Some(e) = self.from_tasks.recv() => Wake::Event(e),
                 cmd = commands.recv(), if self.commands_open => Wake::Command(cmd),
                 Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => Wake::Ended(ended),
-                else => Wake::Nothing,
+                _ = tick.tick() => Wake::Tick,
             };
             match wake {
                 Wake::Event(e) => self.forward(e),
                 Wake::Command(None) => self.watchers_gone(),
                 Wake::Command(Some(cmd)) => self.command(cmd),
                 Wake::Ended(ended) => self.task_ended(ended),
-                Wake::Nothing => {}
+                Wake::Tick => self.send_progress(false),
             }
             if self.tasks.is_empty() {
                 if !self.finished_sent {
@@ -347,7 +358,16 @@ impl Coordinator {
         let state_change = matches!(e, Event::VmState { .. });
         self.emit(e);
         if state_change {
-            self.emit(Event::Progress(self.progress()));
+            self.send_progress(true);
+        }
+    }
+
+    /// Sends the progress when `always` (a state changed) or when anything in it changed.
+    fn send_progress(&mut self, always: bool) {
+        let progress = self.progress();
+        if always || self.progress_sent != Some(progress) {
+            self.emit(Event::Progress(progress));
+            self.progress_sent = Some(progress);
         }
     }
 
@@ -409,7 +429,7 @@ impl Coordinator {
         }
         let summary = self.record.summary(Some(SystemTime::now()), self.aborted);
         super::export(&self.rollout.config.output.dir, &summary, &self.events);
-        self.emit(Event::Progress(self.progress()));
+        self.send_progress(true);
         self.emit(Event::Finished {
             summary: Box::new(summary.clone()),
         });

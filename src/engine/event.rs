@@ -157,6 +157,9 @@ pub struct Progress {
     pub paused: usize,
     /// API requests sent so far by this process.
     pub requests: u64,
+    /// Wall seconds predicted until every VM is verified, once the clones' throughput is
+    /// known ([`crate::engine::record::Record::progress`] says how).
+    pub eta_s: Option<u64>,
 }
 
 /// Engine -> watcher.
@@ -191,6 +194,13 @@ pub enum Event {
         vm: VmIndex,
         uname: Option<String>,
         os: Option<String>,
+    },
+    /// How far a VM's clone copied (its task log's last percentage) and, once a rate is
+    /// known, the wall seconds it is predicted to take still.
+    CopyProgress {
+        vm: VmIndex,
+        percent: f64,
+        eta_s: Option<f64>,
     },
     /// Recent Proxmox task log lines for a VM (clone, start, ...), newest last.
     TaskLog { vm: VmIndex, lines: Vec<String> },

@@ -36,9 +36,28 @@ pub enum Attempt<T> {
     Pending(String),
     /// A step toward the goal (one of N answers): ask again at once.
     Again,
-    /// A copy under way, `Some(seconds)` predicted to its end: the next ask follows the
-    /// prediction ([`next_poll`]) rather than the back-off.
-    Copying(Option<f64>),
+    /// A copy under way: the next ask follows the prediction ([`next_poll`]) rather than the
+    /// back-off, and a poller that [stalls](Poller::stalls_after) watches its percentage.
+    Copying(Copy),
+}
+
+/// What a copying task's log said at one ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Copy {
+    /// Seconds predicted to the end, once a rate is known.
+    pub remaining: Option<f64>,
+    /// The percentage the log reported last (each drive's copy counts from 0 again).
+    pub percent: Option<f64>,
+}
+
+/// Progress watch: the time of the last move, and where it moved to.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    limit: Duration,
+    /// Rollout second of the last move (or of the first ask: a first wait learned from a
+    /// slower VM says nothing about this copy).
+    since: Option<f64>,
+    best: Option<f64>,
 }
 
 /// The rollout was aborted while a poller slept.
@@ -112,6 +131,7 @@ pub struct Poller<'a> {
     /// Rollout second the wait began (its length is learned from there).
     origin: f64,
     learn: Option<(&'a Learned, Wait)>,
+    stall: Option<Stall>,
 }
 
 impl<'a> Poller<'a> {
@@ -128,7 +148,20 @@ impl<'a> Poller<'a> {
             last: backoff.start,
             origin: clock.now_s(),
             learn: None,
+            stall: None,
         }
+    }
+
+    /// The wait also ends (through `timed_out`, with a text saying so) when no answer moved the
+    /// copy's percentage for `limit`: a copy that progresses is never cut off by the deadline
+    /// of a slower one, a frozen one is noticed whatever its deadline.
+    pub fn stalls_after(mut self, limit: Duration) -> Self {
+        self.stall = Some(Stall {
+            limit,
+            since: None,
+            best: None,
+        });
+        self
     }
 
     /// Sleeps end early, with [`Aborted`], when `abort` is cancelled.
@@ -178,6 +211,9 @@ impl<'a> Poller<'a> {
         attempt: Attempt<T>,
         timed_out: impl FnOnce(String) -> Result<T, E>,
     ) -> Result<Option<T>, E> {
+        if let Some(stall) = &mut self.stall {
+            stall.since.get_or_insert(self.clock.now_s());
+        }
         let wait = match attempt {
             Attempt::Done(value) => {
                 if let Some((learned, wait)) = self.learn {
@@ -190,13 +226,41 @@ impl<'a> Poller<'a> {
                 self.waiting_for = why;
                 self.next
             }
-            Attempt::Copying(remaining) => {
-                let waited = self.clock.now_s() - self.origin;
+            Attempt::Copying(copy) => {
+                let now = self.clock.now_s();
+                // Any other percentage is a move: a drive's copy grows it, the next drive's
+                // starts it from 0 again.
+                if let Some(stall) = &mut self.stall
+                    && let Some(p) = copy.percent
+                    && stall.best != Some(p)
+                {
+                    stall.best = Some(p);
+                    stall.since = Some(now);
+                }
+                let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                let secs = next_poll(remaining, self.last.as_secs_f64(), waited, 0.5);
-                Duration::from_secs_f64(secs.min(left.max(0.2)))
+                // Ask again by the time the copy would count as stalled.
+                let stall_left = self.stall.map_or(f64::INFINITY, |s| {
+                    s.limit.as_secs_f64() - (now - s.since.unwrap_or(now))
+                });
+                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5);
+                Duration::from_secs_f64(secs.min(left.min(stall_left).max(0.2)))
             }
         };
+        if let Some(stall) = self.stall
+            && let Some(since) = stall.since
+            && self.clock.now_s() - since >= stall.limit.as_secs_f64()
+        {
+            let at = match stall.best {
+                Some(p) => format!("stuck at {p:.2}%"),
+                None => "no progress reported".to_string(),
+            };
+            return timed_out(format!(
+                "made no progress for {} ({at})",
+                crate::config::format_duration(stall.limit)
+            ))
+            .map(Some);
+        }
         if self.clock.left(self.deadline).is_zero() {
             return timed_out(std::mem::take(&mut self.waiting_for)).map(Some);
         }
@@ -283,15 +347,25 @@ impl Learned {
 /// Progress of a task that copies data, from the percentages of its log.
 #[derive(Debug, Default, Clone)]
 pub struct CopyProgress {
-    /// (rollout second first seen, percent) each time the percentage moved.
+    /// (rollout second first seen, percent) each time the percentage moved, for the drive
+    /// being copied.
     samples: Vec<(f64, f64)>,
 }
 
 impl CopyProgress {
+    /// A percentage read at `at`; one lower than the last starts the next drive's copy (PVE
+    /// copies a VM's drives one after the other, each counted from 0 %).
     pub fn observe(&mut self, at: f64, percent: f64) {
-        if self.samples.last().is_none_or(|(_, p)| percent > *p) {
-            self.samples.push((at, percent));
+        match self.samples.last() {
+            Some((_, p)) if percent < *p => self.samples = vec![(at, percent)],
+            Some((_, p)) if percent == *p => {}
+            _ => self.samples.push((at, percent)),
         }
+    }
+
+    /// The percentage of the drive being copied.
+    pub fn percent(&self) -> Option<f64> {
+        self.samples.last().map(|(_, p)| *p)
     }
 
     /// Seconds until 100 % at the rate between the last two moves seen, once there are two
@@ -339,6 +413,11 @@ mod tests {
         p.observe(20.0, 30.0);
         // 20 % in the last 10 s: 35 s to go.
         assert_eq!(p.remaining(), Some(35.0));
+        // The next drive starts from 0 %: its own rate, once it has one.
+        p.observe(25.0, 2.0);
+        assert_eq!((p.percent(), p.remaining()), (Some(2.0), None));
+        p.observe(30.0, 12.0);
+        assert_eq!(p.remaining(), Some(44.0));
     }
 
     #[test]
@@ -457,7 +536,10 @@ mod tests {
             // 100 s predicted at 2 s: 8x the last wait (2 s) at most, and 5 s at most this
             // early; then done.
             let attempt = match at.len() {
-                1 => Attempt::Copying(Some(100.0)),
+                1 => Attempt::Copying(Copy {
+                    remaining: Some(100.0),
+                    percent: Some(1.0),
+                }),
                 _ => Attempt::Done(()),
             };
             let answer: Result<_, String> = poll.answer(attempt, |_| Err("timed out".into()));

@@ -34,6 +34,7 @@ fn progress(
         skipped: 0,
         paused: 0,
         requests,
+        eta_s: None,
     })
 }
 

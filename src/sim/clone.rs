@@ -421,6 +421,12 @@ async fn copy_drives(
     created: &mut Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>, TaskError> {
     let sh = &ctx.shared;
+    let frozen = sh
+        .state()
+        .vm_stats
+        .get(&plan.newid)
+        .and_then(|v| v.clone_index)
+        .is_some_and(|o| sh.scenario.faults.clone_freeze.contains(&o));
     if plan.full {
         ctx.sleep(plan.draws.clone_overhead_s).await?;
     }
@@ -525,9 +531,14 @@ async fn copy_drives(
                     }
                 }
             };
-            io.transfer(&sh.clock, total, &ctx.cancel, &mut progress)
+            // A frozen copy moves its first tenth, then nothing until the task is stopped.
+            let copied = if frozen { total / 10.0 } else { total };
+            io.transfer(&sh.clock, copied, &ctx.cancel, &mut progress)
                 .await
                 .map_err(interrupted)?;
+            if frozen {
+                ctx.run(std::future::pending::<()>()).await?;
+            }
         }
         out.push((d.key.clone(), drive.render()));
     }

@@ -138,6 +138,32 @@ pub struct VmRow {
     pub last_error: Option<String>,
     pub task_log: VecDeque<String>,
     pub log: VecDeque<Arc<LogLine>>,
+    /// While cloning: how far the copy got, from the task log the engine reads.
+    pub copy: Option<CopyShown>,
+}
+
+/// A clone's copy as last reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CopyShown {
+    pub percent: f64,
+    /// Wall seconds predicted to go when reported.
+    pub eta_s: Option<f64>,
+    /// When it was reported (the ETA counts down from there).
+    pub at: SystemTime,
+}
+
+impl CopyShown {
+    /// Whole percents copied ("42%"; a copy at 99.6 % is not called done).
+    pub fn percent_text(&self) -> String {
+        format!("{:.0}%", self.percent.floor())
+    }
+
+    /// The ETA counted down to `now`, once a rate is known.
+    pub fn left(&self, now: SystemTime) -> Option<std::time::Duration> {
+        let passed = text::since(self.at, now).as_secs_f64();
+        self.eta_s
+            .map(|eta| std::time::Duration::from_secs_f64((eta - passed).max(0.0).round()))
+    }
 }
 
 impl VmRow {
@@ -163,6 +189,7 @@ impl VmRow {
             last_error: None,
             task_log: VecDeque::new(),
             log: VecDeque::new(),
+            copy: None,
         }
     }
 
@@ -176,6 +203,9 @@ impl VmRow {
         }
         if let VmState::Failed { reason, .. } = &state {
             self.last_error = Some(text::clean(reason));
+        }
+        if state.phase() != Phase::Cloning {
+            self.copy = None;
         }
         if kind != self.kind || state != self.state {
             self.since = at;
@@ -327,6 +357,8 @@ pub struct Model {
     pub counts: [usize; StateKind::COUNT],
     /// API requests so far, from the engine's `Progress`.
     pub requests: u64,
+    /// Wall seconds to the rollout's end as the engine last predicted, once it can.
+    pub eta_s: Option<u64>,
     pub paused_all: bool,
     pub selected: usize,
     /// First VM row shown in the grid and the timeline.
@@ -369,6 +401,7 @@ impl Model {
             node_width: 4,
             counts: [0; StateKind::COUNT],
             requests: 0,
+            eta_s: None,
             paused_all: false,
             selected: 0,
             offset: 0,

@@ -464,8 +464,18 @@ fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             }
         }
         Event::Progress(progress) => {
-            r.dirty = m.requests != progress.requests;
+            r.dirty = m.requests != progress.requests || m.eta_s != progress.eta_s;
             m.requests = progress.requests;
+            m.eta_s = progress.eta_s;
+        }
+        Event::CopyProgress { vm, percent, eta_s } => {
+            if let Some(row) = m.vms.get_mut(vm) {
+                row.copy = Some(super::model::CopyShown {
+                    percent,
+                    eta_s,
+                    at: m.now,
+                });
+            }
         }
         Event::Attempt { vm, attempt } => {
             if let Some(row) = m.vms.get_mut(vm) {

@@ -39,7 +39,11 @@ impl VmTask {
             return Ok(());
         }
         let update = config_update(&self.vm, &config);
-        let deadline = self.shared.clock.deadline(self.shared.checks.clone_timeout);
+        // The clone's lock is gone by now; a config lock held this long is a stall.
+        let deadline = self
+            .shared
+            .clock
+            .deadline(self.shared.checks.clone_stall_timeout);
         loop {
             match self.shared.client.set_config(&node, vmid, &update).await {
                 Ok(()) => break,
@@ -71,7 +75,11 @@ impl VmTask {
                 let size = wanted.to_string();
                 if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
                     match self
-                        .wait_task(&upid, self.shared.checks.clone_timeout, Wait::ResizeTask)
+                        .wait_task(
+                            &upid,
+                            Some(self.shared.checks.clone_stall_timeout),
+                            Wait::ResizeTask,
+                        )
                         .await?
                     {
                         TaskState::Ok | TaskState::Warnings(_) => {}

@@ -6,7 +6,7 @@ use crate::config::format_duration;
 use crate::pve::{ErrorClass, TaskState, Upid};
 
 use super::super::event::{Event, Level};
-use super::super::poll::{Attempt, Backoff, CopyProgress, Wait};
+use super::super::poll::{Attempt, Backoff, Copy, CopyProgress, Wait};
 use super::{Step, Stop, VmTask};
 
 impl VmTask {
@@ -15,10 +15,13 @@ impl VmTask {
     /// new lines: the copy's percentages predict the end, the closing line says it is over),
     /// others back off; so a ten-minute clone costs a handful of requests, not one every few
     /// seconds.
+    ///
+    /// A copy ends in failure only when its percentage stands still for `clone_stall_timeout`
+    /// (or past `timeout`, a ceiling a copy need not have); other tasks end past `timeout`.
     pub(super) async fn wait_task(
         &mut self,
         upid: &Upid,
-        timeout: Duration,
+        timeout: Option<Duration>,
         wait: Wait,
     ) -> Step<TaskState> {
         let shared = self.shared.clone();
@@ -29,10 +32,13 @@ impl VmTask {
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
         let backoff = Backoff::growing(first, 1.5, Duration::from_secs(10));
-        let mut poll = Self::poller(&shared, clock.deadline(timeout), backoff)
+        let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
             .starting_at(first)
             .learning(&shared.learned, wait, None);
         let follow_log = wait == Wait::CloneTask;
+        if follow_log {
+            poll = poll.stalls_after(shared.checks.clone_stall_timeout);
+        }
         let mut progress = CopyProgress::default();
         let mut lines_read = 0u64;
         loop {
@@ -52,9 +58,17 @@ impl VmTask {
                             // own.
                             if let Some(p) = percent {
                                 progress.observe(clock.now_s(), p);
+                                self.send(Event::CopyProgress {
+                                    vm: self.vm.index,
+                                    percent: progress.percent().unwrap_or(p),
+                                    eta_s: progress.remaining().map(|s| s * clock.scale()),
+                                });
                             }
                             if !ended {
-                                break 'ask Attempt::Copying(progress.remaining());
+                                break 'ask Attempt::Copying(Copy {
+                                    remaining: progress.remaining(),
+                                    percent: progress.percent(),
+                                });
                             }
                         }
                         // Fall through to the status, which classifies the trouble.
@@ -78,12 +92,17 @@ impl VmTask {
                     Err(e) => return Err(e.into()),
                 }
             };
-            let timed_out = |_| {
-                Err(Stop::Failed(format!(
-                    "task {} still running after {}",
-                    upid.0,
-                    format_duration(timeout)
-                )))
+            // A stalled copy says so; a deadline reached says how long the task ran.
+            let timed_out = |stalled: String| {
+                Err(Stop::Failed(match timeout {
+                    _ if !stalled.is_empty() => format!("task {} {stalled}", upid.0),
+                    Some(limit) => format!(
+                        "task {} still running after {}",
+                        upid.0,
+                        format_duration(limit)
+                    ),
+                    None => format!("task {} did not end", upid.0),
+                }))
             };
             if let Some(state) = poll.answer(attempt, timed_out)? {
                 return Ok(state);

@@ -76,6 +76,12 @@ fn lines<'a>(vm: &'a VmRow, m: &Model, theme: &Theme) -> Vec<Line<'a>> {
             text::short(text::since(vm.since, m.now))
         )));
     }
+    if let Some(copy) = &vm.copy {
+        let eta = copy.left(m.now).map_or(String::new(), |left| {
+            format!(", ~{} to go", text::short(left))
+        });
+        state_line.push(Span::raw(format!(" · {} copied{eta}", copy.percent_text())));
+    }
     out.push(Line::from(state_line));
     out.push(Line::default());
 
