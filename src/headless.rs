@@ -1,7 +1,8 @@
 //! The headless runner: the engine's events as the original wait_for_vm.sh flow's coloured
 //! lines (`[INFO]`, `[SUCCESS]`, `[WARNING]`, `[ERROR]`, each naming the VM), a progress line now
 //! and then, a final table, and Ctrl-C handling (first = abort gracefully and write the outputs, second =
-//! stop now).
+//! stop now); SIGTERM and SIGHUP (a CI job's time limit, a systemd stop, a closed SSH session)
+//! count as Ctrl-C.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,9 +12,64 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::engine::event::{Command, Event, Level, Phase, PlannedVm, Progress, VmState};
 use crate::report::{Summary, format_elapsed};
 
-/// Exit code when the operator stopped the run with a second Ctrl-C (128 + SIGINT, as shells
-/// report it).
+/// Exit code when the operator stopped the run with a second Ctrl-C (or signal): 128 + SIGINT,
+/// as shells report it.
 pub const EXIT_FORCED: i32 = 130;
+
+/// Exit code of a rollout aborted (Ctrl-C, SIGTERM, SIGHUP) before every VM was verified: the
+/// outputs were written, and the same `deploy` resumes it.
+pub const EXIT_ABORTED: i32 = 4;
+
+/// What asked the run to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    CtrlC,
+    Terminate,
+    Hangup,
+}
+
+impl Interrupt {
+    fn name(self) -> &'static str {
+        match self {
+            Interrupt::CtrlC => "Ctrl-C",
+            Interrupt::Terminate => "SIGTERM",
+            Interrupt::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP, each time one comes, until `to` is gone.
+pub async fn forward_interrupts(to: UnboundedSender<Interrupt>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        loop {
+            let got = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => Interrupt::CtrlC,
+                    Err(_) => return,
+                },
+                _ = term.recv() => Interrupt::Terminate,
+                _ = hangup.recv() => Interrupt::Hangup,
+            };
+            if to.send(got).is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if to.send(Interrupt::CtrlC).is_err() {
+            return;
+        }
+    }
+}
 
 /// Print a progress line at least every this many `Progress` events, even when no VM settled.
 const PROGRESS_EVERY: u64 = 10;
@@ -126,6 +182,11 @@ impl<W: Write> Printer<W> {
             // Task logs and copy percentages are for the dashboard; failures reach us as Log
             // lines, the rollout's ETA as part of the progress line.
             Event::TaskLog { .. } | Event::CopyProgress { .. } => {}
+            Event::VmReported { vm, addresses } => self.line(
+                Level::Info,
+                Some(*vm),
+                &format!("no usable IP yet; the agent reports: {addresses}"),
+            ),
             Event::Progress(progress) => self.progress(progress),
             Event::Attempt { vm, attempt } => {
                 self.line(
@@ -140,14 +201,19 @@ impl<W: Write> Printer<W> {
         let _ = self.out.flush();
     }
 
-    /// Tells the operator what the first Ctrl-C does.
-    pub fn aborting(&mut self) {
-        self.line(
-            Level::Warning,
-            None,
-            "aborting: no new work starts, calls in flight finish, then the outputs are \
-             written. Press Ctrl-C again to stop now.",
-        );
+    /// Tells the operator what the first Ctrl-C (or signal) does.
+    pub fn aborting(&mut self, by: Interrupt) {
+        let text = match by {
+            Interrupt::CtrlC => "aborting: no new work starts, calls in flight finish, then the \
+                                 outputs are written. Press Ctrl-C again to stop now."
+                .to_string(),
+            other => format!(
+                "{} received; aborting: no new work starts, calls in flight finish, then the \
+                 outputs are written. A second signal (or Ctrl-C) stops at once.",
+                other.name()
+            ),
+        };
+        self.line(Level::Warning, None, &text);
         let _ = self.out.flush();
     }
 
@@ -182,7 +248,8 @@ impl<W: Write> Printer<W> {
                 phase: Phase::Verified,
             }
             | VmState::Failed { .. }
-            | VmState::Skipped { .. } => return,
+            | VmState::Skipped { .. }
+            | VmState::Aborted { .. } => return,
             VmState::Active { phase } => (Level::Info, phase.as_str().to_string()),
             VmState::Paused { phase } => (Level::Warning, format!("paused (in {phase})")),
         };
@@ -294,10 +361,13 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// 0 when every VM verified, 1 otherwise.
+/// 0 when every VM verified, [`EXIT_ABORTED`] when an abort cut the rollout short, 1
+/// otherwise.
 pub fn exit_code(summary: &Summary) -> i32 {
     if summary.vms.iter().all(|vm| vm.state == "verified") {
         0
+    } else if summary.rollout.aborted {
+        EXIT_ABORTED
     } else {
         1
     }
@@ -307,7 +377,7 @@ pub fn exit_code(summary: &Summary) -> i32 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadlessOutcome {
     /// 0 all verified, 1 some failed or skipped (or the engine stopped without a summary),
-    /// `EXIT_FORCED` after a second Ctrl-C.
+    /// `EXIT_ABORTED` after an abort, `EXIT_FORCED` after a second Ctrl-C or signal.
     pub exit_code: i32,
     /// The summary from `Finished`, if it came.
     pub summary: Option<Summary>,
@@ -317,8 +387,8 @@ pub struct HeadlessOutcome {
     pub forced: bool,
 }
 
-/// Prints every event until `Finished`; the first Ctrl-C sends `Command::Abort`, the second
-/// returns at once.
+/// Prints every event until `Finished`; the first Ctrl-C, SIGTERM or SIGHUP sends
+/// `Command::Abort`, the second returns at once.
 pub async fn run<W: Write>(
     events: UnboundedReceiver<Event>,
     commands: UnboundedSender<Command>,
@@ -326,25 +396,19 @@ pub async fn run<W: Write>(
     color: bool,
 ) -> HeadlessOutcome {
     let (interrupt_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if interrupt_tx.send(()).is_err() {
-                break;
-            }
-        }
-    });
+    let watcher = tokio::spawn(forward_interrupts(interrupt_tx));
     let outcome = run_with_interrupts(events, commands, out, color, interrupts).await;
     watcher.abort();
     outcome
 }
 
-/// `run` with the Ctrl-C presses coming from `interrupts` (so tests can press it).
+/// `run` with the Ctrl-C presses and signals coming from `interrupts` (so tests can send them).
 pub async fn run_with_interrupts<W: Write>(
     mut events: UnboundedReceiver<Event>,
     commands: UnboundedSender<Command>,
     out: W,
     color: bool,
-    mut interrupts: UnboundedReceiver<()>,
+    mut interrupts: UnboundedReceiver<Interrupt>,
 ) -> HeadlessOutcome {
     let mut printer = Printer::new(out, color);
     let mut aborted = false;
@@ -372,13 +436,13 @@ pub async fn run_with_interrupts<W: Write>(
                 }
             },
             pressed = interrupts.recv(), if interrupts_open => match pressed {
-                Some(()) if !aborted => {
+                Some(by) if !aborted => {
                     aborted = true;
                     // The engine may already be gone; then Finished or the closed channel ends us.
                     let _ = commands.send(Command::Abort);
-                    printer.aborting();
+                    printer.aborting(by);
                 }
-                Some(()) => {
+                Some(_) => {
                     printer.line(Level::Error, None, "stopped at once; outputs may be incomplete");
                     let _ = printer.out.flush();
                     return HeadlessOutcome {

@@ -211,7 +211,11 @@ impl Coordinator {
         let phase = self.phase_of(i);
         let lane = &self.shared.agent_lane;
         match outcome {
-            Some(Outcome::Verified) | Some(Outcome::Aborted { .. }) => lane.pass(i),
+            Some(Outcome::Verified) => lane.pass(i),
+            Some(Outcome::Aborted { phase }) => {
+                self.settle(i, VmState::Aborted { phase });
+                self.shared.agent_lane.pass(i);
+            }
             Some(Outcome::Failed { phase, reason }) => {
                 self.settle(i, VmState::Failed { phase, reason });
                 self.shared.agent_lane.pass(i);
@@ -406,6 +410,7 @@ impl Coordinator {
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
+            VmState::Aborted { phase } => format!("aborted in {phase}"),
             other => other.label().to_string(),
         };
         self.forward(Event::VmState {

@@ -12,8 +12,9 @@ use crate::report::Summary;
 pub type VmIndex = usize;
 
 /// Where a VM is in its life. `Queued -> Cloning -> Configuring -> Booting -> AwaitingAgent ->
-/// IpFound -> Verifying -> Verified`; the five states the mission names are shown as
-/// `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`.
+/// AwaitingIp -> IpFound -> Verifying -> Verified`; the five states the mission names are shown
+/// as `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`. `awaiting-ip` is the wait
+/// for a usable address once the agent answered (DHCP, not the agent, is then what is slow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -22,6 +23,7 @@ pub enum Phase {
     Configuring,
     Booting,
     AwaitingAgent,
+    AwaitingIp,
     IpFound,
     Verifying,
     Verified,
@@ -29,12 +31,13 @@ pub enum Phase {
 
 impl Phase {
     /// Phases in order; `Verified` is terminal.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Queued,
         Phase::Cloning,
         Phase::Configuring,
         Phase::Booting,
         Phase::AwaitingAgent,
+        Phase::AwaitingIp,
         Phase::IpFound,
         Phase::Verifying,
         Phase::Verified,
@@ -48,6 +51,7 @@ impl Phase {
             Phase::Configuring => "configuring",
             Phase::Booting => "booting",
             Phase::AwaitingAgent => "awaiting-agent",
+            Phase::AwaitingIp => "awaiting-ip",
             Phase::IpFound => "IP-found",
             Phase::Verifying => "verifying",
             Phase::Verified => "verified",
@@ -81,6 +85,9 @@ pub enum VmState {
     Failed { phase: Phase, reason: String },
     /// Left the rollout on the operator's word.
     Skipped { phase: Phase },
+    /// Cut off in `phase` when the rollout was aborted (Ctrl-C, SIGTERM, SIGHUP); not
+    /// journaled as an end, so the same `deploy` resumes it.
+    Aborted { phase: Phase },
 }
 
 impl VmState {
@@ -89,7 +96,8 @@ impl VmState {
             VmState::Active { phase }
             | VmState::Paused { phase }
             | VmState::Failed { phase, .. }
-            | VmState::Skipped { phase } => *phase,
+            | VmState::Skipped { phase }
+            | VmState::Aborted { phase } => *phase,
         }
     }
 
@@ -101,16 +109,19 @@ impl VmState {
                 phase: Phase::Verified
             } | VmState::Failed { .. }
                 | VmState::Skipped { .. }
+                | VmState::Aborted { .. }
         )
     }
 
-    /// The word for this state in summaries: `verified`, `failed`, `skipped`, `paused`, or the phase.
+    /// The word for this state in summaries: `verified`, `failed`, `skipped`, `aborted`,
+    /// `paused`, or the phase.
     pub fn label(&self) -> &'static str {
         match self {
             VmState::Active { phase } => phase.as_str(),
             VmState::Paused { .. } => "paused",
             VmState::Failed { .. } => "failed",
             VmState::Skipped { .. } => "skipped",
+            VmState::Aborted { .. } => "aborted",
         }
     }
 }
@@ -155,6 +166,8 @@ pub struct Progress {
     pub failed: usize,
     pub skipped: usize,
     pub paused: usize,
+    /// Cut off by an abort.
+    pub aborted: usize,
     /// API requests sent so far by this process.
     pub requests: u64,
     /// Wall seconds predicted until every VM is verified, once the clones' throughput is
@@ -189,6 +202,9 @@ pub enum Event {
         ip: String,
         candidates: Vec<String>,
     },
+    /// While the IP is awaited: the addresses the agent reports, when they changed (`lo
+    /// 127.0.0.1 ::1; eth0 fe80::…`), so the operator sees why none is usable.
+    VmReported { vm: VmIndex, addresses: String },
     /// What the guest said about itself during verification.
     VmGuest {
         vm: VmIndex,

@@ -80,8 +80,10 @@ impl Record {
                 };
                 let at = stamp(*at);
                 let phase = state.phase();
-                let ends = matches!(state, VmState::Failed { .. } | VmState::Skipped { .. })
-                    || phase == Phase::Verified;
+                let ends = matches!(
+                    state,
+                    VmState::Failed { .. } | VmState::Skipped { .. } | VmState::Aborted { .. }
+                ) || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
                     if let Some(t) = r
                         .open
@@ -156,6 +158,7 @@ impl Record {
                 VmState::Paused { .. } => p.paused += 1,
                 VmState::Failed { .. } => p.failed += 1,
                 VmState::Skipped { .. } => p.skipped += 1,
+                VmState::Aborted { .. } => p.aborted += 1,
             }
         }
         p
@@ -240,6 +243,10 @@ impl Record {
                     attempts: r.attempts,
                     error: match &r.state {
                         VmState::Failed { reason, .. } => Some(reason.clone()),
+                        // Where it was cut off: the same `deploy` goes on from there.
+                        VmState::Aborted { phase } => Some(format!(
+                            "aborted in {phase}: the rollout was stopped; run the same deploy to resume"
+                        )),
                         _ => None,
                     },
                     phases: r.phases.clone(),

@@ -23,28 +23,32 @@ pub enum StateKind {
     Configuring,
     Booting,
     AwaitingAgent,
+    AwaitingIp,
     IpFound,
     Verifying,
     Verified,
     Paused,
     Failed,
     Skipped,
+    Aborted,
 }
 
 impl StateKind {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     pub const ALL: [StateKind; StateKind::COUNT] = [
         StateKind::Queued,
         StateKind::Cloning,
         StateKind::Configuring,
         StateKind::Booting,
         StateKind::AwaitingAgent,
+        StateKind::AwaitingIp,
         StateKind::IpFound,
         StateKind::Verifying,
         StateKind::Verified,
         StateKind::Paused,
         StateKind::Failed,
         StateKind::Skipped,
+        StateKind::Aborted,
     ];
 
     pub fn of(state: &VmState) -> Self {
@@ -53,6 +57,7 @@ impl StateKind {
             VmState::Paused { .. } => StateKind::Paused,
             VmState::Failed { .. } => StateKind::Failed,
             VmState::Skipped { .. } => StateKind::Skipped,
+            VmState::Aborted { .. } => StateKind::Aborted,
         }
     }
 
@@ -63,6 +68,7 @@ impl StateKind {
             Phase::Configuring => StateKind::Configuring,
             Phase::Booting => StateKind::Booting,
             Phase::AwaitingAgent => StateKind::AwaitingAgent,
+            Phase::AwaitingIp => StateKind::AwaitingIp,
             Phase::IpFound => StateKind::IpFound,
             Phase::Verifying => StateKind::Verifying,
             Phase::Verified => StateKind::Verified,
@@ -77,12 +83,14 @@ impl StateKind {
             StateKind::Configuring => Phase::Configuring.as_str(),
             StateKind::Booting => Phase::Booting.as_str(),
             StateKind::AwaitingAgent => Phase::AwaitingAgent.as_str(),
+            StateKind::AwaitingIp => Phase::AwaitingIp.as_str(),
             StateKind::IpFound => Phase::IpFound.as_str(),
             StateKind::Verifying => Phase::Verifying.as_str(),
             StateKind::Verified => Phase::Verified.as_str(),
             StateKind::Paused => "paused",
             StateKind::Failed => "failed",
             StateKind::Skipped => "skipped",
+            StateKind::Aborted => "aborted",
         }
     }
 
@@ -98,6 +106,7 @@ impl StateKind {
                 | StateKind::Configuring
                 | StateKind::Booting
                 | StateKind::AwaitingAgent
+                | StateKind::AwaitingIp
                 | StateKind::IpFound
                 | StateKind::Verifying
         )
@@ -107,7 +116,7 @@ impl StateKind {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped
+            StateKind::Verified | StateKind::Failed | StateKind::Skipped | StateKind::Aborted
         )
     }
 }
@@ -140,6 +149,8 @@ pub struct VmRow {
     pub log: VecDeque<Arc<LogLine>>,
     /// While cloning: how far the copy got, from the task log the engine reads.
     pub copy: Option<CopyShown>,
+    /// While the IP is awaited: the addresses the agent reports (none of them usable).
+    pub reported: Option<String>,
 }
 
 /// A clone's copy as last reported.
@@ -190,6 +201,7 @@ impl VmRow {
             task_log: VecDeque::new(),
             log: VecDeque::new(),
             copy: None,
+            reported: None,
         }
     }
 
@@ -206,6 +218,9 @@ impl VmRow {
         }
         if state.phase() != Phase::Cloning {
             self.copy = None;
+        }
+        if state.phase() != Phase::AwaitingIp {
+            self.reported = None;
         }
         if kind != self.kind || state != self.state {
             self.since = at;
@@ -239,7 +254,10 @@ impl VmRow {
         for (i, (at, kind)) in self.history.iter().enumerate() {
             let phase = match kind {
                 StateKind::Paused => self.paused_phase_at(i),
-                StateKind::Failed | StateKind::Skipped | StateKind::Verified => None,
+                StateKind::Failed
+                | StateKind::Skipped
+                | StateKind::Aborted
+                | StateKind::Verified => None,
                 StateKind::Queued => None,
                 busy => Some(phase_of(*busy)),
             };
@@ -288,6 +306,7 @@ pub fn phase_of(kind: StateKind) -> Phase {
         StateKind::Configuring => Phase::Configuring,
         StateKind::Booting => Phase::Booting,
         StateKind::AwaitingAgent => Phase::AwaitingAgent,
+        StateKind::AwaitingIp => Phase::AwaitingIp,
         StateKind::IpFound => Phase::IpFound,
         StateKind::Verifying => Phase::Verifying,
         StateKind::Verified => Phase::Verified,
@@ -432,6 +451,7 @@ impl Model {
             - self.count(StateKind::Verified)
             - self.count(StateKind::Failed)
             - self.count(StateKind::Skipped)
+            - self.count(StateKind::Aborted)
     }
 
     /// VMs started and not settled (busy or paused).

@@ -42,12 +42,14 @@ impl Theme {
             Configuring => Color::LightCyan,
             Booting => Color::LightBlue,
             AwaitingAgent => Color::Yellow,
+            AwaitingIp => Color::LightYellow,
             IpFound => Color::LightMagenta,
             Verifying => Color::LightGreen,
             Verified => Color::Green,
             Paused => Color::Magenta,
             Failed => Color::Red,
             Skipped => Color::Gray,
+            Aborted => Color::LightRed,
         };
         let style = self.fg(colour);
         match kind {
@@ -154,7 +156,9 @@ impl Theme {
     /// when there is no colour.
     pub fn timeline_cell(&self, kind: StateKind) -> (&'static str, Style) {
         let symbol = match kind {
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped => state_glyph(kind),
+            StateKind::Verified | StateKind::Failed | StateKind::Skipped | StateKind::Aborted => {
+                state_glyph(kind)
+            }
             StateKind::Queued => "·",
             _ if self.colour => "█",
             _ => timeline_letter(kind),
@@ -172,12 +176,14 @@ pub fn state_glyph(kind: StateKind) -> &'static str {
         Configuring => "◓",
         Booting => "◑",
         AwaitingAgent => "◒",
+        AwaitingIp => "◇",
         IpFound => "◆",
         Verifying => "◈",
         Verified => "✓",
         Paused => "‖",
         Failed => "✗",
         Skipped => "⊘",
+        Aborted => "■",
     }
 }
 
@@ -189,6 +195,7 @@ fn timeline_letter(kind: StateKind) -> &'static str {
         Configuring => "f",
         Booting => "b",
         AwaitingAgent => "a",
+        AwaitingIp => "l",
         IpFound => "i",
         Verifying => "v",
         Paused => "‖",

@@ -33,7 +33,8 @@ pub enum Msg {
     EngineGone,
     /// Time passed (only scheduled while something animates).
     Tick(SystemTime),
-    /// SIGTERM/SIGHUP: leave now.
+    /// SIGTERM or SIGHUP (or the terminal's input ended): the first acts like a confirmed
+    /// Ctrl-C (abort, write the outputs, then leave), a second forces the exit.
     Terminate,
 }
 
@@ -41,7 +42,7 @@ pub enum Msg {
 pub enum Quit {
     /// The rollout finished (or was aborted and the engine confirmed).
     Normal,
-    /// Double Ctrl-C or a signal: out without waiting for the engine.
+    /// Double Ctrl-C or a second signal: out without waiting for the engine.
     Forced,
 }
 
@@ -78,9 +79,32 @@ pub fn update(m: &mut Model, msg: Msg) -> UpdateResult {
             m.now = now;
             r.dirty = m.tick_interval().is_some();
         }
-        Msg::Terminate => force_quit(m, &mut r),
+        Msg::Terminate => on_signal(m, &mut r),
     }
     r
+}
+
+/// Nobody may be at the keyboard (a systemd stop, a closed SSH session): no confirmation, the
+/// rollout is aborted and its outputs written; the quit follows the engine's `Finished`.
+fn on_signal(m: &mut Model, r: &mut UpdateResult) {
+    r.dirty = true;
+    if m.interrupts > 0 {
+        force_quit(m, r);
+        return;
+    }
+    m.interrupts = 1;
+    if m.is_over() {
+        r.quit = Some(Quit::Normal);
+        return;
+    }
+    if !m.aborting {
+        start_abort(m, r);
+    }
+    m.flash = Some(
+        "signal received: aborting; calls in flight finish, then the summary is written · a \
+         second signal or Ctrl-C forces the exit"
+            .into(),
+    );
 }
 
 fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
@@ -467,6 +491,11 @@ fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             r.dirty = m.requests != progress.requests || m.eta_s != progress.eta_s;
             m.requests = progress.requests;
             m.eta_s = progress.eta_s;
+        }
+        Event::VmReported { vm, addresses } => {
+            if let Some(row) = m.vms.get_mut(vm) {
+                row.reported = Some(text::clean(&addresses));
+            }
         }
         Event::CopyProgress { vm, percent, eta_s } => {
             if let Some(row) = m.vms.get_mut(vm) {

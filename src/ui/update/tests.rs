@@ -605,13 +605,35 @@ fn ctrl_c_closes_help_and_search_input_first() {
 }
 
 #[test]
-fn terminate_forces_and_tells_the_engine() {
+fn a_signal_aborts_gracefully_and_a_second_forces() {
     let mut m = mid_rollout();
     let r = update(&mut m, Msg::Terminate);
-    assert_eq!(
-        (commands(&r), r.quit),
-        (&[Command::Abort][..], Some(Quit::Forced))
+    assert_eq!((commands(&r), r.quit), (&[Command::Abort][..], None));
+    assert!(m.aborting && m.overlay == Overlay::None, "no confirmation");
+    // A second signal before the engine's summary forces the exit, without a second Abort.
+    let r = update(&mut m, Msg::Terminate);
+    assert_eq!((r.commands.len(), r.quit), (0, Some(Quit::Forced)));
+}
+
+#[test]
+fn after_a_signal_the_engines_summary_ends_the_ui_normally() {
+    let mut m = mid_rollout();
+    update(&mut m, Msg::Terminate);
+    let r = update(
+        &mut m,
+        Msg::Engine(Event::Finished {
+            summary: summary(&["aborted", "verified"]),
+        }),
     );
+    assert_eq!(r.quit, Some(Quit::Normal));
+}
+
+#[test]
+fn a_signal_after_a_ctrl_c_forces() {
+    let mut m = mid_rollout();
+    update(&mut m, ctrl('c'));
+    let r = update(&mut m, Msg::Terminate);
+    assert_eq!(r.quit, Some(Quit::Forced));
 }
 
 #[test]

@@ -23,17 +23,19 @@ const STEPS: [u64; 14] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
 ];
 
-const LEGEND: [StateKind; 10] = [
+const LEGEND: [StateKind; 12] = [
     StateKind::Cloning,
     StateKind::Configuring,
     StateKind::Booting,
     StateKind::AwaitingAgent,
+    StateKind::AwaitingIp,
     StateKind::IpFound,
     StateKind::Verifying,
     StateKind::Paused,
     StateKind::Verified,
     StateKind::Failed,
     StateKind::Skipped,
+    StateKind::Aborted,
 ];
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme) {
@@ -135,11 +137,13 @@ fn short_label(kind: StateKind) -> &'static str {
         StateKind::Configuring => "config",
         StateKind::Booting => "boot",
         StateKind::AwaitingAgent => "agent",
+        StateKind::AwaitingIp => "lease",
         StateKind::IpFound => "IP",
         StateKind::Verifying => "verify",
         StateKind::Verified => "ok",
         StateKind::Failed => "fail",
         StateKind::Skipped => "skip",
+        StateKind::Aborted => "abort",
         other => other.label(),
     }
 }
