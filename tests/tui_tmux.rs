@@ -466,3 +466,50 @@ fn sigterm_and_sighup_abort_the_dashboard_and_the_same_deploy_resumes() {
         assert!(vms.iter().all(|v| v["state"] == "verified"), "{summary:#}");
     }
 }
+
+/// A panic inside one VM's task (the debug-build hook `PVE_ROLLOUT_TEST_VM_PANIC`) fails that VM
+/// alone: the dashboard keeps the terminal (nothing printed over it), `r` on the VM verifies it,
+/// and the panic's report is printed once the terminal is given back.
+#[test]
+#[ignore = "needs tmux"]
+fn a_panic_in_a_vm_task_fails_that_vm_and_r_retries_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8 path");
+    let tmux = Tmux::start(
+        dir.path(),
+        140,
+        45,
+        &demo_argv(
+            out,
+            &[
+                "RUST_BACKTRACE=0",
+                "PVE_ROLLOUT_TEST_VM_PANIC=demo-2:booting",
+            ],
+        ),
+    );
+    let screen = tmux.wait_for("VM 2 failed", |s| count(s, "failed") == 1);
+    assert_eq!(
+        tmux.modes(),
+        (true, true),
+        "the dashboard goes on:\n{screen}"
+    );
+    assert!(
+        !screen.contains("panicked at"),
+        "nothing printed over it:\n{screen}"
+    );
+    // Select the second VM and retry it.
+    tmux.send("j");
+    tmux.wait_for("the detail of demo-2", |s| s.contains("internal error"));
+    tmux.send("r");
+    let done = tmux.wait_for("every VM verified", |s| {
+        title_row(s).contains("FINISHED") && count(s, "verified") == 3
+    });
+    assert_eq!(tmux.modes(), (true, true), "{done}");
+    tmux.send("q");
+    assert_eq!(tmux.wait_for_exit(), "0", "{}", tmux.screen());
+    let screen = tmux.wait_for_last_output("the held panic report", |s| {
+        s.contains("a background task panicked") && s.contains("deliberate panic in demo-2")
+    });
+    assert_eq!(tmux.modes(), (false, false), "{screen}");
+}

@@ -2,7 +2,7 @@
 //! the watchers (keeping the record the summary is made from), carries out the watchers'
 //! commands (pause, retry, skip, abort, export) and writes the outputs when every VM settled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,7 +29,7 @@ enum Wake {
     /// A watcher's command; `None` when the watchers are gone.
     Command(Option<Command>),
     /// A VM task ended (`None`: it was killed for a retry or a skip); `Err` if it panicked.
-    Ended(Result<(usize, Option<Outcome>), tokio::task::JoinError>),
+    Ended(Result<(tokio::task::Id, (usize, Option<Outcome>)), tokio::task::JoinError>),
     /// Time to tell the watchers what changed without a state change (requests, the ETA).
     Tick,
 }
@@ -52,6 +52,8 @@ pub(super) struct Coordinator {
     /// Per VM, the token that kills its running task.
     kills: Vec<Option<CancellationToken>>,
     tasks: JoinSet<(usize, Option<Outcome>)>,
+    /// Which VM each running task is for (a panicking task's VM is known only through this).
+    task_vm: HashMap<tokio::task::Id, usize>,
     /// Killed to be started again, or to be skipped, once their task has ended.
     retry_pending: HashSet<usize>,
     skip_pending: HashSet<usize>,
@@ -98,6 +100,7 @@ impl Coordinator {
             paused: (0..n).map(|_| watch::channel(false).0).collect(),
             kills: vec![None; n],
             tasks: JoinSet::new(),
+            task_vm: HashMap::new(),
             retry_pending: HashSet::new(),
             skip_pending: HashSet::new(),
             commands_open: true,
@@ -142,7 +145,7 @@ impl Coordinator {
             let wake = tokio::select! {
                 Some(e) = self.from_tasks.recv() => Wake::Event(e),
                 cmd = commands.recv(), if self.commands_open => Wake::Command(cmd),
-                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => Wake::Ended(ended),
+                Some(ended) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Wake::Ended(ended),
                 _ = tick.tick() => Wake::Tick,
             };
             match wake {
@@ -177,12 +180,13 @@ impl Coordinator {
             from,
             first_attempt,
         );
-        self.tasks.spawn(async move {
+        let handle = self.tasks.spawn(async move {
             tokio::select! {
                 outcome = task.run(from) => (i, Some(outcome)),
                 _ = kill.cancelled() => (i, None),
             }
         });
+        self.task_vm.insert(handle.id(), i);
     }
 
     /// Starts VM `i` again from where its last attempt stopped.
@@ -198,14 +202,23 @@ impl Coordinator {
         self.spawn(i, from, false);
     }
 
-    fn task_ended(&mut self, ended: Result<(usize, Option<Outcome>), tokio::task::JoinError>) {
+    fn task_ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, (usize, Option<Outcome>)), tokio::task::JoinError>,
+    ) {
         // Everything the task said before it ended comes first.
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
-        let Ok((i, outcome)) = ended else {
-            // A panicking VM task is a bug; its VM cannot be trusted to a state.
-            return;
+        let (i, outcome) = match ended {
+            Ok((id, ended)) => {
+                self.task_vm.remove(&id);
+                ended
+            }
+            Err(e) => match self.task_vm.remove(&e.id()) {
+                Some(i) => (i, Some(self.panicked(i, e))),
+                None => return,
+            },
         };
         self.kills[i] = None;
         let phase = self.phase_of(i);
@@ -231,6 +244,31 @@ impl Coordinator {
                 self.respawn(i, phase);
             }
             None => {}
+        }
+    }
+
+    /// A VM task that panicked (a bug): that VM fails with the panic's text, in the phase it
+    /// was in, and what its task held is released; the others go on, and a retry starts it
+    /// afresh.
+    fn panicked(&mut self, i: usize, e: tokio::task::JoinError) -> Outcome {
+        let message = match e.try_into_panic() {
+            Ok(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into()),
+            Err(e) => e.to_string(),
+        };
+        self.emit(Event::Log {
+            vm: Some(i),
+            level: Level::Error,
+            text: format!("the VM's task panicked: {message}"),
+        });
+        // `run` never reached its end: the stagger turn is released here.
+        self.shared.stagger.release(i);
+        Outcome::Failed {
+            phase: self.phase_of(i),
+            reason: format!("internal error: {message}"),
         }
     }
 

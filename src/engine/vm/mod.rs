@@ -223,6 +223,8 @@ impl VmTask {
 
     fn enter(&mut self, phase: Phase) {
         self.set(VmState::Active { phase });
+        #[cfg(debug_assertions)]
+        test_panic::on_enter(&self.vm.name, phase);
     }
 
     fn log(&self, level: Level, text: impl Into<String>) {
@@ -290,5 +292,33 @@ impl VmTask {
             Some(self.enter_agent_lane().await?)
         };
         Ok(call(self.shared.client.clone()).await)
+    }
+}
+
+/// Test hook, debug builds only (compiled out of release builds):
+/// `PVE_ROLLOUT_TEST_VM_PANIC=<vm name>:<phase>` panics that VM's task as it enters the phase,
+/// once (so a retry can verify it), to prove a panicking VM task fails that VM alone.
+#[cfg(debug_assertions)]
+mod test_panic {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use super::Phase;
+
+    pub const ENV: &str = "PVE_ROLLOUT_TEST_VM_PANIC";
+
+    pub fn on_enter(name: &str, phase: Phase) {
+        static FIRED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        let Ok(wanted) = std::env::var(ENV) else {
+            return;
+        };
+        let here = format!("{name}:{phase}");
+        if wanted.trim() != here {
+            return;
+        }
+        if !FIRED.lock().unwrap_or_else(|e| e.into_inner()).insert(here) {
+            return;
+        }
+        panic!("{ENV}: deliberate panic in {name} entering {phase} (test hook)");
     }
 }
