@@ -70,6 +70,31 @@ async fn realistic_twenty_vms_all_verify_with_the_default_timeouts() {
             .any(|e| matches!(e, Event::Progress(p) if p.eta_s.is_some_and(|s| s > 0))),
         "a rollout ETA was sent"
     );
+    // The request count is sent as it grows, not only when a VM changes state: during the
+    // hours of copying the watchers hear of it many times between two state changes...
+    let mut longest = 0;
+    let mut run = Vec::new();
+    for e in &events {
+        match e {
+            Event::VmState { .. } => run.clear(),
+            Event::Progress(p) => {
+                run.push(p.requests);
+                longest = longest.max(run.len());
+                assert!(run.windows(2).all(|w| w[0] <= w[1]), "{run:?}");
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        longest >= 10,
+        "at most {longest} progress events between two state changes"
+    );
+    // ...and the last count is the client's own.
+    let last = events.iter().rev().find_map(|e| match e {
+        Event::Progress(p) => Some(p.requests),
+        _ => None,
+    });
+    assert_eq!(last, Some(h.client.stats().requests_total));
 }
 
 /// A copy that stops moving fails once `clone_stall_timeout` (default 10 min) passed without
@@ -121,5 +146,57 @@ async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
     assert!(
         frozen.clone_finished_at.is_none(),
         "the frozen task never finished"
+    );
+}
+
+/// The `stuck` scenario's 5th VM: its agent answers, its guest never gets a lease. It waits in
+/// `awaiting-ip` (not `awaiting-agent`), the watchers are told what the agent does report, and
+/// the failure says it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_without_a_lease_waits_in_awaiting_ip_showing_what_the_agent_reports() {
+    let settings = DemoSettings {
+        vms: 5,
+        deployment_delay: "2s".into(),
+        agent_timeout: "1m".into(),
+        ip_timeout: "2m".into(),
+        ..DemoSettings::default()
+    };
+    let h = Harness::start("stuck", 1, 0.01, settings).await;
+    let (summary, events) = h.run_plain().await;
+    let vm = h
+        .sim
+        .stats()
+        .vms
+        .iter()
+        .find(|v| v.clone_index == Some(5))
+        .map(|v| v.name.clone())
+        .expect("clone #5");
+    let i = summary
+        .vms
+        .iter()
+        .position(|v| v.name == vm)
+        .expect("in the summary");
+    let agent = first_state(&events, i, is_phase(Phase::AwaitingAgent)).expect("awaited the agent");
+    let ip = first_state(&events, i, is_phase(Phase::AwaitingIp)).expect("awaited the IP");
+    assert!(agent < ip);
+    let reported = events.iter().find_map(|e| match e {
+        Event::VmReported { vm, addresses } if *vm == i => Some(addresses.clone()),
+        _ => None,
+    });
+    let reported = reported.expect("what the agent reports was sent");
+    assert!(
+        reported.contains("lo 127.0.0.1") && reported.contains("fe80::"),
+        "{reported}"
+    );
+    assert_eq!(summary.vms[i].state, "failed");
+    let error = summary.vms[i].error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("no usable IP address") && error.contains(&reported),
+        "{error}"
+    );
+    assert!(
+        summary.vms[i].phases.contains_key("awaiting-ip"),
+        "{:?}",
+        summary.vms[i].phases
     );
 }
