@@ -41,9 +41,11 @@ fn main() {
             _ => {}
         }
         let theme = Theme::new(false);
+        // the diagnostics pane is closed, as it is by default
+        let diagnostics = tui_logger::TuiWidgetState::new();
         let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("backend");
         terminal
-            .draw(|f| view::draw(f, &model, &theme))
+            .draw(|f| view::draw(f, &model, &theme, &diagnostics))
             .expect("draw");
         let mut times = Vec::with_capacity(FRAMES);
         for i in 0..FRAMES {
@@ -51,7 +53,7 @@ fn main() {
             update(&mut model, Msg::Engine(step(i, vms)));
             let t = Instant::now();
             terminal
-                .draw(|f| view::draw(f, &model, &theme))
+                .draw(|f| view::draw(f, &model, &theme, &diagnostics))
                 .expect("draw");
             times.push(t.elapsed());
         }

@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 
 use cli::{Cli, Command};
+use pve_rollout::ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,23 +42,13 @@ fn main() -> ExitCode {
 }
 
 /// Diagnostics (`RUST_LOG`) go to stderr in headless runs. The dashboard owns the terminal, so
-/// there they go to `pve-rollout-debug.log`, and only when `RUST_LOG` asks for them.
+/// there they go to its diagnostics pane (`d`).
 fn init_tracing(dashboard: bool, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     if dashboard {
-        let Ok(filter) = EnvFilter::try_from_default_env() else {
-            return;
-        };
-        match std::fs::File::create("pve-rollout-debug.log") {
-            Ok(file) => {
-                let _ = tracing_subscriber::fmt()
-                    .with_env_filter(filter)
-                    .with_writer(std::sync::Mutex::new(file))
-                    .with_ansi(false)
-                    .try_init();
-            }
-            Err(e) => eprintln!("warning: RUST_LOG set but pve-rollout-debug.log: {e}"),
-        }
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(ui::diagnostics::DEFAULT_FILTER));
+        let _ = ui::diagnostics::install_tracing(filter);
         return;
     }
     let filter =

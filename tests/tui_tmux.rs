@@ -249,6 +249,22 @@ fn demo_runs_pauses_shows_help_finishes_and_writes_the_summary() {
     tmux.send("Escape");
     tmux.wait_for("the help to close", |s| !s.contains("Help · keys"));
 
+    // d opens the diagnostics pane: the process's own tracing records (each API call at debug,
+    // with its status), with tui-logger's target list; d closes it again.
+    tmux.send("d");
+    tmux.wait_for(
+        "the diagnostics pane with an API call's tracing record",
+        |s| {
+            s.contains("Diagnostics · tracing records")
+                && s.contains("pve_rollout::pve::transport")
+                && s.contains(" -> 200 in ")
+        },
+    );
+    tmux.send("d");
+    tmux.wait_for("the diagnostics pane to close", |s| {
+        !s.contains("Diagnostics ·") && s.contains("Log · all VMs")
+    });
+
     tmux.send("P");
     tmux.wait_for("the PAUSED flag to go", |s| {
         !title_row(s).contains("PAUSED")

@@ -2,8 +2,10 @@
 //! it, the footer shows the entries that apply now, and the help overlay lists them all.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tui_logger::TuiWidgetEvent;
 
-use super::model::{Model, Overlay, StateKind};
+use super::model::{Model, Overlay};
+use super::state::StateKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -24,6 +26,8 @@ pub enum Action {
     LogPageUp,
     LogPageDown,
     Export,
+    /// Open the diagnostics pane.
+    Diagnostics,
     Help,
     Quit,
     /// Ctrl-C: like quit; a second one forces the exit.
@@ -39,6 +43,12 @@ pub enum Action {
     SearchCancel,
     SearchBackspace,
     SearchClearInput,
+    /// Close the diagnostics pane.
+    DiagnosticsClose,
+    /// Esc in the diagnostics pane: follow the newest records again, else close.
+    DiagnosticsBack,
+    /// Handed to tui-logger's widget state (target selection, level filters, paging).
+    DiagnosticsKey(TuiWidgetEvent),
 }
 
 /// Which part of the screen has the keys.
@@ -48,6 +58,7 @@ pub enum Context {
     Help,
     Confirm,
     SearchInput,
+    Diagnostics,
 }
 
 impl Context {
@@ -57,6 +68,7 @@ impl Context {
             Overlay::Help => Context::Help,
             Overlay::ConfirmQuit { .. } => Context::Confirm,
             Overlay::SearchInput => Context::SearchInput,
+            Overlay::Diagnostics => Context::Diagnostics,
         }
     }
 
@@ -66,6 +78,7 @@ impl Context {
             Context::Help => "Help",
             Context::Confirm => "Quit confirmation",
             Context::SearchInput => "Typing a search",
+            Context::Diagnostics => "Diagnostics pane",
         }
     }
 }
@@ -84,6 +97,8 @@ pub enum When {
     SearchActive,
     /// The search view or a paged log is open.
     CanGoBack,
+    /// The diagnostics pane shows its target list.
+    TargetsShown,
 }
 
 impl When {
@@ -98,14 +113,15 @@ impl When {
             When::CanRetry => running && selected.is_some_and(can_retry),
             When::CanSkip => running && selected.is_some_and(can_skip),
             When::SearchActive => m.search.query.is_some(),
-            When::CanGoBack => m.search.query.is_some() || m.log_paged,
+            When::CanGoBack => m.search.query.is_some() || m.log_page.is_some(),
+            When::TargetsShown => !m.diagnostics.targets_hidden,
         }
     }
 
     /// For the help overlay.
     pub fn describe(self) -> &'static str {
         match self {
-            When::Always | When::HasVms => "",
+            When::Always | When::HasVms | When::TargetsShown => "",
             When::Running => "while the rollout runs",
             When::CanPause => "a VM not yet settled",
             When::CanRetry => "a failed or stuck VM",
@@ -196,7 +212,8 @@ impl Binding {
 }
 
 use Action as A;
-use Context::{Confirm, Dashboard, Help, SearchInput};
+use Context::{Confirm, Dashboard, Diagnostics, Help, SearchInput};
+use TuiWidgetEvent as Tw;
 
 macro_rules! bind {
     ($ctx:expr, [$($key:expr),+], $label:literal, $action:expr, $footer:literal, $desc:literal, $when:expr) => {
@@ -231,6 +248,7 @@ pub const KEYMAP: &[Binding] = &[
     bind!(Dashboard, [code(KeyCode::PageUp)], "PgUp", A::LogPageUp, "", "scroll the log back", When::Always),
     bind!(Dashboard, [code(KeyCode::PageDown)], "PgDn", A::LogPageDown, "", "scroll the log forward", When::Always),
     bind!(Dashboard, [k('e')], "e", A::Export, "export", "write the summary files now", When::Running),
+    bind!(Dashboard, [k('d')], "d", A::Diagnostics, "diagnostics", "show the diagnostics pane: the tool's own tracing records (retries, HTTP calls)", When::Always),
     bind!(Dashboard, [k('?')], "?", A::Help, "help", "show all keys", When::Always),
     bind!(Dashboard, [k('q')], "q", A::Quit, "quit", "quit (asks first while VMs are in flight)", When::Always),
     bind!(Dashboard, [ctrl('c')], "Ctrl-C", A::Interrupt, "", "quit; press twice to force", When::Always),
@@ -248,6 +266,20 @@ pub const KEYMAP: &[Binding] = &[
     bind!(SearchInput, [code(KeyCode::Backspace)], "Backspace", A::SearchBackspace, "", "delete a character", When::Always),
     bind!(SearchInput, [ctrl('u')], "Ctrl-U", A::SearchClearInput, "", "clear what you typed", When::Always),
     bind!(SearchInput, [ctrl('c')], "Ctrl-C", A::Interrupt, "", "quit; press twice to force", When::Always),
+    bind!(Diagnostics, [k('d'), k('q')], "d/q", A::DiagnosticsClose, "close", "close the diagnostics pane", When::Always),
+    bind!(Diagnostics, [code(KeyCode::Up), k('k')], "↑/k", A::DiagnosticsKey(Tw::UpKey), "", "select the target above", When::TargetsShown),
+    bind!(Diagnostics, [code(KeyCode::Down), k('j')], "↓/j", A::DiagnosticsKey(Tw::DownKey), "", "select the target below", When::TargetsShown),
+    bind!(Diagnostics, [code(KeyCode::Right)], "→", A::DiagnosticsKey(Tw::RightKey), "show more", "show one level more of the selected target", When::TargetsShown),
+    bind!(Diagnostics, [code(KeyCode::Left)], "←", A::DiagnosticsKey(Tw::LeftKey), "show less", "show one level less of the selected target", When::TargetsShown),
+    bind!(Diagnostics, [k('+')], "+", A::DiagnosticsKey(Tw::PlusKey), "record more", "record one level more of the selected target", When::TargetsShown),
+    bind!(Diagnostics, [k('-')], "-", A::DiagnosticsKey(Tw::MinusKey), "record less", "record one level less of the selected target", When::TargetsShown),
+    bind!(Diagnostics, [k('f')], "f", A::DiagnosticsKey(Tw::FocusKey), "focus", "show only the selected target's records, or all again", When::TargetsShown),
+    bind!(Diagnostics, [k(' ')], "Space", A::DiagnosticsKey(Tw::SpaceKey), "", "hide or show the targets switched off", When::TargetsShown),
+    bind!(Diagnostics, [k('h')], "h", A::DiagnosticsKey(Tw::HideKey), "targets", "hide or show the target list", When::Always),
+    bind!(Diagnostics, [code(KeyCode::PageUp)], "PgUp", A::DiagnosticsKey(Tw::PrevPageKey), "", "scroll the records back", When::Always),
+    bind!(Diagnostics, [code(KeyCode::PageDown)], "PgDn", A::DiagnosticsKey(Tw::NextPageKey), "", "scroll the records forward", When::Always),
+    bind!(Diagnostics, [code(KeyCode::Esc)], "Esc", A::DiagnosticsBack, "", "follow the newest records again, or close", When::Always),
+    bind!(Diagnostics, [ctrl('c')], "Ctrl-C", A::Interrupt, "", "quit; press twice to force", When::Always),
 ];
 
 /// The action bound to `key` in `context`, if any.
@@ -321,7 +353,7 @@ mod tests {
 
     #[test]
     fn every_context_can_interrupt_and_has_a_description() {
-        for ctx in [Dashboard, Help, Confirm, SearchInput] {
+        for ctx in [Dashboard, Help, Confirm, SearchInput, Diagnostics] {
             let ctrl_c = key(KeyCode::Char('c'), KeyModifiers::CONTROL);
             assert_eq!(action_for(ctx, &ctrl_c), Some(A::Interrupt), "{ctx:?}");
         }

@@ -3,11 +3,18 @@
 
 use ratatui::layout::Rect;
 
-use super::model::ViewMode;
-
 /// Below this the dashboard says the terminal is too small.
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
+
+/// What the list panel shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewMode {
+    /// Grid and detail pane.
+    Grid,
+    /// Gantt chart of phases per VM over wall time.
+    Timeline,
+}
 
 const HEADER_HEIGHT: u16 = 3;
 const FOOTER_HEIGHT: u16 = 1;
@@ -22,6 +29,8 @@ pub struct Areas {
     pub detail: Rect,
     pub logs_all: Rect,
     pub logs_vm: Rect,
+    /// Between the header and the footer: the diagnostics pane covers the panels there.
+    pub body: Rect,
     pub footer: Rect,
 }
 
@@ -51,6 +60,7 @@ pub fn compute(width: u16, height: u16, view: ViewMode) -> Option<Areas> {
         detail,
         logs_all: Rect::new(0, logs_y, left_w, logs_h),
         logs_vm: Rect::new(left_w, logs_y, width - left_w, logs_h),
+        body: Rect::new(0, body_y, width, rest),
         footer: Rect::new(0, height - FOOTER_HEIGHT, width, FOOTER_HEIGHT),
     })
 }

@@ -1,46 +1,27 @@
-//! Where the engine's log lines go: our own ring buffer (for search and the selected-VM pane) and
-//! tui-logger (for the all-VMs pane), laid out by one function so every pane reads the same.
-//!
-//! tui-logger is a process-global buffer with no SUCCESS level and no search (see
-//! `reference/tui.md`). Each `Event::Log` becomes a `log::Record` pushed straight into it through
-//! `tui_logger::Drain` (no global `log` logger needed) with the target `pvr<N>:vm-<name>`, or
-//! `pvr<N>:vm-<name>:ok` for SUCCESS, which is logged at INFO and styled green by
-//! [`PaneFormatter`]. `<N>` is unique per [`LogStore`], so tests running in parallel in one
-//! process never see each other's lines: each pane's `TuiWidgetState` shows its own targets only.
+//! The rollout's own log: a bounded ring of the engine's lines, owned by the model. The all-VMs
+//! pane, the selected VM's pane and the search view all read it, and lay lines out with one
+//! function ([`layout_line`]), so every pane reads the same. Nothing here is process-global: two
+//! models never see each other's lines.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
-use log::LevelFilter;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use tui_logger::{ExtLogRecord, LogFormatter, TuiWidgetState};
 
 use crate::engine::event::{Level, VmIndex};
 
 use super::text;
 use super::theme::{Theme, level_label};
 
-/// Lines kept for search (and tui-logger's main buffer depth).
+/// Lines kept for the all-VMs pane and search.
 pub const LOG_CAPACITY: usize = 10_000;
 /// Lines kept per VM for its own pane.
 pub const VM_LOG_CAPACITY: usize = 200;
-/// A single message never takes more than this many screen lines (long messages break paging,
-/// tui-logger #85).
+/// A single message never takes more than this many screen lines, so one huge message cannot
+/// push everything else off a page.
 pub const MAX_LINES_PER_MESSAGE: usize = 4;
-
-/// Shown in the VM column for lines about the rollout as a whole.
-const ROLLOUT_WHO: &str = "—";
-
-static NEXT_NAMESPACE: AtomicU64 = AtomicU64::new(1);
-static INIT: Once = Once::new();
-
-/// tui-logger's buffer depth must be set before the first line: setting it clears the buffer.
-fn init_tui_logger_once() {
-    INIT.call_once(|| tui_logger::set_buffer_depth(LOG_CAPACITY));
-}
 
 /// One engine log line, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,17 +37,10 @@ pub struct LogLine {
 }
 
 pub struct LogStore {
-    /// `pvr<N>:`, the target prefix of this store's tui-logger records.
-    prefix: String,
     lines: VecDeque<Arc<LogLine>>,
     /// Lines kept (the oldest go first).
     capacity: usize,
     next_seq: u64,
-    /// Per VM: (plain target, success target).
-    vm_targets: Vec<(String, String)>,
-    rollout_targets: (String, String),
-    /// The all-VMs pane's tui-logger state (shows this store's targets; paging lives here).
-    pub widget_state: TuiWidgetState,
 }
 
 impl Default for LogStore {
@@ -75,46 +49,27 @@ impl Default for LogStore {
     }
 }
 
+/// The shape of a log pane's text area, for paging: what one line takes depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaneShape {
+    pub width: usize,
+    pub height: usize,
+    /// The VM column's width; `None` in the selected VM's own pane.
+    pub name_width: Option<usize>,
+}
+
 impl LogStore {
     pub fn new() -> Self {
         Self::with_capacity(LOG_CAPACITY)
     }
 
-    /// Keep at most `capacity` lines for search (tui-logger keeps its own [`LOG_CAPACITY`]).
+    /// Keep at most `capacity` lines.
     pub fn with_capacity(capacity: usize) -> Self {
-        init_tui_logger_once();
-        let prefix = format!("pvr{}:", NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed));
-        let rollout_targets = (format!("{prefix}rollout"), format!("{prefix}rollout:ok"));
-        let widget_state = TuiWidgetState::new()
-            .set_default_display_level(LevelFilter::Off)
-            .set_level_for_target(&rollout_targets.0, LevelFilter::Trace)
-            .set_level_for_target(&rollout_targets.1, LevelFilter::Trace);
         LogStore {
-            prefix,
             lines: VecDeque::new(),
             capacity: capacity.max(1),
             next_seq: 0,
-            vm_targets: Vec::new(),
-            rollout_targets,
-            widget_state,
         }
-    }
-
-    /// Give VM `index` (plan order) its targets; called once per planned VM.
-    pub fn register_vm(&mut self, index: VmIndex, name: &str) {
-        let targets = (
-            format!("{}vm-{name}", self.prefix),
-            format!("{}vm-{name}:ok", self.prefix),
-        );
-        let state = std::mem::take(&mut self.widget_state)
-            .set_level_for_target(&targets.0, LevelFilter::Trace)
-            .set_level_for_target(&targets.1, LevelFilter::Trace);
-        self.widget_state = state;
-        if index >= self.vm_targets.len() {
-            self.vm_targets
-                .resize(index + 1, (String::new(), String::new()));
-        }
-        self.vm_targets[index] = targets;
     }
 
     /// Record a line (text already sanitised). Returns it, and the seq of the line that fell off
@@ -126,23 +81,6 @@ impl LogStore {
         elapsed: Duration,
         text: String,
     ) -> (Arc<LogLine>, Option<u64>) {
-        let targets = vm
-            .and_then(|i| self.vm_targets.get(i))
-            .filter(|t| !t.0.is_empty())
-            .unwrap_or(&self.rollout_targets);
-        let (target, log_level) = match level {
-            Level::Info => (&targets.0, log::Level::Info),
-            Level::Success => (&targets.1, log::Level::Info),
-            Level::Warning => (&targets.0, log::Level::Warn),
-            Level::Error => (&targets.0, log::Level::Error),
-        };
-        tui_logger::Drain::new().log(
-            &log::Record::builder()
-                .args(format_args!("{} {}", text::elapsed_stamp(elapsed), text))
-                .level(log_level)
-                .target(target)
-                .build(),
-        );
         let line = Arc::new(LogLine {
             seq: self.next_seq,
             vm,
@@ -188,66 +126,66 @@ impl LogStore {
             .collect()
     }
 
-    /// The all-VMs pane's formatter; `name_width` is the VM column's width.
-    pub fn formatter(&self, theme: Theme, name_width: usize) -> Box<dyn LogFormatter> {
-        Box::new(PaneFormatter {
-            theme,
-            prefix: self.prefix.clone(),
-            name_width,
-        })
+    /// One past the position of the pane's bottom line: the tail when `bottom` is `None`, the
+    /// oldest kept line when `bottom` has fallen off the buffer.
+    pub fn end_for(&self, bottom: Option<u64>) -> usize {
+        match bottom {
+            None => self.lines.len(),
+            Some(seq) => self
+                .position(seq)
+                .map_or(self.lines.len().min(1), |pos| pos + 1),
+        }
+    }
+
+    /// The bottom line one page back from `bottom` (`None`: the tail): the line at the top of
+    /// the current page. `None` when there is nothing to page.
+    pub fn page_up(&self, bottom: Option<u64>, pane: PaneShape) -> Option<u64> {
+        let end = self.end_for(bottom);
+        let last = end.checked_sub(1)?;
+        let mut rows = 0;
+        let mut top = last;
+        for pos in (0..end).rev() {
+            top = pos;
+            rows += line_rows(&self.lines[pos], pane);
+            if rows >= pane.height {
+                break;
+            }
+        }
+        // a single line taller than the pane still moves the page
+        let top = if top == last {
+            last.saturating_sub(1)
+        } else {
+            top
+        };
+        Some(self.lines[top].seq)
+    }
+
+    /// The bottom line one page forward from `bottom`; `None` once that reaches the tail (the
+    /// pane follows it again).
+    pub fn page_down(&self, bottom: u64, pane: PaneShape) -> Option<u64> {
+        let start = self.end_for(Some(bottom));
+        let mut rows = 0;
+        for pos in start..self.lines.len() {
+            rows += line_rows(&self.lines[pos], pane);
+            if rows >= pane.height {
+                return (pos + 1 < self.lines.len()).then(|| self.lines[pos].seq);
+            }
+        }
+        None
     }
 }
 
-/// Lays out tui-logger records exactly like our own panes (see [`layout_line`]).
-struct PaneFormatter {
-    theme: Theme,
-    prefix: String,
-    name_width: usize,
-}
-
-impl PaneFormatter {
-    /// (who, success) from `pvr<N>:vm-<name>[:ok]` / `pvr<N>:rollout[:ok]`.
-    fn who<'t>(&self, target: &'t str) -> (&'t str, bool) {
-        let rest = target.strip_prefix(&self.prefix).unwrap_or(target);
-        let (rest, success) = match rest.strip_suffix(":ok") {
-            Some(rest) => (rest, true),
-            None => (rest, false),
-        };
-        let who = match rest.strip_prefix("vm-") {
-            Some(name) => name,
-            None => ROLLOUT_WHO,
-        };
-        (who, success)
-    }
-}
-
-impl LogFormatter for PaneFormatter {
-    fn min_width(&self) -> u16 {
-        20
-    }
-
-    /// Never returns zero lines (tui-logger panics on that).
-    fn format(&self, width: usize, evt: &ExtLogRecord) -> Vec<Line<'_>> {
-        let (who, success) = self.who(evt.target());
-        let level = match evt.level {
-            log::Level::Error => Level::Error,
-            log::Level::Warn => Level::Warning,
-            _ if success => Level::Success,
-            _ => Level::Info,
-        };
-        let (stamp, message) = evt.msg().split_once(' ').unwrap_or(("", evt.msg()));
-        layout_line(
-            &self.theme,
-            &LineParts {
-                stamp,
-                level,
-                who: Some((who, self.name_width)),
-                text: message,
-            },
-            width,
-            None,
-        )
-    }
+/// Screen lines that `line` takes in `pane` (what [`layout_line`] gives, without styling it).
+fn line_rows(line: &LogLine, pane: PaneShape) -> usize {
+    let stamp = text::elapsed_stamp(line.elapsed);
+    let parts = LineParts {
+        stamp: &stamp,
+        level: line.level,
+        who: pane.name_width.map(|w| ("", w)),
+        text: &line.text,
+    };
+    let room = text_room(head_width(&parts, pane.width), pane.width);
+    text::wrap_words(&line.text, room, MAX_LINES_PER_MESSAGE).len()
 }
 
 /// What one log line shows.
@@ -288,17 +226,13 @@ pub fn layout_line(
     ));
     head.push(Span::raw(" "));
     if let Some((who, w)) = parts.who {
-        // in a narrow pane the name gives way to the message
-        let w = w.min((width / 4).max(6));
-        head.push(Span::styled(fit_name(who, w), theme.heading()));
+        head.push(Span::styled(
+            fit_name(who, name_column(w, width)),
+            theme.heading(),
+        ));
         head.push(Span::raw(" "));
     }
-    let indent: usize = head.iter().map(|s| s.content.chars().count()).sum();
-    let room = if width > indent + 8 {
-        width - indent
-    } else {
-        width.max(1)
-    };
+    let room = text_room(head_width(parts, width), width);
     let text_style = theme.log_text(parts.level);
     let chunks = text::wrap_words(parts.text, room, MAX_LINES_PER_MESSAGE);
     let mut lines = Vec::with_capacity(chunks.len());
@@ -321,6 +255,29 @@ pub fn layout_line(
         lines.push(Line::from(spans));
     }
     lines
+}
+
+/// In a narrow pane the VM name gives way to the message.
+fn name_column(name_width: usize, width: usize) -> usize {
+    name_width.min((width / 4).max(6))
+}
+
+/// Characters before the message: `+01:23 WARNING web-03   `.
+fn head_width(parts: &LineParts<'_>, width: usize) -> usize {
+    let stamp = parts.stamp.chars().count().max(6) + 1;
+    let level = level_label(parts.level).chars().count() + 1;
+    let who = parts.who.map_or(0, |(_, w)| name_column(w, width) + 1);
+    stamp + level + who
+}
+
+/// Width left for the message (wrapped under itself), or the whole width when the head leaves
+/// too little.
+fn text_room(indent: usize, width: usize) -> usize {
+    if width > indent + 8 {
+        width - indent
+    } else {
+        width.max(1)
+    }
 }
 
 /// Split `chunk` into plain and highlighted spans around each match of `query`.
@@ -428,10 +385,7 @@ mod tests {
 
     #[test]
     fn the_buffer_is_bounded_and_finds_lines_by_seq() {
-        // a small store: thousands of lines here would flood tui-logger's buffer, which the
-        // other tests of this process share
         let mut store = LogStore::with_capacity(10);
-        store.register_vm(0, "web-1");
         let mut evicted = Vec::new();
         for i in 0..13 {
             let (_, gone) = store.push(Some(0), Level::Info, Duration::ZERO, format!("line {i}"));
@@ -447,6 +401,78 @@ mod tests {
         // "line 1", "line 10", "line 11", "line 12" minus the evicted "line 1"
         assert_eq!(store.find("LINE 1").len(), 3);
         assert_eq!(LogStore::new().capacity, LOG_CAPACITY);
+    }
+
+    #[test]
+    fn pages_step_by_what_fits_and_page_down_returns_to_the_tail() {
+        let mut store = LogStore::new();
+        for i in 0..10 {
+            store.push(None, Level::Info, Duration::ZERO, format!("line {i}"));
+        }
+        // one screen line each: 4 fit
+        let pane = PaneShape {
+            width: 60,
+            height: 4,
+            name_width: Some(6),
+        };
+        assert_eq!(
+            store.page_up(None, pane),
+            Some(6),
+            "the top line of the tail's page"
+        );
+        assert_eq!(store.page_up(Some(6), pane), Some(3));
+        assert_eq!(store.page_up(Some(3), pane), Some(0));
+        assert_eq!(
+            store.page_up(Some(0), pane),
+            Some(0),
+            "the oldest line stays"
+        );
+        assert_eq!(store.page_down(0, pane), Some(4));
+        assert_eq!(store.page_down(4, pane), Some(8));
+        assert_eq!(
+            store.page_down(8, pane),
+            None,
+            "reaching the tail follows it again"
+        );
+        assert_eq!(store.end_for(Some(4)), 5);
+        assert_eq!(store.end_for(None), 10);
+        // a line that wraps takes its screen lines: 2 of them fill the page
+        let long = "word ".repeat(20);
+        store.push(None, Level::Warning, Duration::ZERO, long.clone());
+        store.push(None, Level::Warning, Duration::ZERO, long);
+        let narrow = PaneShape { width: 40, ..pane };
+        assert_eq!(store.page_up(None, narrow), Some(10));
+        assert!(
+            LogStore::new().page_up(None, pane).is_none(),
+            "nothing to page"
+        );
+    }
+
+    #[test]
+    fn the_line_count_for_paging_is_the_laid_out_one() {
+        let theme = Theme::new(false);
+        let text = "agent not running yet, will retry in a moment or two".to_string();
+        for (width, name_width) in [(30, Some(8)), (45, Some(24)), (80, None), (12, Some(6))] {
+            let line = LogLine {
+                seq: 0,
+                vm: None,
+                level: Level::Warning,
+                elapsed: Duration::from_secs(83),
+                text: text.clone(),
+            };
+            let stamp = text::elapsed_stamp(line.elapsed);
+            let parts = LineParts::of(&line, &stamp, name_width.map(|w| ("web-03", w)));
+            let pane = PaneShape {
+                width,
+                height: 10,
+                name_width,
+            };
+            assert_eq!(
+                line_rows(&line, pane),
+                layout_line(&theme, &parts, width, None).len(),
+                "{width} {name_width:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! The live dashboard. It watches the engine's `Event`s, sends `Command`s back, and never calls
 //! the API. Shape: `model` (what is shown) + `update` (pure: keys, mouse, engine events) +
 //! `view/*` (one draw function per panel) + `keymap` (one table for dispatch, footer and help) +
-//! `theme` + `terminal` (enter/restore) + the loop below.
+//! `theme` + `terminal` (enter/restore) + the loop below. The rollout's log lives in the model
+//! (`logs`); the diagnostics pane shows the process's `tracing` records through tui-logger
+//! (`diagnostics`), whose widget state this loop owns.
 //!
 //! The loop draws only when something changed, drains bursts of engine events before drawing
 //! once, and wakes on a timer only while something on screen moves (a spinner, a timer).
 
+pub mod diagnostics;
 pub mod keymap;
 pub mod layout;
 pub mod logs;
 pub mod model;
+pub mod state;
 pub mod terminal;
 pub mod text;
 pub mod theme;
@@ -30,6 +34,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
+use tui_logger::TuiWidgetState;
 
 use crate::engine::event::{Command, Event};
 
@@ -39,7 +44,7 @@ use self::theme::Theme;
 use self::update::{Msg, Quit, update};
 
 /// Engine events applied at most between two frames: bounds the time to the next frame in a
-/// burst, and keeps tui-logger's hot buffer (1000 records, moved on each draw) from overflowing.
+/// burst.
 const MAX_EVENTS_PER_FRAME: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +137,13 @@ async fn event_loop(
     // A deadline that survives loop turns: events that change nothing (mouse motion) must not
     // keep pushing the next tick away.
     let mut next_tick: Option<Instant> = None;
+    let diagnostics = TuiWidgetState::new();
     loop {
+        // tracing records wait in tui-logger's hot buffer (1000 records) until moved into the
+        // pane's buffer: move them on every turn, pane open or not, so none overflow.
+        tui_logger::move_events();
         if dirty {
-            draw(tui, model, theme)?;
+            draw(tui, model, theme, &diagnostics)?;
             dirty = false;
         }
         next_tick = match (model.tick_interval(), next_tick) {
@@ -169,7 +178,7 @@ async fn event_loop(
             () = signals.recv() => Msg::Terminate,
         };
         model.now = SystemTime::now();
-        let mut quit = apply(model, msg, commands, &mut dirty);
+        let mut quit = apply(model, msg, commands, &diagnostics, &mut dirty);
         // Coalesce a burst: take what the engine already queued, then draw once.
         for _ in 0..MAX_EVENTS_PER_FRAME {
             if quit.is_some() || !engine_open {
@@ -183,7 +192,7 @@ async fn event_loop(
                     Msg::EngineGone
                 }
             };
-            quit = apply(model, msg, commands, &mut dirty);
+            quit = apply(model, msg, commands, &diagnostics, &mut dirty);
         }
         if let Some(quit) = quit {
             return Ok(quit);
@@ -191,18 +200,22 @@ async fn event_loop(
     }
 }
 
-/// Update the model and send its commands (a closed channel means the engine is gone, which
-/// `EngineGone` reports on its own).
+/// Update the model, send its commands (a closed channel means the engine is gone, which
+/// `EngineGone` reports on its own) and hand the diagnostics pane its keys.
 fn apply(
     model: &mut Model,
     msg: Msg,
     commands: &UnboundedSender<Command>,
+    diagnostics: &TuiWidgetState,
     dirty: &mut bool,
 ) -> Option<Quit> {
     let result = update(model, msg);
     *dirty |= result.dirty;
     for command in result.commands {
         let _ = commands.send(command);
+    }
+    for event in result.diagnostics {
+        diagnostics.transition(event);
     }
     result.quit
 }
@@ -223,15 +236,17 @@ fn to_msg(event: TermEvent) -> Option<Msg> {
     }
 }
 
-fn draw(tui: &mut Tui, model: &Model, theme: &Theme) -> io::Result<()> {
-    // tui-logger shows records only once moved from its hot buffer; do it on every frame, even
-    // when the log pane is not drawn (terminal too small), so the hot buffer never overflows.
-    tui_logger::move_events();
+fn draw(
+    tui: &mut Tui,
+    model: &Model,
+    theme: &Theme,
+    diagnostics: &TuiWidgetState,
+) -> io::Result<()> {
     queue!(tui.backend_mut(), BeginSynchronizedUpdate)?;
     tui.draw(|frame| {
         #[cfg(debug_assertions)]
         test_panic::on_frame();
-        view::draw(frame, model, theme)
+        view::draw(frame, model, theme, diagnostics)
     })?;
     execute!(tui.backend_mut(), EndSynchronizedUpdate)?;
     Ok(())

@@ -8,118 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use crate::engine::event::{Phase, PlannedVm, VmIndex, VmState};
 
-use super::layout;
+use super::layout::{self, ViewMode};
 use super::logs::{LogLine, LogStore, VM_LOG_CAPACITY};
+use super::state::{StateKind, phase_of};
 use super::text;
 
 /// Task log lines kept per VM (the detail pane shows the tail).
 pub const TASK_LOG_CAPACITY: usize = 50;
-
-/// A VM's state as the screen shows it: the phase it works in, or a side state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StateKind {
-    Queued,
-    Cloning,
-    Configuring,
-    Booting,
-    AwaitingAgent,
-    AwaitingIp,
-    IpFound,
-    Verifying,
-    Verified,
-    Paused,
-    Failed,
-    Skipped,
-    Aborted,
-}
-
-impl StateKind {
-    pub const COUNT: usize = 13;
-    pub const ALL: [StateKind; StateKind::COUNT] = [
-        StateKind::Queued,
-        StateKind::Cloning,
-        StateKind::Configuring,
-        StateKind::Booting,
-        StateKind::AwaitingAgent,
-        StateKind::AwaitingIp,
-        StateKind::IpFound,
-        StateKind::Verifying,
-        StateKind::Verified,
-        StateKind::Paused,
-        StateKind::Failed,
-        StateKind::Skipped,
-        StateKind::Aborted,
-    ];
-
-    pub fn of(state: &VmState) -> Self {
-        match state {
-            VmState::Active { phase } => Self::of_phase(*phase),
-            VmState::Paused { .. } => StateKind::Paused,
-            VmState::Failed { .. } => StateKind::Failed,
-            VmState::Skipped { .. } => StateKind::Skipped,
-            VmState::Aborted { .. } => StateKind::Aborted,
-        }
-    }
-
-    pub fn of_phase(phase: Phase) -> Self {
-        match phase {
-            Phase::Queued => StateKind::Queued,
-            Phase::Cloning => StateKind::Cloning,
-            Phase::Configuring => StateKind::Configuring,
-            Phase::Booting => StateKind::Booting,
-            Phase::AwaitingAgent => StateKind::AwaitingAgent,
-            Phase::AwaitingIp => StateKind::AwaitingIp,
-            Phase::IpFound => StateKind::IpFound,
-            Phase::Verifying => StateKind::Verifying,
-            Phase::Verified => StateKind::Verified,
-        }
-    }
-
-    /// The word shown for it (`Phase::as_str` for phases: `IP-found` keeps the mission's spelling).
-    pub fn label(self) -> &'static str {
-        match self {
-            StateKind::Queued => Phase::Queued.as_str(),
-            StateKind::Cloning => Phase::Cloning.as_str(),
-            StateKind::Configuring => Phase::Configuring.as_str(),
-            StateKind::Booting => Phase::Booting.as_str(),
-            StateKind::AwaitingAgent => Phase::AwaitingAgent.as_str(),
-            StateKind::AwaitingIp => Phase::AwaitingIp.as_str(),
-            StateKind::IpFound => Phase::IpFound.as_str(),
-            StateKind::Verifying => Phase::Verifying.as_str(),
-            StateKind::Verified => Phase::Verified.as_str(),
-            StateKind::Paused => "paused",
-            StateKind::Failed => "failed",
-            StateKind::Skipped => "skipped",
-            StateKind::Aborted => "aborted",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Working on something right now (the spinner turns).
-    pub fn is_busy(self) -> bool {
-        matches!(
-            self,
-            StateKind::Cloning
-                | StateKind::Configuring
-                | StateKind::Booting
-                | StateKind::AwaitingAgent
-                | StateKind::AwaitingIp
-                | StateKind::IpFound
-                | StateKind::Verifying
-        )
-    }
-
-    /// Nothing more happens without a command.
-    pub fn is_settled(self) -> bool {
-        matches!(
-            self,
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped | StateKind::Aborted
-        )
-    }
-}
 
 /// One grid row: what the engine told us about a VM, plus display strings cached when it changes.
 #[derive(Debug, Clone)]
@@ -299,29 +194,6 @@ impl VmRow {
     }
 }
 
-/// The phase of a busy (or verified/queued) kind.
-pub fn phase_of(kind: StateKind) -> Phase {
-    match kind {
-        StateKind::Cloning => Phase::Cloning,
-        StateKind::Configuring => Phase::Configuring,
-        StateKind::Booting => Phase::Booting,
-        StateKind::AwaitingAgent => Phase::AwaitingAgent,
-        StateKind::AwaitingIp => Phase::AwaitingIp,
-        StateKind::IpFound => Phase::IpFound,
-        StateKind::Verifying => Phase::Verifying,
-        StateKind::Verified => Phase::Verified,
-        _ => Phase::Queued,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewMode {
-    /// Grid and detail pane.
-    Grid,
-    /// Gantt chart of phases per VM over wall time.
-    Timeline,
-}
-
 /// What sits on top of the dashboard and takes the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlay {
@@ -333,6 +205,18 @@ pub enum Overlay {
     },
     /// Typing a search query.
     SearchInput,
+    /// The diagnostics pane (the process's `tracing` records) over the grid and the logs.
+    Diagnostics,
+}
+
+/// What the model knows of the diagnostics pane. Its records and level filters live with
+/// tui-logger, in a widget state the run loop owns; `update` only asks for changes to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiagnosticsView {
+    /// The target list (with its level filters) is hidden.
+    pub targets_hidden: bool,
+    /// Paged back (not following the newest record).
+    pub paged: bool,
 }
 
 /// Search over our own log buffer.
@@ -387,8 +271,9 @@ pub struct Model {
     pub help_scroll: u16,
     pub search: Search,
     pub logs: LogStore,
-    /// The all-VMs pane is paged back (not following the tail).
-    pub log_paged: bool,
+    /// Seq of the all-VMs pane's bottom line while paged back; `None` follows the tail.
+    pub log_page: Option<u64>,
+    pub diagnostics: DiagnosticsView,
     pub finished: bool,
     /// "3 verified, 1 failed" from the final summary.
     pub outcome: Option<String>,
@@ -429,7 +314,8 @@ impl Model {
             help_scroll: 0,
             search: Search::default(),
             logs: LogStore::new(),
-            log_paged: false,
+            log_page: None,
+            diagnostics: DiagnosticsView::default(),
             finished: false,
             outcome: None,
             engine_gone: false,
@@ -496,6 +382,7 @@ impl Model {
             return None;
         }
         let spinner_visible = self.view == ViewMode::Grid
+            && self.overlay != Overlay::Diagnostics
             && self.vms[self.visible_range()]
                 .iter()
                 .any(|vm| vm.kind.is_busy());
@@ -614,32 +501,5 @@ mod tests {
         vm.set_state(active(Phase::Booting), t(12));
         assert_eq!(vm.history.len(), 2);
         assert_eq!(vm.since, t(10));
-    }
-
-    #[test]
-    fn state_words_are_the_missions() {
-        let words: Vec<&str> = [
-            StateKind::Cloning,
-            StateKind::Booting,
-            StateKind::AwaitingAgent,
-            StateKind::IpFound,
-            StateKind::Verified,
-        ]
-        .iter()
-        .map(|k| k.label())
-        .collect();
-        assert_eq!(
-            words,
-            [
-                "cloning",
-                "booting",
-                "awaiting-agent",
-                "IP-found",
-                "verified"
-            ]
-        );
-        for (i, kind) in StateKind::ALL.iter().enumerate() {
-            assert_eq!(kind.index(), i);
-        }
     }
 }

@@ -340,7 +340,7 @@ pub fn mid_rollout() -> Model {
 pub fn render(m: &Model, theme: &Theme, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test backend");
     terminal
-        .draw(|frame| view::draw(frame, m, theme))
+        .draw(|frame| view::draw(frame, m, theme, &tui_logger::TuiWidgetState::new()))
         .expect("draw");
     terminal
 }

@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::engine::event::Level;
 
-use super::model::StateKind;
+use super::state::StateKind;
 
 /// Braille spinner, one frame per 100 ms; shown only next to VMs that are busy.
 pub const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];

@@ -1,7 +1,7 @@
 //! `update(&mut Model, Msg) -> UpdateResult`: every key, mouse action and engine event, with no
 //! terminal and no channel inside. Commands for the engine and the wish to quit come back in the
-//! result; the run loop sends and exits. (Log lines also go to tui-logger's in-process buffer,
-//! which is the log pane's model.)
+//! result; the run loop sends and exits. Keys for the diagnostics pane come back in the result too:
+//! the loop owns that pane's tui-logger state and hands them on.
 
 use std::time::SystemTime;
 
@@ -12,8 +12,10 @@ use crate::engine::event::{Command, Event, Level};
 use crate::report::Summary;
 
 use super::keymap::{self, Action, Context, can_pause, can_retry, can_skip};
-use super::layout;
-use super::model::{Model, Overlay, StateKind, ViewMode, VmRow};
+use super::layout::{self, ViewMode};
+use super::logs::PaneShape;
+use super::model::{Model, Overlay, VmRow};
+use super::state::StateKind;
 use super::text;
 
 /// Longest VM name column; longer names are cut with `…`.
@@ -53,6 +55,8 @@ pub struct UpdateResult {
     /// To send to the engine, in order.
     pub commands: Vec<Command>,
     pub quit: Option<Quit>,
+    /// For the diagnostics pane's tui-logger state, in order.
+    pub diagnostics: Vec<TuiWidgetEvent>,
 }
 
 pub fn update(m: &mut Model, msg: Msg) -> UpdateResult {
@@ -161,9 +165,8 @@ fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
         Action::Back => {
             if m.search.query.is_some() {
                 m.search = Default::default();
-            } else if m.log_paged {
-                m.logs.widget_state.transition(TuiWidgetEvent::EscapeKey);
-                m.log_paged = false;
+            } else {
+                m.log_page = None;
             }
         }
         Action::LogPageUp => page_logs(m, true),
@@ -176,6 +179,14 @@ fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
                 m.flash = Some(exported_note(m));
             }
         }
+        Action::Diagnostics => m.overlay = Overlay::Diagnostics,
+        Action::DiagnosticsClose => m.overlay = Overlay::None,
+        Action::DiagnosticsBack if m.diagnostics.paged => {
+            m.diagnostics.paged = false;
+            r.diagnostics.push(TuiWidgetEvent::EscapeKey);
+        }
+        Action::DiagnosticsBack => m.overlay = Overlay::None,
+        Action::DiagnosticsKey(event) => diagnostics_key(m, r, event),
         Action::Help => {
             m.help_scroll = 0;
             m.overlay = Overlay::Help;
@@ -310,17 +321,35 @@ fn step_match(m: &mut Model, newer: bool) {
 }
 
 fn page_logs(m: &mut Model, back: bool) {
+    let Some(areas) = layout::compute(m.size.0, m.size.1, m.view) else {
+        return;
+    };
+    let inner = layout::inner(areas.logs_all);
     if m.search.query.is_some() {
-        let half = layout::compute(m.size.0, m.size.1, m.view)
-            .map(|a| (a.logs_all.height / 2).max(1) as isize)
-            .unwrap_or(5);
+        let half = (areas.logs_all.height / 2).max(1) as isize;
         m.search.scroll += if back { -half } else { half };
-    } else if back {
-        m.logs.widget_state.transition(TuiWidgetEvent::PrevPageKey);
-        m.log_paged = true;
-    } else if m.log_paged {
-        m.logs.widget_state.transition(TuiWidgetEvent::NextPageKey);
+        return;
     }
+    let pane = PaneShape {
+        width: inner.width.into(),
+        height: usize::from(inner.height).max(1),
+        name_width: Some(m.name_width),
+    };
+    if back {
+        m.log_page = m.logs.page_up(m.log_page, pane).or(m.log_page);
+    } else if let Some(bottom) = m.log_page {
+        m.log_page = m.logs.page_down(bottom, pane);
+    }
+}
+
+/// A key for tui-logger's widget state; the model mirrors what the view needs to know.
+fn diagnostics_key(m: &mut Model, r: &mut UpdateResult, event: TuiWidgetEvent) {
+    match event {
+        TuiWidgetEvent::HideKey => m.diagnostics.targets_hidden ^= true,
+        TuiWidgetEvent::PrevPageKey => m.diagnostics.paged = true,
+        _ => {}
+    }
+    r.diagnostics.push(event);
 }
 
 fn submit_search(m: &mut Model) {
@@ -398,6 +427,16 @@ fn on_mouse(m: &mut Model, mouse: MouseEvent, r: &mut UpdateResult) {
             m.help_scroll = m.help_scroll.saturating_add(1);
             r.dirty = true;
         }
+        (Overlay::Diagnostics, MouseEventKind::ScrollUp | MouseEventKind::ScrollDown) => {
+            let up = mouse.kind == MouseEventKind::ScrollUp;
+            let page = if up {
+                TuiWidgetEvent::PrevPageKey
+            } else {
+                TuiWidgetEvent::NextPageKey
+            };
+            diagnostics_key(m, r, page);
+            r.dirty = true;
+        }
         (Overlay::None, MouseEventKind::ScrollUp | MouseEventKind::ScrollDown) => {
             let up = mouse.kind == MouseEventKind::ScrollUp;
             if areas.list.contains(at) {
@@ -441,9 +480,6 @@ fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             m.cluster = text::clean(&cluster);
             m.started.get_or_insert(m.now);
             m.vms = vms.iter().map(|vm| VmRow::new(vm, m.now)).collect();
-            for (i, vm) in m.vms.iter().enumerate() {
-                m.logs.register_vm(i, &vm.name);
-            }
             m.counts = Default::default();
             m.counts[StateKind::Queued.index()] = m.vms.len();
             m.name_width = m

@@ -6,7 +6,9 @@ use crossterm::event::{KeyCode, MouseEventKind};
 
 use super::*;
 use crate::engine::event::{Phase, Progress, VmState};
-use crate::ui::model::{Overlay, StateKind, ViewMode};
+use crate::ui::layout::ViewMode;
+use crate::ui::model::Overlay;
+use crate::ui::state::StateKind;
 use crate::ui::testkit::{
     active, click, code, ctrl, ev, key, log, mid_rollout, model, mouse, paths, state, summary, t,
 };
@@ -114,6 +116,9 @@ fn every_binding_does_something_where_it_applies() {
                 Context::SearchInput => {
                     press(&mut m, "/ab");
                 }
+                Context::Diagnostics => {
+                    update(&mut m, key('d'));
+                }
             }
             m.flash = None;
             let event = crossterm::event::KeyEvent::new(
@@ -135,7 +140,7 @@ fn every_binding_does_something_where_it_applies() {
                 m.search.scroll,
                 m.search.input.clone(),
                 m.help_scroll,
-                m.log_paged,
+                m.log_page,
             );
             let r = update(&mut m, Msg::Key(event));
             let after = (
@@ -148,10 +153,13 @@ fn every_binding_does_something_where_it_applies() {
                 m.search.scroll,
                 m.search.input.clone(),
                 m.help_scroll,
-                m.log_paged,
+                m.log_page,
             );
-            let effect =
-                before != after || !r.commands.is_empty() || r.quit.is_some() || m.flash.is_some();
+            let effect = before != after
+                || !r.commands.is_empty()
+                || r.quit.is_some()
+                || m.flash.is_some()
+                || !r.diagnostics.is_empty();
             assert!(
                 effect && r.dirty,
                 "{:?} {:?} in {:?} did nothing",
@@ -369,10 +377,10 @@ fn n_without_a_search_says_how() {
 fn page_keys_scroll_the_search_view_or_page_the_log() {
     let mut m = mid_rollout();
     update(&mut m, code(KeyCode::PageUp));
-    assert!(m.log_paged);
+    assert!(m.log_page.is_some());
     update(&mut m, code(KeyCode::PageDown));
     update(&mut m, code(KeyCode::Esc));
-    assert!(!m.log_paged, "Esc follows the tail again");
+    assert!(m.log_page.is_none(), "Esc follows the tail again");
     press(&mut m, "/clone");
     update(&mut m, code(KeyCode::Enter));
     update(&mut m, code(KeyCode::PageUp));
@@ -952,6 +960,17 @@ fn the_wheel_scrolls_the_grid_or_the_log() {
         );
     }
     assert_eq!(m.offset, 100 - m.visible_rows(), "never past the end");
+    for i in 0..40 {
+        ev(
+            &mut m,
+            1,
+            log(
+                None,
+                crate::engine::event::Level::Info,
+                &format!("line {i}"),
+            ),
+        );
+    }
     update(
         &mut m,
         mouse(
@@ -960,7 +979,7 @@ fn the_wheel_scrolls_the_grid_or_the_log() {
             areas.logs_all.y + 3,
         ),
     );
-    assert!(m.log_paged);
+    assert!(m.log_page.is_some());
     let mut s = mid_rollout();
     press(&mut s, "/clone");
     update(&mut s, code(KeyCode::Enter));
@@ -997,4 +1016,49 @@ fn resize_keeps_the_selection_on_screen() {
         update(&mut m, Msg::Resize(40, 10)).dirty,
         "too small still redraws (to say so)"
     );
+}
+
+// ---- purity ----------------------------------------------------------------------------------
+
+/// A burst of engine log lines lands in the model that received it and nowhere else: two models
+/// fed at once on two threads each hold (and draw) exactly their own lines.
+#[test]
+fn a_burst_of_log_lines_stays_in_its_own_model() {
+    use crate::engine::event::Level;
+    const BURST: usize = 3000;
+    let feed = |name: &'static str| {
+        std::thread::spawn(move || {
+            let mut m = model(4);
+            for i in 0..BURST {
+                let vm = (i % 5 < 4).then_some(i % 5);
+                let level = [Level::Info, Level::Success, Level::Warning, Level::Error][i % 4];
+                ev(&mut m, 1, log(vm, level, &format!("{name}-{i}")));
+            }
+            m
+        })
+    };
+    let (a, b) = (feed("alpha"), feed("bravo"));
+    let (a, b) = (a.join().expect("alpha"), b.join().expect("bravo"));
+    let theme = crate::ui::theme::Theme::new(false);
+    for (m, own, other) in [(&a, "alpha-", "bravo-"), (&b, "bravo-", "alpha-")] {
+        assert_eq!(m.logs.len(), BURST);
+        assert!(m.logs.lines().iter().all(|l| l.text.starts_with(own)));
+        let seqs: Vec<u64> = m.logs.lines().iter().map(|l| l.seq).collect();
+        assert_eq!(
+            seqs,
+            (0..BURST as u64).collect::<Vec<_>>(),
+            "every line, in order"
+        );
+        assert_eq!(m.vms[0].log.len(), crate::ui::logs::VM_LOG_CAPACITY);
+        let screen = crate::ui::testkit::render(m, &theme, 140, 45);
+        let last = format!("{own}{}", BURST - 1);
+        assert!(
+            crate::ui::testkit::find(&screen, &last).is_some(),
+            "{last} on screen"
+        );
+        assert!(
+            crate::ui::testkit::find(&screen, other).is_none(),
+            "no {other} line"
+        );
+    }
 }

@@ -7,7 +7,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use crate::ui::layout;
-use crate::ui::model::{Model, StateKind};
+use crate::ui::model::Model;
+use crate::ui::state::StateKind;
 use crate::ui::theme::Theme;
 
 use super::panel;

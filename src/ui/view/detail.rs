@@ -8,7 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::engine::event::VmState;
-use crate::ui::model::{Model, StateKind, VmRow};
+use crate::ui::model::{Model, VmRow};
+use crate::ui::state::StateKind;
 use crate::ui::text;
 use crate::ui::theme::{Theme, state_glyph};
 

@@ -6,7 +6,8 @@ use ratatui::style::Color;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph};
 
-use crate::ui::model::{Model, StateKind};
+use crate::ui::model::Model;
+use crate::ui::state::StateKind;
 use crate::ui::text;
 use crate::ui::theme::{Theme, state_glyph};
 

@@ -9,7 +9,8 @@ use ratatui::widgets::{Clear, Paragraph};
 
 use crate::ui::keymap::{Context, KEYMAP};
 use crate::ui::layout;
-use crate::ui::model::{Model, StateKind};
+use crate::ui::model::Model;
+use crate::ui::state::StateKind;
 use crate::ui::text;
 use crate::ui::theme::{Theme, state_glyph};
 
@@ -100,13 +101,21 @@ fn legend(theme: &Theme, width: usize) -> Vec<Line<'static>> {
 
 /// Everything the overlay shows, laid out for an inner width of `width`.
 pub fn lines(theme: &Theme, width: usize) -> Vec<Line<'static>> {
-    let others = [Context::SearchInput, Context::Confirm, Context::Help];
+    let others = [
+        Context::SearchInput,
+        Context::Confirm,
+        Context::Help,
+        Context::Diagnostics,
+    ];
     let mut out = Vec::new();
     if width >= TWO_COLUMNS {
         let col = (width - GUTTER) / 2;
-        let left = section(Context::Dashboard, theme, col);
+        // the two columns about even: the help's own keys under the dashboard's
+        let mut left = section(Context::Dashboard, theme, col);
+        left.push(Line::default());
+        left.extend(section(Context::Help, theme, col));
         let mut right = Vec::new();
-        for context in others {
+        for context in others.into_iter().filter(|c| *c != Context::Help) {
             if !right.is_empty() {
                 right.push(Line::default());
             }

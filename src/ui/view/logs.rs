@@ -1,14 +1,15 @@
-//! The log panes: all VMs (tui-logger; or the search view over our own buffer while a search is
-//! open) and the selected VM (its own tail). All three lay lines out with `logs::layout_line`.
+//! The log panes: all VMs (or the search view while a search is open) and the selected VM, both
+//! read from the model's own log and laid out with `logs::layout_line`.
+
+use std::sync::Arc;
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use tui_logger::TuiLoggerWidget;
 
 use crate::ui::layout;
-use crate::ui::logs::{LineParts, layout_line};
+use crate::ui::logs::{LineParts, LogLine, layout_line};
 use crate::ui::model::Model;
 use crate::ui::text;
 use crate::ui::theme::Theme;
@@ -23,21 +24,46 @@ pub fn draw_all(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme) {
         draw_search(frame, area, m, theme, query);
         return;
     }
-    let title = if m.log_paged {
+    let title = if m.log_page.is_some() {
         " Log · all VMs · paged: PgUp/PgDn, Esc follows "
     } else {
         " Log · all VMs "
     };
-    // Records reach tui-logger's buffer through its hot buffer; move them now so this frame
-    // shows every line received so far (and tests see theirs without a background thread).
-    tui_logger::move_events();
-    frame.render_widget(
-        TuiLoggerWidget::default()
-            .block(panel(title, theme))
-            .formatter(m.logs.formatter(*theme, m.name_width))
-            .state(&m.logs.widget_state),
-        area,
-    );
+    let inner = layout::inner(area);
+    frame.render_widget(panel(title, theme), area);
+    let end = m.logs.end_for(m.log_page);
+    let newest_first = m.logs.lines().range(..end).rev();
+    let screen = tail_screen(newest_first, inner, theme, |line| {
+        Some((who(m, line.vm), m.name_width))
+    });
+    frame.render_widget(Paragraph::new(screen), inner);
+}
+
+/// The lines that end with the first of `newest_first`, laid out into `area`: newest at the
+/// bottom, the oldest shown cut at the top when it does not fit.
+fn tail_screen<'a, 'm>(
+    newest_first: impl Iterator<Item = &'a Arc<LogLine>>,
+    area: Rect,
+    theme: &Theme,
+    who: impl Fn(&LogLine) -> Option<(&'m str, usize)>,
+) -> Vec<Line<'static>> {
+    let height = usize::from(area.height);
+    let mut screen: Vec<Line<'static>> = Vec::with_capacity(height);
+    if height == 0 {
+        return screen;
+    }
+    for line in newest_first {
+        let stamp = text::elapsed_stamp(line.elapsed);
+        let parts = LineParts::of(line, &stamp, who(line));
+        let laid = layout_line(theme, &parts, area.width.into(), None);
+        screen.extend(laid.into_iter().rev());
+        if screen.len() >= height {
+            break;
+        }
+    }
+    screen.truncate(height);
+    screen.reverse();
+    screen
 }
 
 fn draw_search(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme, query: &str) {
@@ -93,30 +119,8 @@ pub fn draw_selected(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme
     );
     let inner = layout::inner(area);
     frame.render_widget(block, area);
-    let height = usize::from(inner.height);
-    if height == 0 {
-        return;
-    }
-    // Newest at the bottom: lay out lines from the end until the pane is full.
-    let mut screen: Vec<Line<'static>> = Vec::with_capacity(height);
-    for line in vm.log.iter().rev() {
-        let stamp = text::elapsed_stamp(line.elapsed);
-        let laid = layout_line(
-            theme,
-            &LineParts::of(line, &stamp, None),
-            inner.width.into(),
-            None,
-        );
-        for l in laid.into_iter().rev() {
-            screen.push(l);
-        }
-        if screen.len() >= height {
-            break;
-        }
-    }
-    screen.truncate(height);
-    screen.reverse();
-    if screen.is_empty() {
+    let mut screen = tail_screen(vm.log.iter().rev(), inner, theme, |_| None);
+    if screen.is_empty() && inner.height > 0 {
         screen.push(Line::from(Span::styled("no log lines yet", theme.dim())));
     }
     frame.render_widget(Paragraph::new(screen), inner);
@@ -222,22 +226,5 @@ mod tests {
                 assert_eq!(buf[(lx, y)].fg, label_fg, "{label}");
             }
         }
-    }
-
-    #[test]
-    fn parallel_models_never_see_each_others_lines() {
-        let mut a = testkit::model(1);
-        let mut b = testkit::model(1);
-        testkit::ev(&mut a, 1, log(Some(0), Level::Info, "only-in-a"));
-        testkit::ev(&mut b, 1, log(None, Level::Info, "only-in-b"));
-        let theme = Theme::new(false);
-        let ta = draw_pane(&a, &theme, 84, 8, draw_all);
-        let tb = draw_pane(&b, &theme, 84, 8, draw_all);
-        assert!(
-            testkit::find(&ta, "only-in-a").is_some() && testkit::find(&ta, "only-in-b").is_none()
-        );
-        assert!(
-            testkit::find(&tb, "only-in-b").is_some() && testkit::find(&tb, "only-in-a").is_none()
-        );
     }
 }

@@ -1,8 +1,10 @@
 //! Drawing: one module per panel, each a function of `(&Model, &Theme)` into a `Rect`. Nothing here
-//! reads a clock or changes the model.
+//! reads a clock or changes the model; the diagnostics pane also gets tui-logger's widget state,
+//! which the run loop owns.
 
 pub mod confirm;
 pub mod detail;
+pub mod diagnostics;
 pub mod footer;
 pub mod grid;
 pub mod header;
@@ -14,19 +16,25 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
+use tui_logger::TuiWidgetState;
 
-use super::layout::{self, MIN_HEIGHT, MIN_WIDTH};
-use super::model::{Model, Overlay, ViewMode};
+use super::layout::{self, MIN_HEIGHT, MIN_WIDTH, ViewMode};
+use super::model::{Model, Overlay};
 use super::theme::Theme;
 
-/// The whole screen.
-pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme) {
+/// The whole screen; `diagnostics` is the diagnostics pane's widget state.
+pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme, diagnostics: &TuiWidgetState) {
     let area = frame.area();
     let Some(areas) = layout::compute(area.width, area.height, m.view) else {
         too_small(frame, area, theme);
         return;
     };
     header::draw(frame, areas.header, m, theme);
+    footer::draw(frame, areas.footer, m, theme);
+    if m.overlay == Overlay::Diagnostics {
+        diagnostics::draw(frame, areas.body, m, theme, diagnostics);
+        return;
+    }
     match m.view {
         ViewMode::Grid => {
             grid::draw(frame, areas.list, m, theme);
@@ -36,13 +44,12 @@ pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme) {
     }
     logs::draw_all(frame, areas.logs_all, m, theme);
     logs::draw_selected(frame, areas.logs_vm, m, theme);
-    footer::draw(frame, areas.footer, m, theme);
     match m.overlay {
         Overlay::Help => help::draw(frame, area, m, theme),
         Overlay::ConfirmQuit { abort_focused } => {
             confirm::draw(frame, area, m, theme, abort_focused)
         }
-        Overlay::None | Overlay::SearchInput => {}
+        Overlay::None | Overlay::SearchInput | Overlay::Diagnostics => {}
     }
 }
 
@@ -77,7 +84,7 @@ mod tests {
 
     use super::*;
     use crate::engine::event::Phase;
-    use crate::ui::model::StateKind;
+    use crate::ui::state::StateKind;
     use crate::ui::testkit::{self, key, mid_rollout, render};
     use crate::ui::update::update;
 

@@ -9,8 +9,10 @@ use ratatui::layout::Rect;
 use ratatui::style::Style;
 
 use crate::ui::layout;
+use crate::ui::layout::ViewMode;
 use crate::ui::logs::fit_name;
-use crate::ui::model::{Model, StateKind, ViewMode};
+use crate::ui::model::Model;
+use crate::ui::state::StateKind;
 use crate::ui::text;
 use crate::ui::theme::{Theme, state_glyph};
 
