@@ -210,6 +210,7 @@ async fn a_journal_of_another_rollout_is_refused() {
         rollout: "other".into(),
         settings: "x".into(),
     })
+    .await
     .unwrap();
     let err = pve_rollout::engine::plan::build(&h.client, &h.config)
         .await

@@ -157,7 +157,7 @@ impl Coordinator {
             }
             if self.tasks.is_empty() {
                 if !self.finished_sent {
-                    self.finish();
+                    self.finish().await;
                 }
                 if !self.rollout.linger || self.aborted || !self.commands_open {
                     return self.last_summary.take().unwrap_or_else(|| {
@@ -299,7 +299,8 @@ impl Coordinator {
             }
             Command::Export => {
                 let summary = self.record.summary(None, self.aborted);
-                super::export(&self.rollout.config.output.dir, &summary, &self.events);
+                let (dir, events) = (self.rollout.config.output.dir.clone(), self.events.clone());
+                tokio::spawn(async move { super::export(&dir, summary, &events).await });
             }
             Command::Retry(i) if i < n && !self.aborted => self.retry(i),
             Command::Skip(i) if i < n => self.skip(i),
@@ -438,11 +439,18 @@ impl Coordinator {
             VmState::Skipped { .. } => Some(Entry::Skipped { name, vmid }),
             _ => None,
         };
-        if let Some(Err(e)) = entry.map(|e| self.journal.append(e)) {
-            self.emit(Event::Log {
-                vm: Some(i),
-                level: Level::Error,
-                text: format!("cannot write the journal: {e}"),
+        // Queued now (so it precedes whatever a retry journals later), confirmed in the
+        // background: the coordinator never waits for a disk.
+        if let Some(on_disk) = entry.map(|e| self.journal.submit(e)) {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                if let Err(e) = on_disk.await {
+                    let _ = events.send(Event::Log {
+                        vm: Some(i),
+                        level: Level::Error,
+                        text: format!("cannot write the journal: {e}"),
+                    });
+                }
             });
         }
         let text = match &state {
@@ -466,12 +474,17 @@ impl Coordinator {
     // ---- finishing ---------------------------------------------------------------------
 
     /// Every VM settled: the summary is written and sent (again after a retry settles).
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
         let summary = self.record.summary(Some(SystemTime::now()), self.aborted);
-        super::export(&self.rollout.config.output.dir, &summary, &self.events);
+        super::export(
+            &self.rollout.config.output.dir,
+            summary.clone(),
+            &self.events,
+        )
+        .await;
         self.send_progress(true);
         self.emit(Event::Finished {
             summary: Box::new(summary.clone()),

@@ -120,10 +120,12 @@ pub async fn remove(
     for target in targets {
         let mut result = remove_one(client, clock, &target).await;
         if result.is_ok()
-            && let Err(e) = journal.append(Entry::Destroyed {
-                name: target.name.clone(),
-                vmid: target.vmid,
-            })
+            && let Err(e) = journal
+                .append(Entry::Destroyed {
+                    name: target.name.clone(),
+                    vmid: target.vmid,
+                })
+                .await
         {
             result = Err(format!("removed, but {e}"));
         }

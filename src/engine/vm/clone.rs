@@ -115,7 +115,8 @@ impl VmTask {
         self.journal(Entry::Cloned {
             name: self.vm.name.clone(),
             vmid,
-        })?;
+        })
+        .await?;
         self.seen.mac = Some(cfg.net0_mac());
         Ok(Some(cfg))
     }
@@ -247,14 +248,16 @@ impl VmTask {
             self.journal(Entry::CloneRequested {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
             let upid = match self.shared.client.clone_vm(&snode, svmid, &request).await {
                 Ok(upid) => {
                     self.journal(Entry::CloneAccepted {
                         name: self.vm.name.clone(),
                         vmid: self.vm.vmid,
                         upid: upid.0.clone(),
-                    })?;
+                    })
+                    .await?;
                     upid
                 }
                 Err(e) if e.class == ErrorClass::AlreadyExists => {

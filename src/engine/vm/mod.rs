@@ -166,14 +166,16 @@ impl VmTask {
             self.journal(Entry::Configured {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
         }
         if from <= Phase::Booting {
             self.boot_phase().await?;
             self.journal(Entry::Started {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
         }
         // From here on the guest agent is talked to; in sequential mode the lane is held for
         // the whole check sequence, in pipelined mode per call.
@@ -189,7 +191,8 @@ impl VmTask {
         self.journal(Entry::Verified {
             name: self.vm.name.clone(),
             vmid: self.vm.vmid,
-        })?;
+        })
+        .await?;
         self.set(VmState::Active {
             phase: Phase::Verified,
         });
@@ -198,10 +201,11 @@ impl VmTask {
 
     /// Records a transition durably; a journal that cannot be written stops the VM, since
     /// going on would leave a VM a later run could not account for.
-    fn journal(&self, entry: Entry) -> Step {
+    async fn journal(&self, entry: Entry) -> Step {
         self.shared
             .journal
             .append(entry)
+            .await
             .map_err(|e| Stop::Failed(format!("cannot write the journal: {e}")))
     }
 
