@@ -200,3 +200,15 @@ async fn a_vm_without_a_lease_waits_in_awaiting_ip_showing_what_the_agent_report
         summary.vms[i].phases
     );
 }
+
+/// `plan` tells what each storage must copy: 20 full clones of the 128 GiB template on `ssd`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_counts_the_bytes_each_storage_must_copy() {
+    let scenario = Scenario::builtin("realistic").expect("realistic scenario");
+    let h = Harness::start_with(scenario, 11, 0.01, defaults(20)).await;
+    let plan = h.plan().await;
+    assert_eq!(
+        plan.copy_per_storage(),
+        [("ssd".to_string(), 20, 20 * (128u64 << 30))]
+    );
+}

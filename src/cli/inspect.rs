@@ -40,6 +40,12 @@ pub async fn plan_only(path: &Path) -> Result<u8, Exit> {
     let client = connect(&config, 1.0).await?;
     let plan = make_plan(&client, &config).await?;
     print!("{}", plan.table());
+    for (storage, clones, bytes) in plan.copy_per_storage() {
+        println!(
+            "storage {storage}: {clones} full clone(s), {:.1} GiB to copy",
+            bytes as f64 / f64::from(1u32 << 30)
+        );
+    }
     println!(
         "{} VM(s) from template '{}'; nothing was changed.",
         plan.vms.len(),
