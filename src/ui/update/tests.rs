@@ -5,7 +5,7 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, MouseEventKind};
 
 use super::*;
-use crate::engine::event::{Phase, Progress, VmState};
+use crate::engine::event::{Level, Phase, Progress, VmState};
 use crate::ui::layout::ViewMode;
 use crate::ui::model::Overlay;
 use crate::ui::state::StateKind;
