@@ -20,7 +20,7 @@ use super::journal::{Entry, Journal};
 use super::poll::Learned;
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
-use super::vm::{Outcome, Shared, VmTask};
+use super::vm::{Outcome, Prelude, Shared, VmTask};
 
 /// What woke the coordinator.
 enum Wake {
@@ -54,8 +54,8 @@ pub(super) struct Coordinator {
     tasks: JoinSet<(usize, Option<Outcome>)>,
     /// Which VM each running task is for (a panicking task's VM is known only through this).
     task_vm: HashMap<tokio::task::Id, usize>,
-    /// Killed to be started again, or to be skipped, once their task has ended.
-    retry_pending: HashSet<usize>,
+    /// Killed to be started again (how), or to be skipped, once their task has ended.
+    retry_pending: HashMap<usize, Prelude>,
     skip_pending: HashSet<usize>,
     commands_open: bool,
     aborted: bool,
@@ -101,7 +101,7 @@ impl Coordinator {
             kills: vec![None; n],
             tasks: JoinSet::new(),
             task_vm: HashMap::new(),
-            retry_pending: HashSet::new(),
+            retry_pending: HashMap::new(),
             skip_pending: HashSet::new(),
             commands_open: true,
             aborted: false,
@@ -133,7 +133,7 @@ impl Coordinator {
             ),
         });
         for i in 0..plan.vms.len() {
-            self.spawn(i, Phase::Queued, true);
+            self.spawn(i, Phase::Queued, true, Prelude::None);
         }
     }
 
@@ -170,16 +170,17 @@ impl Coordinator {
 
     // ---- spawn scheduling -----------------------------------------------------------------
 
-    fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool) {
+    fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool, prelude: Prelude) {
         let kill = CancellationToken::new();
         self.kills[i] = Some(kill.clone());
-        let task = VmTask::new(
+        let mut task = VmTask::new(
             self.shared.clone(),
             self.rollout.plan.vms[i].clone(),
             self.paused[i].subscribe(),
             from,
             first_attempt,
         );
+        task.prelude = prelude;
         let handle = self.tasks.spawn(async move {
             tokio::select! {
                 outcome = task.run(from) => (i, Some(outcome)),
@@ -189,17 +190,28 @@ impl Coordinator {
         self.task_vm.insert(handle.id(), i);
     }
 
-    /// Starts VM `i` again from where its last attempt stopped.
-    fn respawn(&mut self, i: usize, phase: Phase) {
+    /// Starts VM `i` again: from where its last attempt stopped, or after a reboot or a
+    /// recreate.
+    fn respawn(&mut self, i: usize, phase: Phase, how: Prelude) {
         let attempt = self.record.attempts(i) + 1;
         self.forward(Event::Attempt { vm: i, attempt });
-        let from = retry_from(phase);
+        let (from, text) = match how {
+            Prelude::None => {
+                let from = retry_from(phase);
+                (from, format!("retry #{attempt} from {from}"))
+            }
+            Prelude::Reboot => (
+                Phase::Booting,
+                format!("reboot-and-wait (attempt {attempt})"),
+            ),
+            Prelude::Recreate => (Phase::Cloning, format!("recreate (attempt {attempt})")),
+        };
         self.emit(Event::Log {
             vm: Some(i),
             level: Level::Info,
-            text: format!("retry #{attempt} from {from}"),
+            text,
         });
-        self.spawn(i, from, false);
+        self.spawn(i, from, false, how);
     }
 
     fn task_ended(
@@ -239,9 +251,10 @@ impl Coordinator {
                 self.shared.agent_lane.pass(i);
                 self.shared.stagger.release(i);
             }
-            None if self.retry_pending.remove(&i) => {
+            None if self.retry_pending.contains_key(&i) => {
+                let how = self.retry_pending.remove(&i).unwrap_or(Prelude::None);
                 self.shared.stagger.release(i);
-                self.respawn(i, phase);
+                self.respawn(i, phase, how);
             }
             None => {}
         }
@@ -303,6 +316,8 @@ impl Coordinator {
                 tokio::spawn(async move { super::export(&dir, summary, &events).await });
             }
             Command::Retry(i) if i < n && !self.aborted => self.retry(i),
+            Command::RebootAndWait(i) if i < n && !self.aborted => self.restart(i, Prelude::Reboot),
+            Command::Recreate(i) if i < n && !self.aborted => self.restart(i, Prelude::Recreate),
             Command::Skip(i) if i < n => self.skip(i),
             _ => {}
         }
@@ -339,15 +354,41 @@ impl Coordinator {
                 level: Level::Info,
                 text: "already verified; nothing to retry".into(),
             }),
-            (Some(VmState::Failed { .. } | VmState::Skipped { .. }), None) => {
-                let phase = self.phase_of(i);
-                self.respawn(i, phase);
-                self.finished_sent = false;
+            _ => self.restart(i, Prelude::None),
+        }
+    }
+
+    /// Ends VM `i`'s attempt if one runs, then starts another: a retry from its phase, or after
+    /// a reboot or a recreate (journaled first, so a resume knows).
+    fn restart(&mut self, i: usize, how: Prelude) {
+        let vm = &self.rollout.plan.vms[i];
+        let (name, vmid) = (vm.name.clone(), vm.vmid);
+        let entry = match how {
+            Prelude::Reboot if self.phase_of(i) < Phase::Booting => {
+                self.emit(Event::Log {
+                    vm: Some(i),
+                    level: Level::Info,
+                    text: "not started yet; nothing to reboot".into(),
+                });
+                return;
             }
+            Prelude::None => None,
+            Prelude::Reboot => Some(Entry::RebootRequested { name, vmid }),
+            Prelude::Recreate => Some(Entry::RecreateRequested { name, vmid }),
+        };
+        if let Some(entry) = entry {
+            self.journal_in_background(i, entry);
+        }
+        match (self.record.state(i), &self.kills[i]) {
             (Some(_), Some(kill)) => {
-                // Stuck: stop the current attempt, then start again from its phase.
+                // Running or stuck: stop the current attempt, then start again.
                 kill.cancel();
-                self.retry_pending.insert(i);
+                self.retry_pending.insert(i, how);
+            }
+            (Some(_), None) => {
+                let phase = self.phase_of(i);
+                self.respawn(i, phase, how);
+                self.finished_sent = false;
             }
             _ => {}
         }
@@ -419,6 +460,22 @@ impl Coordinator {
             .progress(self.shared.client.stats().requests_total)
     }
 
+    /// Queued now (so it precedes whatever the VM's next attempt journals), confirmed in the
+    /// background: the coordinator never waits for a disk.
+    fn journal_in_background(&self, i: usize, entry: Entry) {
+        let on_disk = self.journal.submit(entry);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = on_disk.await {
+                let _ = events.send(Event::Log {
+                    vm: Some(i),
+                    level: Level::Error,
+                    text: format!("cannot write the journal: {e}"),
+                });
+            }
+        });
+    }
+
     /// A VM that ended here (failed or skipped): journaled, recorded, forwarded and logged.
     fn settle(&mut self, i: usize, state: VmState) {
         let level = match &state {
@@ -439,19 +496,8 @@ impl Coordinator {
             VmState::Skipped { .. } => Some(Entry::Skipped { name, vmid }),
             _ => None,
         };
-        // Queued now (so it precedes whatever a retry journals later), confirmed in the
-        // background: the coordinator never waits for a disk.
-        if let Some(on_disk) = entry.map(|e| self.journal.submit(e)) {
-            let events = self.events.clone();
-            tokio::spawn(async move {
-                if let Err(e) = on_disk.await {
-                    let _ = events.send(Event::Log {
-                        vm: Some(i),
-                        level: Level::Error,
-                        text: format!("cannot write the journal: {e}"),
-                    });
-                }
-            });
+        if let Some(entry) = entry {
+            self.journal_in_background(i, entry);
         }
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),

@@ -134,7 +134,7 @@ pub async fn remove(
     out
 }
 
-async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), String> {
+pub(super) async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), String> {
     let status = match client.vm_status(&t.node, t.vmid).await {
         Ok(s) => s,
         // Gone already (removed by hand, or a second destroy racing this one).

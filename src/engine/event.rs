@@ -240,6 +240,11 @@ pub enum Command {
     /// Re-run a failed (or stuck) VM from the phase it failed in, reusing the VM when it exists.
     Retry(VmIndex),
     Skip(VmIndex),
+    /// Stop the VM (it keeps its name, id and disks) and go through booting and the checks
+    /// again: for a guest whose agent never answered.
+    RebootAndWait(VmIndex),
+    /// Destroy the VM and clone it again with the same name and id, then on as usual.
+    Recreate(VmIndex),
     /// Stop new work, let calls in flight finish, write the outputs.
     Abort,
     /// Write the summary files now, keep going.

@@ -30,6 +30,16 @@ pub fn path_in(output_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Entry {
+    /// The operator asked to reboot the VM and wait for it again.
+    RebootRequested {
+        name: String,
+        vmid: u32,
+    },
+    /// The operator asked to destroy the VM and clone it again (same name and id).
+    RecreateRequested {
+        name: String,
+        vmid: u32,
+    },
     /// A run of the rollout began (first run or a resume).
     RolloutStarted {
         rollout: String,
@@ -201,6 +211,14 @@ impl History {
             }
             Entry::Skipped { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Skipped);
+            }
+            // It exists and is configured; a resume goes on from booting.
+            Entry::RebootRequested { name, vmid } => {
+                set(&mut self.vms, name, vmid, Step::Configured);
+            }
+            // It may be gone: a resume looks it up, and clones it when it is.
+            Entry::RecreateRequested { name, vmid } => {
+                set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
             }
             Entry::Destroyed { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Destroyed).clone_upid = None;

@@ -301,6 +301,7 @@ pub enum Wait {
     /// A task (clone, start, resize) from its UPID to `stopped`.
     CloneTask,
     StartTask,
+    StopTask,
     ResizeTask,
     /// From the VM's start to its agent's first answer.
     Agent,

@@ -195,6 +195,15 @@ impl VmRow {
 }
 
 /// What sits on top of the dashboard and takes the keys.
+/// What the operator may do to one VM beyond retry and skip; each asks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmAction {
+    /// Stop it, start it, and check it again.
+    Reboot,
+    /// Destroy it and clone it again with the same name and id.
+    Recreate,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlay {
     None,
@@ -202,6 +211,11 @@ pub enum Overlay {
     /// "Abort and quit?"; Cancel has the focus unless `abort_focused`.
     ConfirmQuit {
         abort_focused: bool,
+    },
+    /// "Reboot (or recreate) this VM?"
+    ConfirmVm {
+        action: VmAction,
+        vm: usize,
     },
     /// Typing a search query.
     SearchInput,

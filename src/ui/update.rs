@@ -10,10 +10,10 @@ use tui_logger::TuiWidgetEvent;
 
 use crate::engine::event::{Command, Event};
 
-use super::keymap::{self, Action, Context, can_pause, can_retry, can_skip};
+use super::keymap::{self, Action, Context, can_pause, can_restart, can_retry, can_skip};
 use super::layout::{self, ViewMode};
 use super::logs::PaneShape;
-use super::model::{Model, Overlay};
+use super::model::{Model, Overlay, VmAction};
 use super::state::StateKind;
 
 /// Longest VM name column; longer names are cut with `…`.
@@ -140,6 +140,20 @@ fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
             "retry",
             "a failed or stuck VM",
         ),
+        Action::RebootAndWait => ask_vm_action(m, VmAction::Reboot),
+        Action::Recreate => ask_vm_action(m, VmAction::Recreate),
+        Action::ConfirmVmYes => {
+            if let Overlay::ConfirmVm { action, vm } = m.overlay {
+                m.overlay = Overlay::None;
+                let name = m.vms.get(vm).map(|v| v.name.clone()).unwrap_or_default();
+                let (command, verb) = match action {
+                    VmAction::Reboot => (Command::RebootAndWait(vm), "reboot-and-wait"),
+                    VmAction::Recreate => (Command::Recreate(vm), "recreate"),
+                };
+                r.commands.push(command);
+                m.flash = Some(format!("{verb} requested: {name}"));
+            }
+        }
         Action::Skip => on_selected(
             m,
             r,
@@ -299,6 +313,25 @@ fn on_selected(
     } else {
         format!("{verb} applies to {applies_to}; {name} is {}", kind.label())
     });
+}
+
+/// Asks before a reboot or a recreate of the selected VM (both undo work).
+fn ask_vm_action(m: &mut Model, action: VmAction) {
+    let Some(vm) = m.selected_vm() else { return };
+    let (name, kind) = (vm.name.clone(), vm.kind);
+    if !running(m) {
+        m.flash = Some(not_running_note(m));
+    } else if can_restart(kind) {
+        m.overlay = Overlay::ConfirmVm {
+            action,
+            vm: m.selected,
+        };
+    } else {
+        m.flash = Some(format!(
+            "reboot and recreate apply to a VM past cloning; {name} is {}",
+            kind.label()
+        ));
+    }
 }
 
 fn step_match(m: &mut Model, newer: bool) {

@@ -63,6 +63,16 @@ pub(super) struct Seen {
     pub pings: u32,
 }
 
+/// What an attempt does before its first phase, on the operator's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Prelude {
+    None,
+    /// Stop the VM; the attempt then starts it again (booting) and checks it anew.
+    Reboot,
+    /// Destroy the VM; the attempt then clones it again (same name and id).
+    Recreate,
+}
+
 /// How a VM task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -113,6 +123,7 @@ pub(super) struct VmTask {
     /// The IP chosen (for the verified line).
     pub ip: Option<String>,
     pub seen: Seen,
+    pub prelude: Prelude,
 }
 
 impl VmTask {
@@ -135,6 +146,7 @@ impl VmTask {
             reclones: 0,
             ip: None,
             seen: Seen::default(),
+            prelude: Prelude::None,
         }
     }
 
@@ -157,6 +169,7 @@ impl VmTask {
     }
 
     async fn phases(&mut self, from: Phase) -> Step {
+        self.run_prelude().await?;
         let mut config = None;
         if from <= Phase::Cloning {
             config = Some(self.clone_phase().await?);
@@ -197,6 +210,45 @@ impl VmTask {
             phase: Phase::Verified,
         });
         Ok(())
+    }
+
+    /// The operator's reboot (stop, then the boot phase starts it) or recreate (destroy, then
+    /// the clone phase clones it anew: nothing is adopted).
+    async fn run_prelude(&mut self) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        match self.prelude {
+            Prelude::None => Ok(()),
+            Prelude::Reboot => {
+                self.enter(Phase::Booting);
+                self.log(Level::Info, "rebooting: stopping the VM");
+                let upid = self.shared.client.stop(&node, vmid).await?;
+                let timeout = Some(self.shared.checks.boot_timeout);
+                if let crate::pve::TaskState::Failed(text) = self
+                    .wait_task(&upid, timeout, super::poll::Wait::StopTask)
+                    .await?
+                {
+                    return Err(Stop::Failed(format!("reboot: stop failed: {text}")));
+                }
+                self.seen.stopped = true;
+                Ok(())
+            }
+            Prelude::Recreate => {
+                self.enter(Phase::Cloning);
+                self.log(Level::Info, "recreating: destroying the VM");
+                let target = super::destroy::Target {
+                    name: self.vm.name.clone(),
+                    vmid,
+                    node,
+                    status: String::new(),
+                };
+                super::destroy::remove_one(&self.shared.client, self.shared.clock, &target)
+                    .await
+                    .map_err(|e| Stop::Failed(format!("recreate: {e}")))?;
+                self.vm.adopted = None;
+                self.vm.clone_upid = None;
+                Ok(())
+            }
+        }
     }
 
     /// Records a transition durably; a journal that cannot be written stops the VM, since

@@ -113,6 +113,12 @@ fn every_binding_does_something_where_it_applies() {
                 Context::Confirm => {
                     update(&mut m, key('q'));
                 }
+                Context::ConfirmVm => {
+                    m.overlay = Overlay::ConfirmVm {
+                        action: crate::ui::model::VmAction::Reboot,
+                        vm: 2,
+                    };
+                }
                 Context::SearchInput => {
                     press(&mut m, "/ab");
                 }
@@ -1061,4 +1067,43 @@ fn a_burst_of_log_lines_stays_in_its_own_model() {
             "no {other} line"
         );
     }
+}
+
+#[test]
+fn reboot_and_recreate_ask_first_then_send_their_command() {
+    use crate::ui::model::VmAction;
+    let mut m = mid_rollout();
+    // The retried VM (selected) waits for its agent: past cloning.
+    let vm = m.selected;
+    let r = update(&mut m, key('b'));
+    assert!(r.commands.is_empty(), "nothing before the answer");
+    assert_eq!(
+        m.overlay,
+        Overlay::ConfirmVm {
+            action: VmAction::Reboot,
+            vm
+        }
+    );
+    update(&mut m, key('n'));
+    assert_eq!(m.overlay, Overlay::None, "cancelled");
+    update(&mut m, key('R'));
+    let r = update(&mut m, key('y'));
+    assert_eq!(commands(&r), &[Command::Recreate(vm)][..]);
+    update(&mut m, key('b'));
+    let r = update(&mut m, key('y'));
+    assert_eq!(commands(&r), &[Command::RebootAndWait(vm)][..]);
+    // Not for a VM still queued.
+    let queued = m
+        .vms
+        .iter()
+        .position(|v| v.kind == StateKind::Queued)
+        .expect("a queued VM");
+    m.select(queued);
+    let r = update(&mut m, key('R'));
+    assert!(r.commands.is_empty() && m.overlay == Overlay::None);
+    assert!(
+        m.flash
+            .as_deref()
+            .is_some_and(|f| f.contains("past cloning"))
+    );
 }

@@ -49,6 +49,7 @@ pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme, diagnostics: &TuiWi
         Overlay::ConfirmQuit { abort_focused } => {
             confirm::draw(frame, area, m, theme, abort_focused)
         }
+        Overlay::ConfirmVm { action, vm } => confirm::draw_vm(frame, area, m, theme, action, vm),
         Overlay::None | Overlay::SearchInput | Overlay::Diagnostics => {}
     }
 }
@@ -147,6 +148,18 @@ mod tests {
         ] {
             assert!(testkit::find(&terminal, text).is_some(), "{text}");
         }
+    }
+
+    #[test]
+    fn recreate_asks_naming_the_vm_and_its_id() {
+        let mut m = mid_rollout();
+        let vm = m.selected;
+        update(&mut m, key('R'));
+        let terminal = render(&m, &Theme::new(false), 140, 45);
+        let (name, vmid) = (m.vms[vm].name.clone(), m.vms[vm].vmid);
+        let line = format!("Destroy {name} (VMID {vmid}) with its disks,");
+        assert!(testkit::find(&terminal, &line).is_some(), "{line}");
+        assert!(testkit::find(&terminal, "y yes · n/Esc cancel").is_some());
     }
 
     #[test]
