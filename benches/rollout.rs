@@ -1,10 +1,12 @@
-//! A 50-VM rollout on the `realistic` scenario, pipelined then sequential on the same seed (so the
-//! same draws), against the in-process simulator. Prints `key=value` lines in simulated seconds,
-//! computed from the simulator's own records (`Sim::stats`), not from the engine's view.
+//! A 50-VM rollout on the `realistic` scenario (a sparse cloud-image template), pipelined then
+//! sequential on the same seed (so the same draws), against the in-process simulator. Prints
+//! `key=value` lines in simulated seconds, computed from the simulator's own records
+//! (`Sim::stats`), not from the engine's view.
 //!
 //! `cargo bench --bench rollout`. Knobs (environment): `BENCH_VMS` (50), `BENCH_SEED` (7),
-//! `BENCH_SCALE` (wall seconds per simulated second), `BENCH_TEMPLATE_DISK` (the template's disk;
-//! unset = the scenario's 128G).
+//! `BENCH_SCALE` (wall seconds per simulated second), `BENCH_SCENARIO` (`realistic`, or
+//! `realistic-thick` for a fully allocated 128 GiB template: the storage-bound case),
+//! `BENCH_TEMPLATE_DISK` (the template's disk; unset = the scenario's 128G).
 //!
 //! Lower bound: a VM cannot be verified before its clone may start under the stagger
 //! (`first clone start + k * deployment_delay`), plus its clone as the simulator actually ran it
@@ -40,8 +42,15 @@ fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-async fn rollout(mode: &str, vms: usize, seed: u64, scale: f64, disk: Option<&str>) -> Run {
-    let mut scenario = Scenario::builtin("realistic").expect("realistic scenario");
+async fn rollout(
+    scenario: &str,
+    mode: &str,
+    vms: usize,
+    seed: u64,
+    scale: f64,
+    disk: Option<&str>,
+) -> Run {
+    let mut scenario = Scenario::builtin(scenario).expect("bench scenario");
     if let Some(disk) = disk {
         scenario.template.disk_size = disk.to_string();
     }
@@ -109,16 +118,19 @@ fn main() {
     let vms = env("BENCH_VMS", 50usize);
     let seed = env("BENCH_SEED", 7u64);
     let disk = std::env::var("BENCH_TEMPLATE_DISK").ok();
-    // 50 full 128G clones take ~9.5 simulated hours; a small template finishes in ~30 minutes.
-    let scale = env("BENCH_SCALE", if disk.is_some() { 0.01 } else { 0.003 });
+    let scenario = std::env::var("BENCH_SCENARIO").unwrap_or_else(|_| "realistic".into());
+    // 50 full clones of a fully allocated 128G disk take ~9.5 simulated hours; the sparse
+    // template's (3 GiB allocated) or a small disk's finish in well under an hour.
+    let thick = scenario == "realistic-thick" && disk.is_none();
+    let scale = env("BENCH_SCALE", if thick { 0.003 } else { 0.01 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let wall = Instant::now();
     let (pipelined, sequential) = runtime.block_on(async {
-        let p = rollout("pipelined", vms, seed, scale, disk.as_deref()).await;
-        let s = rollout("sequential", vms, seed, scale, disk.as_deref()).await;
+        let p = rollout(&scenario, "pipelined", vms, seed, scale, disk.as_deref()).await;
+        let s = rollout(&scenario, "sequential", vms, seed, scale, disk.as_deref()).await;
         (p, s)
     });
     let p = &pipelined;

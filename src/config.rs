@@ -7,12 +7,16 @@
 //! CONTRACT (the engine reads these fields; keep them, add freely).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
 
+pub use address::{AddressPool, Addressing, Cidr, HostAddress};
+
+mod address;
+mod command;
 mod error;
 mod formats;
 mod parse;
@@ -20,6 +24,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use command::{Placeholder, ProgramLookup, check_placeholders, expand, find_program};
 pub use error::{ConfigError, Problem};
 pub use formats::{format_duration, format_size, parse_duration, parse_size};
 pub use secrets::{PASSWORD_ENV, TOKEN_SECRET_ENV};
@@ -33,6 +38,7 @@ pub struct Config {
     /// Per-VM overrides in file order; when non-empty these names are the VMs.
     pub vm_configs: IndexMap<String, VmOverrides>,
     pub checks: ChecksConfig,
+    pub hooks: HooksConfig,
     pub output: OutputConfig,
     /// Where the config came from, for messages that point at a line after parsing.
     pub source: ConfigSource,
@@ -84,6 +90,22 @@ pub struct RolloutConfig {
     pub vmid_range: Option<(u32, u32)>,
     /// Clones in flight per storage at once (0 = no cap beyond the stagger).
     pub max_clones_per_storage: usize,
+    /// How unpinned VMs are spread over the nodes.
+    pub placement: Placement,
+    /// The VMs placed on a node may ask for up to this many times its free memory (1.0: no
+    /// overcommit; KSM and ballooning make more possible on purpose).
+    pub memory_overcommit: f64,
+}
+
+/// `rollout.placement`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Each VM on the node with the most free memory left (default).
+    #[default]
+    MostFreeMemory,
+    /// Round robin: each VM on the node with the fewest of this rollout's VMs so far, in
+    /// `nodes` order.
+    Spread,
 }
 
 /// Resources and settings of one VM (defaults merged with its overrides).
@@ -104,6 +126,74 @@ pub struct VmSpec {
     pub ciuser: Option<String>,
     /// Public keys, one per line (from `sshkeys` or `sshkeys_file`).
     pub sshkeys: Option<String>,
+    /// net0's IPv4 setup (`ip` / `ip_pool`; DHCP by default). The plan turns a pool into the
+    /// static address it assigned.
+    pub address: Addressing,
+    /// `gateway`: net0's IPv4 gateway (static addresses only).
+    pub gateway: Option<Ipv4Addr>,
+    /// `nameservers`: the guest's DNS servers (cloud-init `nameserver`).
+    pub nameservers: Vec<IpAddr>,
+    /// `searchdomain`: the guest's DNS search domain.
+    pub searchdomain: Option<String>,
+    /// `clone`: a full copy, or a linked clone sharing the template's base volumes.
+    pub clone: CloneMode,
+    /// `cicustom`: snippet files replacing the generated cloud-init files.
+    pub cicustom: Option<crate::pve::CiCustom>,
+    /// `ciupgrade`, `pool`, `tags`, `description`, `onboot`, `startup`, `cpu`, `balloon`.
+    pub guest: GuestSettings,
+}
+
+/// Guest settings; each left as the template has it when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestSettings {
+    /// Upgrade packages on first boot (PVE's default is yes).
+    pub ciupgrade: Option<bool>,
+    /// The resource pool the clone joins (must exist).
+    pub pool: Option<String>,
+    /// Tags added to the rollout's marker tag.
+    pub tags: Vec<String>,
+    /// Text above the rollout's marker line.
+    pub description: Option<String>,
+    pub onboot: Option<bool>,
+    pub startup: Option<crate::pve::Startup>,
+    /// CPU type (`host`, `x86-64-v2-AES`, ...).
+    pub cpu: Option<String>,
+    /// Balloon target in MiB (0 disables the balloon device).
+    pub balloon: Option<u64>,
+}
+
+impl GuestSettings {
+    /// `self` with every key `over` sets taken from it.
+    pub fn merged(&self, over: &GuestSettings) -> GuestSettings {
+        GuestSettings {
+            ciupgrade: over.ciupgrade.or(self.ciupgrade),
+            pool: over.pool.clone().or_else(|| self.pool.clone()),
+            tags: if over.tags.is_empty() {
+                self.tags.clone()
+            } else {
+                over.tags.clone()
+            },
+            description: over
+                .description
+                .clone()
+                .or_else(|| self.description.clone()),
+            onboot: over.onboot.or(self.onboot),
+            startup: over.startup.or(self.startup),
+            cpu: over.cpu.clone().or_else(|| self.cpu.clone()),
+            balloon: over.balloon.or(self.balloon),
+        }
+    }
+}
+
+/// `clone = "full" | "linked"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloneMode {
+    /// A full copy onto `storage` in `format` (default).
+    #[default]
+    Full,
+    /// A linked clone: on the template's own storage, sharing its base volumes (PVE refuses
+    /// `storage` and `format` for it).
+    Linked,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,8 +211,93 @@ pub struct VmOverrides {
     pub secure_boot: Option<bool>,
     pub ciuser: Option<String>,
     pub sshkeys: Option<String>,
+    pub address: Option<Addressing>,
+    pub gateway: Option<Ipv4Addr>,
+    pub nameservers: Option<Vec<IpAddr>>,
+    pub searchdomain: Option<String>,
+    pub clone: Option<CloneMode>,
+    pub cicustom: Option<crate::pve::CiCustom>,
+    pub guest: GuestSettings,
     pub node: Option<String>,
     pub vmid: Option<u32>,
+    /// `checks_exec_add` / `checks_exec_replace`: this VM's own guest checks.
+    pub checks_exec: Option<ExecChecksOverride>,
+}
+
+/// How one VM's guest checks differ from `[[checks.exec]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChecksOverride {
+    /// Run these after the ones every VM runs.
+    Add(Vec<ExecCheck>),
+    /// Run these instead (empty: no custom check on this VM).
+    Replace(Vec<ExecCheck>),
+}
+
+/// An operator's own check, run in the guest through the agent after the built-in ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCheck {
+    pub name: String,
+    /// argv, run as written (no shell unless it says `sh -c`; no placeholders).
+    pub command: Vec<String>,
+    pub expect_exit: i64,
+    /// Must match somewhere in stdout.
+    pub expect_output: Option<OutputPattern>,
+    /// For one run of the command.
+    pub timeout: Duration,
+    /// Runs again after a failure, with the engine's poll back-off between runs.
+    pub retries: u32,
+}
+
+/// A validated regular expression (compared by its text).
+#[derive(Debug, Clone)]
+pub struct OutputPattern(regex::Regex);
+
+impl OutputPattern {
+    pub fn new(pattern: &str) -> Result<OutputPattern, String> {
+        regex::Regex::new(pattern)
+            .map(OutputPattern)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for OutputPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for OutputPattern {}
+
+/// `[hooks]`: local commands run on the operator's machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// Per VM, as soon as it is verified (argv with placeholders; the program resolved).
+    pub on_verified: Option<Vec<String>>,
+    /// Once, after the outputs are written.
+    pub on_finished: Option<Vec<String>>,
+    /// `on_verified` hooks running at once.
+    pub max_parallel: usize,
+    /// For one run of a hook (wall-clock).
+    pub timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            on_verified: None,
+            on_finished: None,
+            max_parallel: 2,
+            timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,13 +307,6 @@ pub enum CheckMode {
     Sequential,
     /// One VM at the guest agent at a time, but idle waits release the lane (default).
     Pipelined,
-}
-
-/// An address range such as `10.0.0.0/8`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +327,8 @@ pub struct ChecksConfig {
     pub verify_timeout: Duration,
     /// Preferred ranges (default RFC 1918).
     pub ip_prefer: Vec<Cidr>,
+    /// `[[checks.exec]]`: the operator's checks every VM runs (a VM can add or replace them).
+    pub exec: Vec<ExecCheck>,
     /// Want an IPv6 address as the VM's IP (default: IPv4). The other family is listed among
     /// the candidates but never chosen (see `engine::ip`).
     pub ipv6: bool,
@@ -167,67 +337,6 @@ pub struct ChecksConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputConfig {
     pub dir: PathBuf,
-}
-
-impl Cidr {
-    /// The range's first address (host bits cleared).
-    pub fn network(&self) -> IpAddr {
-        match self.addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32u32.saturating_sub(u32::from(self.prefix)))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(a) & mask).into())
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128u32.saturating_sub(u32::from(self.prefix)))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(a) & mask).into())
-            }
-        }
-    }
-
-    /// Is `ip` inside this range (same family)?
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let same_family = ip.is_ipv4() == self.addr.is_ipv4();
-        same_family
-            && Cidr {
-                addr: ip,
-                prefix: self.prefix,
-            }
-            .network()
-                == self.network()
-    }
-
-    /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16: the original wait_for_vm.sh flow's "192.x, 10.x,
-    /// 172.x".
-    pub fn rfc1918() -> Vec<Cidr> {
-        [
-            ([10, 0, 0, 0], 8),
-            ([172, 16, 0, 0], 12),
-            ([192, 168, 0, 0], 16),
-        ]
-        .into_iter()
-        .map(|(octets, prefix)| Cidr {
-            addr: IpAddr::from(octets),
-            prefix,
-        })
-        .collect()
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Cidr, String> {
-        formats::parse_cidr(text)
-    }
 }
 
 impl CheckMode {
@@ -304,6 +413,19 @@ impl VmSpec {
             secure_boot: overrides.secure_boot.unwrap_or(self.secure_boot),
             ciuser: overrides.ciuser.clone().or_else(|| self.ciuser.clone()),
             sshkeys: overrides.sshkeys.clone().or_else(|| self.sshkeys.clone()),
+            address: overrides.address.unwrap_or(self.address),
+            gateway: overrides.gateway.or(self.gateway),
+            nameservers: overrides
+                .nameservers
+                .clone()
+                .unwrap_or_else(|| self.nameservers.clone()),
+            searchdomain: overrides
+                .searchdomain
+                .clone()
+                .or_else(|| self.searchdomain.clone()),
+            clone: overrides.clone.unwrap_or(self.clone),
+            cicustom: overrides.cicustom.clone().or_else(|| self.cicustom.clone()),
+            guest: self.guest.merged(&overrides.guest),
         }
     }
 }
@@ -361,6 +483,22 @@ impl Config {
                     vmid: overrides.vmid,
                 })
                 .collect()
+        }
+    }
+
+    /// The guest checks VM `name` runs after the built-in ones: `[[checks.exec]]`, with its
+    /// `vm_configs` entry's additions or replacement.
+    pub fn exec_checks_for(&self, name: &str) -> Vec<ExecCheck> {
+        match self
+            .vm_configs
+            .get(name)
+            .and_then(|o| o.checks_exec.as_ref())
+        {
+            None => self.checks.exec.clone(),
+            Some(ExecChecksOverride::Replace(own)) => own.clone(),
+            Some(ExecChecksOverride::Add(more)) => {
+                self.checks.exec.iter().chain(more).cloned().collect()
+            }
         }
     }
 

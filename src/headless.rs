@@ -15,10 +15,12 @@ use crate::report::{Summary, format_elapsed};
 /// Exit code when the operator stopped the run with a second Ctrl-C (or signal): 128 + SIGINT,
 /// as shells report it.
 pub const EXIT_FORCED: i32 = 130;
+/// Every VM verified, but the `on_finished` hook failed.
+pub const EXIT_ON_FINISHED_FAILED: i32 = 4;
 
 /// Exit code of a rollout aborted (Ctrl-C, SIGTERM, SIGHUP) before every VM was verified: the
 /// outputs were written, and the same `deploy` resumes it.
-pub const EXIT_ABORTED: i32 = 4;
+pub const EXIT_ABORTED: i32 = 5;
 
 /// What asked the run to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +181,13 @@ impl<W: Write> Printer<W> {
                     );
                 }
             }
-            // Task logs and copy percentages are for the dashboard; failures reach us as Log
-            // lines, the rollout's ETA as part of the progress line.
-            Event::TaskLog { .. } | Event::CopyProgress { .. } => {}
+            // Task logs, copy percentages, checks and hooks are for the dashboard; failures, and
+            // every check's and hook's results and output, reach us as Log lines, the rollout's
+            // ETA as part of the progress line.
+            Event::TaskLog { .. }
+            | Event::CopyProgress { .. }
+            | Event::Check { .. }
+            | Event::Hook { .. } => {}
             Event::VmReported { vm, addresses } => self.line(
                 Level::Info,
                 Some(*vm),
@@ -249,7 +255,8 @@ impl<W: Write> Printer<W> {
             }
             | VmState::Failed { .. }
             | VmState::Skipped { .. }
-            | VmState::Aborted { .. } => return,
+            | VmState::Aborted { .. }
+            | VmState::HookFailed { .. } => return,
             VmState::Active { phase } => (Level::Info, phase.as_str().to_string()),
             VmState::Paused { phase } => (Level::Warning, format!("paused (in {phase})")),
         };
@@ -365,7 +372,11 @@ impl<W: Write> Printer<W> {
 /// otherwise.
 pub fn exit_code(summary: &Summary) -> i32 {
     if summary.vms.iter().all(|vm| vm.state == "verified") {
-        0
+        if summary.on_finished.as_ref().is_some_and(|h| h.failed()) {
+            EXIT_ON_FINISHED_FAILED
+        } else {
+            0
+        }
     } else if summary.rollout.aborted {
         EXIT_ABORTED
     } else {

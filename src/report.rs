@@ -3,7 +3,6 @@
 //! atomically (temp + rename).
 //! Never a secret in any of them: the types below hold none.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +20,9 @@ pub struct Summary {
     pub schema_version: u32,
     pub rollout: RolloutInfo,
     pub vms: Vec<VmSummary>,
+    /// The `on_finished` hook, once it ran (the summary is written again with it).
+    #[serde(default)]
+    pub on_finished: Option<HookReport>,
 }
 
 /// The rollout's settings as run (no secrets).
@@ -56,8 +58,52 @@ pub struct VmSummary {
     pub attempts: u32,
     pub error: Option<String>,
     /// Phase name (`cloning`, `configuring`, `booting`, `awaiting-agent`, `ip-found`,
-    /// `verifying`) -> when it started and finished.
+    /// `verifying`, `provisioning`) -> when it started and finished.
     pub phases: IndexMap<String, PhaseTimes>,
+    /// The operator's guest checks (`[[checks.exec]]`), in the order they ran, each as its last
+    /// run ended.
+    #[serde(default)]
+    pub checks: Vec<CheckReport>,
+    /// The `on_verified` hook, when one is configured and it was reached.
+    #[serde(default)]
+    pub hook: Option<HookReport>,
+}
+
+/// One guest check as its last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub passed: bool,
+    /// The command's exit code (`None` when it never exited: timed out, or could not run).
+    pub exit_code: Option<i64>,
+    /// Runs so far (1 + retries used).
+    pub runs: u32,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The last lines of the command's stdout and stderr.
+    pub stdout_tail: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// A hook's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// `running`, `succeeded`, `failed`, `skipped` (by the operator), `aborted` (cut off by an
+    /// abort; a resumed run runs it again) or `done-before` (it succeeded in an earlier run of
+    /// this rollout and was not run again).
+    pub state: String,
+    /// The hook's exit code when it exited by itself.
+    pub exit_code: Option<i32>,
+    /// How it ended, in words: `exit 0`, `timed out after 30m`, `stopped by the abort`.
+    pub result: Option<String>,
+    /// Its last lines of output.
+    pub tail: Vec<String>,
+}
+
+impl HookReport {
+    pub fn failed(&self) -> bool {
+        self.state == "failed"
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,25 +171,59 @@ pub enum ReportError {
 impl Summary {
     /// VMs per state label, for "3 verified, 1 failed" lines.
     pub fn count(&self, state: &str) -> usize {
-        self.vms.iter().filter(|vm| vm.state == state).count()
+        count(&self.vms, state)
     }
 
     /// `3 verified, 1 failed, 0 skipped of 4` (other states added when present).
     pub fn tally(&self) -> String {
-        let mut parts: Vec<String> = ["verified", "failed", "skipped"]
-            .iter()
-            .map(|state| format!("{} {state}", self.count(state)))
-            .collect();
-        let others =
-            self.vms.len() - self.count("verified") - self.count("failed") - self.count("skipped");
-        if others > 0 {
-            parts.push(format!("{others} unfinished"));
-        }
-        format!("{} of {}", parts.join(", "), self.vms.len())
+        tally(&self.vms)
     }
 }
 
+fn count(vms: &[VmSummary], state: &str) -> usize {
+    vms.iter().filter(|vm| vm.state == state).count()
+}
+
+fn tally(vms: &[VmSummary]) -> String {
+    let mut parts: Vec<String> = ["verified", "failed", "skipped"]
+        .iter()
+        .map(|state| format!("{} {state}", count(vms, state)))
+        .collect();
+    let hook_failed = count(vms, "hook-failed");
+    if hook_failed > 0 {
+        parts.push(format!("{hook_failed} hook-failed"));
+    }
+    let others = vms.len()
+        - count(vms, "verified")
+        - count(vms, "failed")
+        - count(vms, "skipped")
+        - hook_failed;
+    if others > 0 {
+        parts.push(format!("{others} unfinished"));
+    }
+    format!("{} of {}", parts.join(", "), vms.len())
+}
+
 impl VmSummary {
+    /// A VM known only by its plan: nothing has happened to it yet.
+    pub fn planned(name: &str, vmid: u32, node: &str) -> VmSummary {
+        VmSummary {
+            name: name.to_string(),
+            vmid,
+            node: node.to_string(),
+            state: "queued".to_string(),
+            ip: None,
+            ip_candidates: Vec::new(),
+            uname: None,
+            os: None,
+            attempts: 1,
+            error: None,
+            phases: IndexMap::new(),
+            checks: Vec::new(),
+            hook: None,
+        }
+    }
+
     /// From the first phase's start to the last phase's finish (or start, if still running).
     pub fn elapsed(&self) -> Option<Duration> {
         let first = self.phases.values().filter_map(|p| p.started).min()?;
@@ -196,7 +276,10 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
     let mut files: Vec<(String, String)> = vec![
         ("summary.json".to_string(), json),
         ("summary.md".to_string(), markdown(summary)),
-        ("inventory.ini".to_string(), inventory(summary)),
+        (
+            "inventory.ini".to_string(),
+            inventory(&summary.rollout.id, &summary.vms),
+        ),
     ];
     for vm in &summary.vms {
         files.push((format!("vm_{}_summary.txt", vm.vmid), vm_text(summary, vm)));
@@ -210,6 +293,30 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
     }
     sync_dir(dir);
     Ok(written)
+}
+
+/// `vm_<VMID>_inventory.ini` in `dir`: an Ansible inventory holding only `vm`, in its node's
+/// group and in `[verified]` (what an `on_verified` hook is handed as `{inventory}`).
+pub fn write_vm_inventory(
+    dir: &Path,
+    rollout_id: &str,
+    vm: &VmSummary,
+) -> Result<PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let one = [VmSummary {
+        state: "verified".to_string(),
+        ..vm.clone()
+    }];
+    let path = write_atomic(
+        dir,
+        &format!("vm_{}_inventory.ini", vm.vmid),
+        inventory(rollout_id, &one).as_bytes(),
+    )?;
+    sync_dir(dir);
+    Ok(path)
 }
 
 /// Temp file in the same directory, fsync, rename: readers see the old file or the new one,
@@ -250,216 +357,10 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
-fn or_dash(value: Option<&str>) -> &str {
-    value.filter(|v| !v.is_empty()).unwrap_or("-")
-}
-
-/// One markdown table cell: no pipes or newlines can break the row.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
-}
-
-fn markdown(summary: &Summary) -> String {
-    let r = &summary.rollout;
-    let mut out = String::new();
-    let _ = writeln!(out, "# Rollout {}\n", r.id);
-    let _ = writeln!(out, "- Proxmox: {}", r.proxmox_url);
-    let _ = writeln!(out, "- Template: {}", r.template);
-    let _ = writeln!(
-        out,
-        "- Mode: {}, {} VMs, deployment delay {}, nodes: {}",
-        r.mode,
-        r.vm_count,
-        r.deployment_delay,
-        r.nodes.join(", ")
-    );
-    let _ = writeln!(out, "- Started: {}", ms::format(&r.started));
-    match r.finished {
-        Some(finished) => {
-            let _ = writeln!(
-                out,
-                "- Finished: {} (after {})",
-                ms::format(&finished),
-                format_elapsed(between(r.started, finished))
-            );
-        }
-        None => out.push_str("- Finished: not yet\n"),
-    }
-    if r.aborted {
-        out.push_str("- **Aborted** by the operator before every VM settled\n");
-    }
-    let _ = writeln!(out, "- Result: {}\n", summary.tally());
-
-    out.push_str("| VM | VMID | Node | State | IP | Attempts | Time |\n");
-    out.push_str("| --- | ---: | --- | --- | --- | ---: | ---: |\n");
-    for vm in &summary.vms {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            cell(&vm.name),
-            vm.vmid,
-            cell(&vm.node),
-            cell(&vm.state),
-            cell(or_dash(vm.ip.as_deref())),
-            vm.attempts,
-            vm.elapsed().map_or("-".to_string(), format_elapsed)
-        );
-    }
-    for vm in &summary.vms {
-        let _ = writeln!(out, "\n## {} ({})\n", vm.name, vm.vmid);
-        let _ = writeln!(out, "- Node: {}", vm.node);
-        let _ = writeln!(out, "- State: {}", vm.state);
-        let _ = writeln!(out, "- IP: {}", or_dash(vm.ip.as_deref()));
-        if !vm.ip_candidates.is_empty() {
-            let _ = writeln!(out, "- IP candidates: {}", vm.ip_candidates.join(", "));
-        }
-        let _ = writeln!(out, "- OS: {}", or_dash(vm.os.as_deref()));
-        if let Some(uname) = &vm.uname {
-            let _ = writeln!(out, "- uname: `{}`", uname.replace('`', "'").trim());
-        }
-        let _ = writeln!(out, "- Attempts: {}", vm.attempts);
-        if let Some(error) = &vm.error {
-            let _ = writeln!(out, "- Error: {}", error.replace('\n', " ").trim());
-        }
-        if !vm.phases.is_empty() {
-            out.push_str("\n| Phase | Started | Finished | Duration |\n");
-            out.push_str("| --- | --- | --- | ---: |\n");
-            for (phase, times) in &vm.phases {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} |",
-                    cell(phase),
-                    times.started.as_ref().map_or("-".to_string(), ms::format),
-                    times.finished.as_ref().map_or("-".to_string(), ms::format),
-                    times.duration().map_or("-".to_string(), format_elapsed)
-                );
-            }
-        }
-    }
-    out
-}
-
-/// An Ansible group name (letters, digits, underscores; not starting with a digit).
-fn group_name(node: &str) -> String {
-    let mut name: String = node
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if name.is_empty()
-        || name.starts_with(|c: char| c.is_ascii_digit())
-        || matches!(
-            name.as_str(),
-            "verified" | "pve_rollout" | "all" | "ungrouped"
-        )
-    {
-        name.insert_str(0, "node_");
-    }
-    name
-}
-
-/// Ansible INI: one group per node, `[verified]`, and `[pve_rollout:children]` over the node
-/// groups. Only VMs with an IP are hosts.
-fn inventory(summary: &Summary) -> String {
-    let mut out = format!(
-        "# Ansible inventory written by pve-rollout for rollout {}\n# {}\n",
-        summary.rollout.id,
-        summary.tally()
-    );
-    let host = |vm: &VmSummary| {
-        vm.ip
-            .as_ref()
-            .map(|ip| format!("{} ansible_host={ip}\n", vm.name))
-    };
-    let mut groups: IndexMap<String, String> = IndexMap::new();
-    for vm in &summary.vms {
-        if let Some(line) = host(vm) {
-            groups
-                .entry(group_name(&vm.node))
-                .or_default()
-                .push_str(&line);
-        }
-    }
-    for (group, hosts) in &groups {
-        let _ = write!(out, "\n[{group}]\n{hosts}");
-    }
-    out.push_str("\n[verified]\n");
-    for vm in summary.vms.iter().filter(|vm| vm.state == "verified") {
-        if let Some(line) = host(vm) {
-            out.push_str(&line);
-        }
-    }
-    out.push_str("\n[pve_rollout:children]\n");
-    for group in groups.keys() {
-        let _ = writeln!(out, "{group}");
-    }
-    out
-}
-
-/// The original wait_for_vm.sh flow's per-VM "deployment summary and debug info".
-fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "Deployment summary for {} (VM {})", vm.name, vm.vmid);
-    let _ = writeln!(out, "========================================");
-    let rows: [(&str, String); 10] = [
-        ("VM name", vm.name.clone()),
-        ("VM id", vm.vmid.to_string()),
-        ("Node", vm.node.clone()),
-        ("State", vm.state.clone()),
-        ("IP address", or_dash(vm.ip.as_deref()).to_string()),
-        (
-            "IP candidates",
-            if vm.ip_candidates.is_empty() {
-                "-".to_string()
-            } else {
-                vm.ip_candidates.join(", ")
-            },
-        ),
-        ("OS", or_dash(vm.os.as_deref()).to_string()),
-        (
-            "uname -a",
-            or_dash(vm.uname.as_deref().map(str::trim)).to_string(),
-        ),
-        ("Attempts", vm.attempts.to_string()),
-        (
-            "Total time",
-            vm.elapsed().map_or("-".to_string(), format_elapsed),
-        ),
-    ];
-    for (label, value) in rows {
-        let _ = writeln!(out, "{:<15}{value}", format!("{label}:"));
-    }
-    if let Some(error) = &vm.error {
-        let _ = writeln!(out, "{:<15}{}", "Error:", error.trim());
-    }
-    let _ = writeln!(out, "\nPhases:");
-    if vm.phases.is_empty() {
-        let _ = writeln!(out, "  (none started)");
-    }
-    for (phase, times) in &vm.phases {
-        let _ = writeln!(
-            out,
-            "  {:<16}{:<26}{:<26}{}",
-            phase,
-            times.started.as_ref().map_or("-".to_string(), ms::format),
-            times.finished.as_ref().map_or("-".to_string(), ms::format),
-            times.duration().map_or("-".to_string(), format_elapsed)
-        );
-    }
-    let r = &summary.rollout;
-    let _ = writeln!(out, "\nRollout:");
-    let _ = writeln!(out, "  id             {}", r.id);
-    let _ = writeln!(out, "  proxmox        {}", r.proxmox_url);
-    let _ = writeln!(out, "  template       {}", r.template);
-    let _ = writeln!(out, "  mode           {}", r.mode);
-    let _ = writeln!(out, "  started        {}", ms::format(&r.started));
-    if let Some(finished) = &r.finished {
-        let _ = writeln!(out, "  finished       {}", ms::format(finished));
-    }
-    if r.aborted {
-        let _ = writeln!(out, "  aborted        yes");
-    }
-    out
-}
+mod text;
+#[cfg(test)]
+use text::{cell, group_name};
+use text::{inventory, markdown, vm_text};
 
 #[cfg(test)]
 mod tests;

@@ -346,3 +346,62 @@ async fn lost_clone_answers_across_nodes_are_awaited_and_adopted() {
         assert_eq!(same_name, 1, "{} exists once", vm.name);
     }
 }
+
+/// pvedaemon answers some protected calls 596 after 30 s and runs them anyway: a clone, a
+/// config update, a start, a guest-exec or a delete whose answer was lost may have happened. The
+/// engine looks before repeating each, so every VM is made once, configured, started and proven,
+/// and `destroy` removes them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_after_the_work_ran_are_checked_before_repeating() {
+    let mut s = Scenario::builtin("fast").expect("fast scenario");
+    s.faults.p_596_executed = 0.15;
+    s.validate().expect("valid");
+    let h = Harness::start_with(
+        s,
+        5,
+        0.01,
+        DemoSettings {
+            vms: 6,
+            storage: "ssd".into(),
+            deployment_delay: "5s".into(),
+            ..settings()
+        },
+    )
+    .await;
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 6], "{summary:#?}");
+    let stats = h.sim.stats();
+    assert!(
+        stats.responses_by_status.get(&596).copied().unwrap_or(0) > 0,
+        "the fault fired: {:?}",
+        stats.responses_by_status
+    );
+    let resources = h.client.cluster_resources(None).await.expect("resources");
+    for vm in &summary.vms {
+        let same_name = resources
+            .iter()
+            .filter(|r| r.name.as_deref() == Some(vm.name.as_str()))
+            .count();
+        assert_eq!(same_name, 1, "{} exists once", vm.name);
+    }
+    let journal = pve_rollout::engine::journal::Journal::open(h.out.path()).expect("journal");
+    let found = pve_rollout::engine::destroy::find(&h.client, &h.config)
+        .await
+        .expect("find");
+    assert_eq!(found.targets.len(), 6, "{found:?}");
+    let removed = pve_rollout::engine::destroy::remove(
+        &h.client,
+        &journal,
+        pve_rollout::engine::Clock::new(0.01),
+        found.targets,
+    )
+    .await;
+    assert!(removed.iter().all(|r| r.result.is_ok()), "{removed:?}");
+    let left = h.client.cluster_resources(None).await.expect("resources");
+    assert!(
+        summary.vms.iter().all(|vm| left
+            .iter()
+            .all(|r| r.name.as_deref() != Some(vm.name.as_str()))),
+        "all removed"
+    );
+}

@@ -80,6 +80,7 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
             name: "demo-3".into(),
             vmid: foreign,
             node: src.node.clone(),
+            address: None,
         })
         .await
         .unwrap();

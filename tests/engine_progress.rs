@@ -27,11 +27,9 @@ fn defaults(vms: usize) -> DemoSettings {
 /// which every copy runs far past the old 30 min limit while its percentage keeps growing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realistic_twenty_vms_all_verify_with_the_default_timeouts() {
-    let scenario = Scenario::builtin("realistic").expect("realistic scenario");
-    assert_eq!(
-        scenario.template.disk_size, "128G",
-        "the thick case the issue reports"
-    );
+    // The storage-bound case the issue reports: a fully allocated 128 GiB template.
+    let scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
+    assert_eq!(scenario.template.disk_size, "128G");
     let h = Harness::start_with(scenario, 11, 0.002, defaults(20)).await;
     assert_eq!(h.config.checks.clone_timeout, None, "no ceiling by default");
     let (summary, events) = h.run_plain().await;
@@ -101,7 +99,7 @@ async fn realistic_twenty_vms_all_verify_with_the_default_timeouts() {
 /// progress, saying so; the VMs around it verify.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
-    let mut scenario = Scenario::builtin("realistic").expect("realistic scenario");
+    let mut scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
     scenario.template.disk_size = "16G".into();
     scenario.faults.clone_freeze = vec![2];
     let h = Harness::start_with(scenario, 5, 0.005, defaults(3)).await;
@@ -204,7 +202,7 @@ async fn a_vm_without_a_lease_waits_in_awaiting_ip_showing_what_the_agent_report
 /// `plan` tells what each storage must copy: 20 full clones of the 128 GiB template on `ssd`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_counts_the_bytes_each_storage_must_copy() {
-    let scenario = Scenario::builtin("realistic").expect("realistic scenario");
+    let scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
     let h = Harness::start_with(scenario, 11, 0.01, defaults(20)).await;
     let plan = h.plan().await;
     assert_eq!(

@@ -450,6 +450,7 @@ async fn every_error_class_comes_from_real_behaviour() {
         secret: "1b2c3d4e-0000-4000-8000-00000000a0d1".into(),
         privsep: true,
         privileges: vec!["VM.Audit".into(), "Sys.Audit".into()],
+        acl: Vec::new(),
     });
     let sim = start_sim(faults, SCALE, Vec::new()).await;
     let api = client(&sim);
@@ -520,11 +521,26 @@ async fn every_error_class_comes_from_real_behaviour() {
         .set_config(NODE, newid, &update)
         .await
         .expect_err("locked");
-    assert_eq!(locked.class, ErrorClass::Locked, "{locked}");
+    // The clone holds the new VM's config lock: the update waits 10 s for it, then times out.
+    assert_eq!(locked.class, ErrorClass::Transient, "{locked}");
     assert_eq!(
         locked.to_string(),
-        format!("PUT /nodes/{NODE}/qemu/{newid}/config: 500 VM is locked (clone)")
+        format!(
+            "PUT /nodes/{NODE}/qemu/{newid}/config: 500 can't lock file '/var/lock/qemu-server/lock-{newid}.conf' - got timeout"
+        )
     );
+    // Locked: cloning the VM being cloned meets its `lock: clone` property at once.
+    let of_locked = CloneRequest {
+        newid: newid + 1,
+        name: "of-locked".into(),
+        ..Default::default()
+    };
+    let locked = api
+        .clone_vm(NODE, newid, &of_locked)
+        .await
+        .expect_err("source locked");
+    assert_eq!(locked.class, ErrorClass::Locked, "{locked}");
+    assert_eq!(locked.reason, "VM is locked (clone)");
     api.stop_task(&upid).await.expect("stop clone");
     assert!(matches!(
         wait_task(&api, &sim, &upid).await.state,

@@ -1,7 +1,7 @@
 //! `pve-rollout deploy --headless` as a real process, stopped by SIGTERM (a CI job's limit, a
 //! systemd stop) and by SIGHUP (a closed SSH session) at chosen lines of its output: each time
 //! the outputs are written, every VM cut off reads `aborted` with its phase, the exit code is
-//! the documented 4; then the same `deploy` resumes and verifies every VM, each cloned once.
+//! the documented 5; then the same `deploy` resumes and verifies every VM, each cloned once.
 
 #![cfg(unix)]
 
@@ -16,7 +16,7 @@ use sim_process::{BIN, sim_stats, start_sim, write_config};
 const SCALE: &str = "0.02";
 const VMS: usize = 3;
 /// The exit code README documents for an aborted rollout.
-const EXIT_ABORTED: i32 = 4;
+const EXIT_ABORTED: i32 = 5;
 
 /// Runs `deploy --headless`, sends `signal` when a line satisfies `at`, reads on to the end.
 /// Returns the lines and the exit code.

@@ -47,6 +47,15 @@ async fn qemu_ga_backend_runs_real_commands() {
     let (sim, c) = start(o).await;
     for id in [101, 102] {
         clone_vm(&c, &sim, id, &format!("vm{id}")).await;
+        if id == 102 {
+            // cloud-init's static address: the namespace's NIC carries it instead of a lease.
+            c.put(
+                "/nodes/pve1/qemu/102/config",
+                "ipconfig0=ip%3D10.0.10.42%2F24%2Cgw%3D10.0.10.1",
+            )
+            .await
+            .data();
+        }
         start_vm(&c, &sim, id).await;
     }
     for id in [101, 102] {
@@ -81,7 +90,8 @@ async fn qemu_ga_backend_runs_real_commands() {
         .await
         .expect_err(500, "Agent error: Guest agent command failed, error was 'Failed to execute child process “/no/such/binary” (No such file or directory)'");
 
-    // In its own namespace, each VM reports its own NIC (net0's MAC) and its own lease.
+    // In its own namespace, each VM reports its own NIC (net0's MAC) and its own lease, or
+    // ipconfig0's static address.
     let namespaces = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -91,6 +101,10 @@ async fn qemu_ga_backend_runs_real_commands() {
     eprintln!("agents isolated in network namespaces: {isolated}");
     if isolated {
         for id in [101u32, 102] {
+            let want = match id {
+                102 => "10.0.10.42".to_string(),
+                _ => format!("10.20.0.{}", id % 250 + 3),
+            };
             let mac = c.get(&format!("/nodes/pve1/qemu/{id}/config")).await.data()["net0"]
                 .as_str()
                 .expect("net0")
@@ -106,7 +120,7 @@ async fn qemu_ga_backend_runs_real_commands() {
                         ))
                         .await
                         .data();
-                    d.to_string().contains("\"10.20.").then_some(d)
+                    d.to_string().contains(&format!("\"{want}\"")).then_some(d)
                 })
                 .await;
             let nic = ifs["result"]
@@ -123,7 +137,7 @@ async fn qemu_ga_backend_runs_real_commands() {
                 .filter(|a| a["ip-address-type"] == "ipv4")
                 .filter_map(|a| a["ip-address"].as_str())
                 .collect();
-            assert_eq!(v4, [format!("10.20.0.{}", id % 250 + 3)]);
+            assert_eq!(v4, [want.as_str()]);
         }
     }
     // Stopping a VM ends its agent; shutting down ends all of them and their namespaces.

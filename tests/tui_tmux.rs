@@ -421,7 +421,7 @@ impl Tmux {
 }
 
 /// SIGTERM and SIGHUP reach the dashboard like a confirmed Ctrl-C: the rollout is aborted, the
-/// outputs written, the terminal restored, the exit code the documented 4; then the same
+/// outputs written, the terminal restored, the exit code the documented 5; then the same
 /// `deploy` resumes and verifies every VM.
 #[test]
 #[ignore = "needs tmux"]
@@ -444,7 +444,7 @@ fn sigterm_and_sighup_abort_the_dashboard_and_the_same_deploy_resumes() {
             s.contains("VMs (3)") && count(s, "cloning") > 0
         });
         tmux.signal(signal);
-        assert_eq!(tmux.wait_for_exit(), "4", "SIG{signal}: {}", tmux.screen());
+        assert_eq!(tmux.wait_for_exit(), "5", "SIG{signal}: {}", tmux.screen());
         let screen =
             tmux.wait_for_last_output("the summary's path", |s| s.contains("summary.json"));
         assert_eq!(tmux.modes(), (false, false), "terminal restored:\n{screen}");
@@ -528,4 +528,94 @@ fn a_panic_in_a_vm_task_fails_that_vm_and_r_retries_it() {
         s.contains("a background task panicked") && s.contains("deliberate panic in demo-2")
     });
     assert_eq!(tmux.modes(), (false, false), "{screen}");
+}
+
+/// The `on_verified` hook's output in the dashboard: `deploy` in tmux against a simulator in
+/// this process; the hook says a line and waits for the test's gate file, so the VM is seen
+/// `provisioning` and the line is seen in that VM's own log pane before it goes on.
+#[test]
+#[ignore = "needs tmux"]
+fn hook_output_streams_into_the_vms_log_pane() {
+    use pve_rollout::demo::{self, DemoSettings};
+    use pve_rollout::sim::{self, Scenario, SimOptions};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let gate = dir.path().join("gate");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let scale = "0.02";
+    let sim = runtime
+        .block_on(sim::start(SimOptions {
+            scenario: Scenario::builtin("fast").expect("scenario"),
+            time_scale: scale.parse().expect("scale"),
+            ..SimOptions::default()
+        }))
+        .expect("simulator starts");
+    let settings = DemoSettings {
+        vms: 2,
+        output: out.clone(),
+        deployment_delay: "3s".into(),
+        stabilization: "2s".into(),
+        ..DemoSettings::default()
+    };
+    let hook = format!(
+        "echo provisioned $1; i=0; while [ ! -e {} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        shell_quote(gate.to_str().expect("utf-8 path"))
+    );
+    let config = format!(
+        "{}\n[hooks]\non_verified = [\"sh\", \"-c\", {hook:?}, \"-\", \"{{name}}\"]\n",
+        demo::config_toml(&sim, &settings)
+    );
+    let config_path = dir.path().join("deploy.toml");
+    std::fs::write(&config_path, config).expect("deploy.toml");
+    let secret = format!("PVE_TOKEN_SECRET={}", sim.token_secret());
+    let tmux = Tmux::start(
+        dir.path(),
+        140,
+        45,
+        &[
+            "env",
+            &secret,
+            env!("CARGO_BIN_EXE_pve-rollout"),
+            "deploy",
+            "-c",
+            config_path.to_str().expect("utf-8 path"),
+            "--time-scale",
+            scale,
+        ],
+    );
+    // demo-1 is selected: its pane is the right-hand log pane.
+    let screen = tmux.wait_for(
+        "demo-1 provisioning, its hook's line in its own pane",
+        |s| {
+            count(s, "provisioning") > 0
+                && s.contains("Log · demo-1")
+                && s.lines().any(|l| {
+                    l.split_once("││")
+                        .is_some_and(|(_, right)| right.contains("hook | provisioned demo-1"))
+                })
+        },
+    );
+    assert!(screen.contains("◎"), "the provisioning glyph:\n{screen}");
+    std::fs::write(&gate, "").expect("open the gate");
+    let done = tmux.wait_for("the rollout to finish", |s| {
+        title_row(s).contains("FINISHED")
+    });
+    assert_eq!(count(&done, "verified"), 2, "{done}");
+    tmux.send("q");
+    assert_eq!(tmux.wait_for_exit(), "0", "{}", tmux.screen());
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json on disk"),
+    )
+    .expect("summary.json parses");
+    assert_eq!(
+        summary["vms"][1]["hook"]["state"], "succeeded",
+        "{summary:#}"
+    );
+    drop(tmux);
+    runtime.block_on(sim.shutdown());
 }

@@ -62,7 +62,7 @@ pub async fn deploy(args: DeployArgs, dashboard: bool) -> Result<u8, Exit> {
     }
     let client = connect(&config, args.time_scale).await?;
     let plan = make_plan(&client, &config).await?;
-    if plan.already_done() {
+    if plan.already_done() && !hooks_pending(&config, &plan) {
         // Run again after it finished: everything is verified and still running; touch nothing.
         println!(
             "rollout '{}' is already complete: all {} VM(s) were verified (journal {}) and are running; nothing to do",
@@ -73,6 +73,23 @@ pub async fn deploy(args: DeployArgs, dashboard: bool) -> Result<u8, Exit> {
         return Ok(0);
     }
     roll_out(client, config, plan, args.time_scale, dashboard).await
+}
+
+/// Some VM's `on_verified` hook has not ended ok in any run so far (cut off, failed, never
+/// reached): the rollout is not complete even when every VM is verified.
+fn hooks_pending(config: &Config, plan: &plan::Plan) -> bool {
+    if config.hooks.on_verified.is_none() {
+        return false;
+    }
+    let journal = engine::journal::path_in(&config.output.dir);
+    match engine::journal::History::read(&journal) {
+        Ok(history) => plan
+            .vms
+            .iter()
+            .any(|vm| !history.hook_done(&vm.name, vm.vmid)),
+        // The engine opens it again and says what is wrong.
+        Err(_) => true,
+    }
 }
 
 /// Runs the engine with the dashboard or the headless printer watching it.

@@ -42,7 +42,7 @@ pub async fn plan_only(path: &Path) -> Result<u8, Exit> {
     print!("{}", plan.table());
     for (storage, clones, bytes) in plan.copy_per_storage() {
         println!(
-            "storage {storage}: {clones} full clone(s), {:.1} GiB to copy",
+            "storage {storage}: {clones} full clone(s), at most {:.1} GiB to copy",
             bytes as f64 / f64::from(1u32 << 30)
         );
     }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::Cidr;
+use super::{AddressPool, Cidr, HostAddress};
 
 /// `"30s"`, `"5m"`, `"1h30m"`, `"500ms"`, `"2d"`: whole numbers with units ms, s, m, h, d.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -301,6 +301,71 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
         ));
     }
     Ok(cidr)
+}
+
+/// An IPv4 host address with its prefix length, `10.0.10.21/24`: not the subnet's network or
+/// broadcast address (prefixes up to /30; /31 and /32 have no such addresses).
+pub fn parse_host_address(text: &str) -> Result<HostAddress, String> {
+    const ALLOWED: &str = "an IPv4 address with its prefix length, such as \"10.0.10.21/24\"";
+    let (ip, prefix) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| ALLOWED.to_string())?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| ALLOWED.to_string())?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(|| format!("{ALLOWED}; the prefix length is 1 to 32"))?;
+    let host = HostAddress { ip, prefix };
+    if prefix <= 30 {
+        let network = u32::from(ip) & (u32::MAX << (32 - prefix));
+        let broadcast = network | !(u32::MAX << (32 - prefix));
+        if u32::from(ip) == network || u32::from(ip) == broadcast {
+            return Err(format!(
+                "{ALLOWED}; {ip} is the network or broadcast address of {}, not a host's",
+                host.subnet().network()
+            ));
+        }
+    }
+    Ok(host)
+}
+
+/// `10.0.10.20-10.0.10.69/24`: both ends host addresses of the same subnet, first <= last.
+pub fn parse_address_pool(text: &str) -> Result<AddressPool, String> {
+    const ALLOWED: &str =
+        "an IPv4 range with its subnet's prefix length, such as \"10.0.10.20-10.0.10.69/24\"";
+    let (range, prefix) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| ALLOWED.to_string())?;
+    let (first, last) = range.split_once('-').ok_or_else(|| ALLOWED.to_string())?;
+    let first = parse_host_address(&format!("{first}/{prefix}")).map_err(|e| {
+        format!(
+            "{ALLOWED}; first address: {}",
+            e.trim_start_matches(ALLOWED).trim_start_matches("; ")
+        )
+    })?;
+    let last = parse_host_address(&format!("{last}/{prefix}")).map_err(|e| {
+        format!(
+            "{ALLOWED}; last address: {}",
+            e.trim_start_matches(ALLOWED).trim_start_matches("; ")
+        )
+    })?;
+    if first.ip > last.ip {
+        return Err(format!("{ALLOWED}; {} comes after {}", first.ip, last.ip));
+    }
+    if first.subnet().network() != last.subnet().network() {
+        return Err(format!(
+            "{ALLOWED}; {} and {} are not in the same /{} subnet",
+            first.ip, last.ip, first.prefix
+        ));
+    }
+    Ok(AddressPool {
+        first: first.ip,
+        last: last.ip,
+        prefix: first.prefix,
+    })
 }
 
 /// Levenshtein distance, for "did you mean" on unknown keys.

@@ -11,17 +11,23 @@ use toml::de::{DeTable, DeValue};
 
 use super::formats::{self, edit_distance};
 use super::{
-    CheckMode, ChecksConfig, Cidr, Config, ConfigError, ConfigSource, OutputConfig, Problem,
-    ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
+    CheckMode, ChecksConfig, Cidr, CloneMode, Config, ConfigError, ConfigSource, OutputConfig,
+    Placement, Problem, ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
 };
 
 mod checks;
+mod commands;
+mod guest;
+mod network;
 mod output;
 mod proxmox;
 mod rollout;
 mod vm_spec;
 
 pub(super) use checks::CHECKS_KEYS;
+#[cfg(test)]
+pub(super) use commands::EXEC_CHECK_KEYS;
+pub(super) use commands::HOOKS_KEYS;
 pub(super) use output::OUTPUT_KEYS;
 pub(super) use proxmox::PROXMOX_KEYS;
 pub(super) use rollout::ROLLOUT_KEYS;
@@ -35,6 +41,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("defaults", SPEC_KEYS),
     ("vm_configs", &[]),
     ("checks", CHECKS_KEYS),
+    ("hooks", HOOKS_KEYS),
     ("output", OUTPUT_KEYS),
 ];
 /// Keys people reach for to put a secret inline; refused without echoing the value.
@@ -383,16 +390,20 @@ impl Doc<'_> {
         let defaults = self.defaults(&defaults_section);
         let vm_configs = self.vm_configs(root, rollout.as_ref().map(|r| r.config.nodes.as_slice()));
         let checks = self.checks(root);
+        let hooks = self.hooks(root);
         let output = self.output(root);
         let mut rollout = rollout?;
         let vm_configs = vm_configs?;
+        let checks = checks?;
+        self.exec_check_clashes(&checks.exec, &vm_configs);
         self.vm_list(&mut rollout, &vm_configs);
         Some(Config {
             proxmox: proxmox?,
             rollout: rollout.config,
             defaults: defaults?,
             vm_configs,
-            checks: checks?,
+            checks,
+            hooks: hooks?,
             output: output?,
             source: ConfigSource {
                 origin: self.origin.to_string(),

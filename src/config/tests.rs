@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use super::parse::{CHECKS_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS, SPEC_KEYS, VM_ONLY_KEYS};
+use super::parse::{
+    CHECKS_KEYS, EXEC_CHECK_KEYS, HOOKS_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS, SPEC_KEYS,
+    VM_ONLY_KEYS,
+};
 use super::*;
 use crate::pve::{Auth, TlsTrust};
 
@@ -129,6 +132,210 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             "fractional duration",
             with("[checks]\nboot_timeout = \"1.5m\""),
             "checks.boot_timeout",
+            Some(7),
+        ),
+        (
+            "ip without prefix length",
+            with("[defaults]\nip = \"10.0.10.21\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip is a network address",
+            with("[defaults]\nip = \"10.0.10.0/24\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip prefix too long",
+            with("[defaults]\nip = \"10.0.10.21/33\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip as IPv6",
+            with("[defaults]\nip = \"fd00::5/64\""),
+            "defaults.ip",
+            Some(7),
+        ),
+        (
+            "ip_pool reversed",
+            with("[defaults]\nip_pool = \"10.0.10.69-10.0.10.20/24\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip_pool across subnets",
+            with("[defaults]\nip_pool = \"10.0.10.20-10.0.11.5/24\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip_pool without prefix",
+            with("[defaults]\nip_pool = \"10.0.10.20-10.0.10.69\""),
+            "defaults.ip_pool",
+            Some(7),
+        ),
+        (
+            "ip and ip_pool together",
+            with("[defaults]\nip = \"10.0.10.5/24\"\nip_pool = \"10.0.10.20-10.0.10.69/24\""),
+            "defaults.ip_pool",
+            Some(8),
+        ),
+        (
+            "gateway not an address",
+            with("[defaults]\ngateway = \"router\""),
+            "defaults.gateway",
+            Some(7),
+        ),
+        (
+            "nameservers as a string",
+            with("[defaults]\nnameservers = \"1.1.1.1\""),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "nameservers with a name",
+            with("[defaults]\nnameservers = [\"dns.example\"]"),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "nameservers empty",
+            with("[defaults]\nnameservers = []"),
+            "defaults.nameservers",
+            Some(7),
+        ),
+        (
+            "searchdomain with underscore",
+            with("[defaults]\nsearchdomain = \"lab_example\""),
+            "defaults.searchdomain",
+            Some(7),
+        ),
+        (
+            "a VM's ip bad",
+            with("[vm_configs.web]\nip = \"10.0.10.300/24\""),
+            "vm_configs.web.ip",
+            Some(7),
+        ),
+        (
+            "placement unknown",
+            with("placement = \"random\""),
+            "rollout.placement",
+            Some(6),
+        ),
+        (
+            "memory_overcommit below 1",
+            with("memory_overcommit = 0.5"),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
+            "memory_overcommit as a string",
+            with("memory_overcommit = \"1.5\""),
+            "rollout.memory_overcommit",
+            Some(6),
+        ),
+        (
+            "clone mode unknown",
+            with("[defaults]\nclone = \"thin\""),
+            "defaults.clone",
+            Some(7),
+        ),
+        (
+            "linked clone with storage",
+            with("[defaults]\nclone = \"linked\"\nstorage = \"ssd\""),
+            "defaults.storage",
+            Some(8),
+        ),
+        (
+            "linked clone with format",
+            with("[vm_configs.web]\nformat = \"raw\"\nclone = \"linked\""),
+            "vm_configs.web.format",
+            Some(7),
+        ),
+        (
+            "cicustom as a string",
+            with("[defaults]\ncicustom = \"user=local:snippets/a.yml\""),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom unknown kind",
+            with("[defaults]\ncicustom = { users = \"local:snippets/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom not a snippet",
+            with("[defaults]\ncicustom = { user = \"local:iso/a.yml\" }"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "cicustom empty",
+            with("[defaults]\ncicustom = {}"),
+            "defaults.cicustom",
+            Some(7),
+        ),
+        (
+            "ciupgrade as a string",
+            with("[defaults]\nciupgrade = \"no\""),
+            "defaults.ciupgrade",
+            Some(7),
+        ),
+        (
+            "onboot as an integer",
+            with("[defaults]\nonboot = 1"),
+            "defaults.onboot",
+            Some(7),
+        ),
+        (
+            "pool with a space",
+            with("[defaults]\npool = \"web tier\""),
+            "defaults.pool",
+            Some(7),
+        ),
+        (
+            "tags as a string",
+            with("[defaults]\ntags = \"web\""),
+            "defaults.tags",
+            Some(7),
+        ),
+        (
+            "tag with a space",
+            with("[defaults]\ntags = [\"web tier\"]"),
+            "defaults.tags",
+            Some(7),
+        ),
+        (
+            "startup not an order",
+            with("[defaults]\nstartup = \"first\""),
+            "defaults.startup",
+            Some(7),
+        ),
+        (
+            "startup twice",
+            with("[defaults]\nstartup = \"order=1,order=2\""),
+            "defaults.startup",
+            Some(7),
+        ),
+        (
+            "cpu with a comma",
+            with("[defaults]\ncpu = \"host,flags=+aes\""),
+            "defaults.cpu",
+            Some(7),
+        ),
+        (
+            "balloon negative",
+            with("[defaults]\nballoon = -1"),
+            "defaults.balloon",
+            Some(7),
+        ),
+        (
+            "description not text",
+            with("[vm_configs.web]\ndescription = 3"),
+            "vm_configs.web.description",
             Some(7),
         ),
         (
@@ -546,6 +753,142 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             "vm_count",
             Some(1),
         ),
+        (
+            "hook command empty",
+            with("[hooks]\non_verified = []"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook program empty",
+            with("[hooks]\non_verified = [\"\", \"x\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook command a string",
+            with("[hooks]\non_verified = \"ansible-playbook site.yml\""),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook argument not a string",
+            with("[hooks]\non_verified = [\"echo\", 3]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook unknown placeholder",
+            with("[hooks]\non_verified = [\"echo\", \"{hostname}\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "on_finished per-VM placeholder",
+            with("[hooks]\non_finished = [\"echo\", \"{name}\"]"),
+            "hooks.on_finished",
+            Some(7),
+        ),
+        (
+            "hook placeholder as the program",
+            with("[hooks]\non_verified = [\"{output_dir}/x.sh\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hook path does not exist",
+            with("[hooks]\non_finished = [\"./no-such-hook.sh\", \"{summary}\"]"),
+            "hooks.on_finished",
+            Some(7),
+        ),
+        (
+            "hook program not in PATH",
+            with("[hooks]\non_verified = [\"no-such-program-pve-rollout\"]"),
+            "hooks.on_verified",
+            Some(7),
+        ),
+        (
+            "hooks max_parallel zero",
+            with("[hooks]\nmax_parallel = 0"),
+            "hooks.max_parallel",
+            Some(7),
+        ),
+        (
+            "hooks timeout zero",
+            with("[hooks]\ntimeout = \"0s\""),
+            "hooks.timeout",
+            Some(7),
+        ),
+        (
+            "hooks unknown key",
+            with("[hooks]\non_verify = [\"true\"]"),
+            "hooks.on_verify",
+            Some(7),
+        ),
+        (
+            "check command a string",
+            with("[[checks.exec]]\nname = \"ssh\"\ncommand = \"ss -ltn\""),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check command empty",
+            with("[[checks.exec]]\nname = \"ssh\"\ncommand = []"),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check without a name",
+            with("[[checks.exec]]\ncommand = [\"true\"]"),
+            "checks.exec[0].name",
+            Some(6),
+        ),
+        (
+            "check with a placeholder",
+            with("[[checks.exec]]\nname = \"ping\"\ncommand = [\"ping\", \"{ip}\"]"),
+            "checks.exec[0].command",
+            Some(8),
+        ),
+        (
+            "check regex invalid",
+            with("[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\nexpect_output = \"(\""),
+            "checks.exec[0].expect_output",
+            Some(9),
+        ),
+        (
+            "check expect_exit out of range",
+            with("[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\nexpect_exit = 256"),
+            "checks.exec[0].expect_exit",
+            Some(9),
+        ),
+        (
+            "check names twice",
+            with(
+                "[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\n[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]",
+            ),
+            "checks.exec[1].name",
+            Some(10),
+        ),
+        (
+            "checks.exec not tables",
+            with("[checks]\nexec = [\"true\"]"),
+            "checks.exec[0]",
+            Some(7),
+        ),
+        (
+            "check added twice by name",
+            with(
+                "[[checks.exec]]\nname = \"x\"\ncommand = [\"true\"]\n[vm_configs.web-1]\n[[vm_configs.web-1.checks_exec_add]]\nname = \"x\"\ncommand = [\"true\"]",
+            ),
+            "vm_configs.web-1.checks_exec_add[0].name",
+            Some(11),
+        ),
+        (
+            "check add and replace together",
+            with("[vm_configs.web-1]\nchecks_exec_add = []\nchecks_exec_replace = []"),
+            "vm_configs.web-1.checks_exec_replace",
+            Some(8),
+        ),
     ]
 }
 
@@ -584,6 +927,47 @@ fn every_bad_input_is_refused_with_exit_2_naming_key_and_line() {
         }
         assert!(!problem.message.is_empty(), "{what}");
     }
+}
+
+#[test]
+fn network_keys_are_read_and_merged() {
+    let text = with(
+        "[defaults]\nip_pool = \"10.0.10.20-10.0.10.69/24\"\ngateway = \"10.0.10.1\"\n\
+         nameservers = [\"10.0.10.2\", \"fd00::2\"]\nsearchdomain = \"lab.example\"\n\
+         [vm_configs.db]\nip = \"10.0.10.5/24\"\n[vm_configs.web]\n[vm_configs.dhcp]\nip = \"dhcp\"\n",
+    );
+    let config = Config::parse(&text, "deploy.toml").unwrap();
+    let vms = config.vms();
+    let db = &vms[0].spec;
+    assert_eq!(
+        db.address,
+        Addressing::Static(HostAddress {
+            ip: [10, 0, 10, 5].into(),
+            prefix: 24
+        })
+    );
+    assert_eq!(
+        vms[1].spec.address,
+        Addressing::Pool(AddressPool {
+            first: [10, 0, 10, 20].into(),
+            last: [10, 0, 10, 69].into(),
+            prefix: 24
+        })
+    );
+    assert_eq!(vms[2].spec.address, Addressing::Dhcp);
+    assert_eq!(db.gateway, Some("10.0.10.1".parse().unwrap()));
+    assert_eq!(db.nameservers.len(), 2);
+    assert_eq!(db.searchdomain.as_deref(), Some("lab.example"));
+    let err = Config::parse(
+        &with("[defaults]\nip_pool = \"10.0.10.69-10.0.10.20/24\""),
+        "deploy.toml",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("10.0.10.69 comes after 10.0.10.20"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -679,12 +1063,15 @@ fn the_example_parses_and_documents_every_key() {
     assert_eq!(config.checks, minimal.checks);
     assert_eq!(config.rollout, minimal.rollout);
     assert_eq!(config.output, minimal.output);
-    let sections: [(&str, &[&str]); 6] = [
+    assert_eq!(config.hooks, minimal.hooks);
+    let sections: [(&str, &[&str]); 8] = [
         ("proxmox", PROXMOX_KEYS),
         ("rollout", ROLLOUT_KEYS),
         ("defaults", SPEC_KEYS),
         ("vm_configs", VM_ONLY_KEYS),
         ("checks", CHECKS_KEYS),
+        ("checks.exec", EXEC_CHECK_KEYS),
+        ("hooks", HOOKS_KEYS),
         ("output", OUTPUT_KEYS),
     ];
     for (section, keys) in sections {
@@ -694,8 +1081,9 @@ fn the_example_parses_and_documents_every_key() {
         );
         for key in keys {
             let documented = EXAMPLE.lines().any(|l| {
-                l.trim_start_matches(['#', ' '])
-                    .starts_with(&format!("{key} ="))
+                let l = l.trim_start_matches(['#', ' ']);
+                // An array of tables is documented by its header.
+                l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[[{section}.{key}]]"))
             });
             assert!(documented, "{section}.{key} is not in deploy.toml.example");
         }
@@ -1176,5 +1564,97 @@ fn a_config_file_that_is_not_utf8_is_a_clear_error() {
     assert!(
         !text.contains("  "),
         "no runs of spaces in the hint: {text}"
+    );
+}
+
+#[test]
+fn hooks_and_guest_checks_parse_with_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("notify.sh");
+    std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let text = format!(
+        "{PROXMOX}{ROLLOUT}[hooks]\n\
+         on_verified = [\"sh\", \"-c\", \"echo $1 ${{HOME}}\", \"-\", \"--limit={{name}}\"]\n\
+         on_finished = [\"./notify.sh\", \"{{summary}}\"]\n\
+         [[checks.exec]]\nname = \"ssh listens\"\ncommand = [\"sh\", \"-c\", \"ss -ltn\"]\n\
+         expect_output = \"(?m)^LISTEN\"\nretries = 2\n\
+         [vm_configs.web-1]\n[[vm_configs.web-1.checks_exec_add]]\nname = \"nginx\"\n\
+         command = [\"systemctl\", \"is-active\", \"nginx\"]\nexpect_exit = 0\n\
+         [vm_configs.web-2]\nchecks_exec_replace = []\n[vm_configs.web-3]\n"
+    );
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let hooks = &config.hooks;
+    assert_eq!(hooks.on_verified.as_ref().unwrap()[0], "sh");
+    assert_eq!(hooks.on_verified.as_ref().unwrap()[4], "--limit={name}");
+    // A path with a slash is the config file's neighbour, whatever the working directory.
+    assert_eq!(
+        hooks.on_finished.as_ref().unwrap()[0],
+        dir.path().join("./notify.sh").display().to_string()
+    );
+    assert_eq!(
+        (hooks.max_parallel, hooks.timeout),
+        (2, Duration::from_secs(1800))
+    );
+    let ssh = &config.checks.exec[0];
+    assert_eq!(ssh.name, "ssh listens");
+    assert_eq!((ssh.expect_exit, ssh.retries), (0, 2));
+    assert_eq!(ssh.timeout, Duration::from_secs(60));
+    assert!(
+        ssh.expect_output
+            .as_ref()
+            .unwrap()
+            .is_match("x\nLISTEN 0 4096")
+    );
+    let names = |vm: &str| -> Vec<String> {
+        config
+            .exec_checks_for(vm)
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+    assert_eq!(names("web-1"), ["ssh listens", "nginx"]);
+    assert!(names("web-2").is_empty());
+    assert_eq!(names("web-3"), ["ssh listens"]);
+}
+
+#[test]
+fn hook_and_check_messages_say_what_to_do() {
+    let err = Config::parse(
+        &with("[hooks]\non_verified = \"ansible-playbook site.yml\""),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[\"sh\", \"-c\", \"...\"]"), "{err}");
+    let err = Config::parse(
+        &with("[hooks]\non_verified = [\"echo\", \"{hostname}\"]"),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown placeholder {hostname}; allowed: {name} {vmid}"),
+        "{err}"
+    );
+    let err = Config::parse(&with("[hooks]\non_finished = [\"./gone.sh\"]"), "d.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gone.sh does not exist"), "{err}");
+    assert!(err.contains("relative to the working directory"), "{err}");
+    let err = Config::parse(
+        &with("[hooks]\non_finished = [\"echo\", \"{ip}\"]"),
+        "d.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("{ip} is not known here; allowed: {inventory} {summary} {output_dir}"),
+        "{err}"
     );
 }

@@ -11,16 +11,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CheckMode;
-use crate::report::Summary;
+use crate::report::{HookReport, Summary};
 
 use super::Rollout;
 use super::event::{Command, Event, Level, Phase, VmState};
 use super::ip::IpRules;
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, History, Journal};
 use super::poll::Learned;
+use super::provision::{self, HookVm, Provisioner};
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
 use super::vm::{Outcome, Prelude, Shared, VmTask};
+
+mod restart;
 
 /// What woke the coordinator.
 enum Wake {
@@ -60,6 +63,9 @@ pub(super) struct Coordinator {
     commands_open: bool,
     aborted: bool,
     finished_sent: bool,
+    /// `on_finished` runs once, at the first finish: `Some` once it did (or had nothing to
+    /// run), with its result, which every later summary carries too.
+    on_finished: Option<Option<HookReport>>,
     last_summary: Option<Summary>,
     /// The progress the watchers were sent last.
     progress_sent: Option<super::event::Progress>,
@@ -75,6 +81,18 @@ impl Coordinator {
         let (to_coordinator, from_tasks) = mpsc::unbounded_channel::<Event>();
         let (pause_all, pause_all_rx) = watch::channel(false);
         let checks = rollout.config.checks.clone();
+        // Which VMs' hooks ended ok in an earlier run (a resumed rollout does not run them
+        // again); the journal was just opened, so it reads.
+        let history = History::read(journal.path()).unwrap_or_default();
+        let provisioner = Provisioner::new(
+            &rollout.config.hooks,
+            &rollout.config.output.dir,
+            &rollout.plan.rollout_id,
+            &history,
+        );
+        let exec_checks = (rollout.plan.vms.iter())
+            .map(|vm| rollout.config.exec_checks_for(&vm.name))
+            .collect();
         let shared = Arc::new(Shared {
             client: rollout.client.clone(),
             clock: rollout.clock,
@@ -88,6 +106,8 @@ impl Coordinator {
             events: to_coordinator,
             journal: journal.clone(),
             learned: Learned::default(),
+            exec_checks,
+            provisioner,
         });
         let record = Record::new(rollout.info(), &rollout.plan.planned());
         Coordinator {
@@ -106,6 +126,7 @@ impl Coordinator {
             commands_open: true,
             aborted: false,
             finished_sent: false,
+            on_finished: None,
             last_summary: None,
             progress_sent: None,
             rollout,
@@ -157,7 +178,7 @@ impl Coordinator {
             }
             if self.tasks.is_empty() {
                 if !self.finished_sent {
-                    self.finish().await;
+                    self.finish(&mut commands).await;
                 }
                 if !self.rollout.linger || self.aborted || !self.commands_open {
                     return self.last_summary.take().unwrap_or_else(|| {
@@ -181,6 +202,10 @@ impl Coordinator {
             first_attempt,
         );
         task.prelude = prelude;
+        if from == Phase::Provisioning {
+            // The hook alone runs again: it is told the IP the VM was verified with.
+            task.ip = self.record.ip(i);
+        }
         let handle = self.tasks.spawn(async move {
             tokio::select! {
                 outcome = task.run(from) => (i, Some(outcome)),
@@ -188,30 +213,6 @@ impl Coordinator {
             }
         });
         self.task_vm.insert(handle.id(), i);
-    }
-
-    /// Starts VM `i` again: from where its last attempt stopped, or after a reboot or a
-    /// recreate.
-    fn respawn(&mut self, i: usize, phase: Phase, how: Prelude) {
-        let attempt = self.record.attempts(i) + 1;
-        self.forward(Event::Attempt { vm: i, attempt });
-        let (from, text) = match how {
-            Prelude::None => {
-                let from = retry_from(phase);
-                (from, format!("retry #{attempt} from {from}"))
-            }
-            Prelude::Reboot => (
-                Phase::Booting,
-                format!("reboot-and-wait (attempt {attempt})"),
-            ),
-            Prelude::Recreate => (Phase::Cloning, format!("recreate (attempt {attempt})")),
-        };
-        self.emit(Event::Log {
-            vm: Some(i),
-            level: Level::Info,
-            text,
-        });
-        self.spawn(i, from, false, how);
     }
 
     fn task_ended(
@@ -245,6 +246,15 @@ impl Coordinator {
                 self.settle(i, VmState::Failed { phase, reason });
                 self.shared.agent_lane.pass(i);
             }
+            Some(Outcome::HookFailed { reason }) => {
+                self.settle(i, VmState::HookFailed { reason });
+                self.shared.agent_lane.pass(i);
+            }
+            // Skipping a running hook: its process group ended with its task.
+            None if phase == Phase::Provisioning && self.skip_pending.remove(&i) => {
+                self.retry_pending.remove(&i);
+                self.skip_hook(i);
+            }
             None if self.skip_pending.remove(&i) => {
                 self.retry_pending.remove(&i);
                 self.settle(i, VmState::Skipped { phase });
@@ -258,30 +268,13 @@ impl Coordinator {
             }
             None => {}
         }
-    }
-
-    /// A VM task that panicked (a bug): that VM fails with the panic's text, in the phase it
-    /// was in, and what its task held is released; the others go on, and a retry starts it
-    /// afresh.
-    fn panicked(&mut self, i: usize, e: tokio::task::JoinError) -> Outcome {
-        let message = match e.try_into_panic() {
-            Ok(payload) => payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".into()),
-            Err(e) => e.to_string(),
-        };
-        self.emit(Event::Log {
-            vm: Some(i),
-            level: Level::Error,
-            text: format!("the VM's task panicked: {message}"),
-        });
-        // `run` never reached its end: the stagger turn is released here.
-        self.shared.stagger.release(i);
-        Outcome::Failed {
-            phase: self.phase_of(i),
-            reason: format!("internal error: {message}"),
+        // A restart asked for while the attempt was ending on its own (the kill came too late):
+        // start it now.
+        if let Some(how) = self.retry_pending.remove(&i)
+            && !self.aborted
+        {
+            let phase = self.phase_of(i);
+            self.respawn(i, phase, how);
         }
     }
 
@@ -311,7 +304,8 @@ impl Coordinator {
                 );
             }
             Command::Export => {
-                let summary = self.record.summary(None, self.aborted);
+                let mut summary = self.record.summary(None, self.aborted);
+                summary.on_finished = self.on_finished.clone().flatten();
                 let (dir, events) = (self.rollout.config.output.dir.clone(), self.events.clone());
                 tokio::spawn(async move { super::export(&dir, summary, &events).await });
             }
@@ -342,58 +336,6 @@ impl Coordinator {
         self.shared.abort.cancel();
     }
 
-    fn retry(&mut self, i: usize) {
-        match (self.record.state(i), &self.kills[i]) {
-            (
-                Some(VmState::Active {
-                    phase: Phase::Verified,
-                }),
-                _,
-            ) => self.emit(Event::Log {
-                vm: Some(i),
-                level: Level::Info,
-                text: "already verified; nothing to retry".into(),
-            }),
-            _ => self.restart(i, Prelude::None),
-        }
-    }
-
-    /// Ends VM `i`'s attempt if one runs, then starts another: a retry from its phase, or after
-    /// a reboot or a recreate (journaled first, so a resume knows).
-    fn restart(&mut self, i: usize, how: Prelude) {
-        let vm = &self.rollout.plan.vms[i];
-        let (name, vmid) = (vm.name.clone(), vm.vmid);
-        let entry = match how {
-            Prelude::Reboot if self.phase_of(i) < Phase::Booting => {
-                self.emit(Event::Log {
-                    vm: Some(i),
-                    level: Level::Info,
-                    text: "not started yet; nothing to reboot".into(),
-                });
-                return;
-            }
-            Prelude::None => None,
-            Prelude::Reboot => Some(Entry::RebootRequested { name, vmid }),
-            Prelude::Recreate => Some(Entry::RecreateRequested { name, vmid }),
-        };
-        if let Some(entry) = entry {
-            self.journal_in_background(i, entry);
-        }
-        match (self.record.state(i), &self.kills[i]) {
-            (Some(_), Some(kill)) => {
-                // Running or stuck: stop the current attempt, then start again.
-                kill.cancel();
-                self.retry_pending.insert(i, how);
-            }
-            (Some(_), None) => {
-                let phase = self.phase_of(i);
-                self.respawn(i, phase, how);
-                self.finished_sent = false;
-            }
-            _ => {}
-        }
-    }
-
     fn skip(&mut self, i: usize) {
         match (&self.kills[i], self.record.state(i)) {
             (
@@ -407,12 +349,50 @@ impl Coordinator {
                 kill.cancel();
                 self.skip_pending.insert(i);
             }
+            (None, Some(VmState::HookFailed { .. })) => {
+                self.skip_hook(i);
+                // The outputs are written again with the VM verified.
+                self.finished_sent = false;
+            }
             (None, Some(state)) => {
                 let phase = state.phase();
                 self.settle(i, VmState::Skipped { phase });
             }
             (None, None) => {}
         }
+    }
+
+    /// The operator goes on without VM `i`'s `on_verified` hook: journaled (a resumed run
+    /// does not run it either), and the VM is verified.
+    fn skip_hook(&mut self, i: usize) {
+        let vm = &self.rollout.plan.vms[i];
+        let hook_vm = HookVm {
+            index: i,
+            name: &vm.name,
+            vmid: vm.vmid,
+            node: &vm.node,
+            ip: None,
+        };
+        match Provisioner::skip(hook_vm, &self.journal) {
+            Ok(e) => self.forward(e),
+            Err(e) => self.emit(Event::Log {
+                vm: Some(i),
+                level: Level::Error,
+                text: format!("cannot write the journal: {e}"),
+            }),
+        }
+        self.forward(Event::VmState {
+            vm: i,
+            state: VmState::Active {
+                phase: Phase::Verified,
+            },
+            at: SystemTime::now(),
+        });
+        self.emit(Event::Log {
+            vm: Some(i),
+            level: Level::Warning,
+            text: "on_verified hook skipped by the operator; verified without it".into(),
+        });
     }
 
     // ---- events and the record -----------------------------------------------------------
@@ -479,7 +459,7 @@ impl Coordinator {
     /// A VM that ended here (failed or skipped): journaled, recorded, forwarded and logged.
     fn settle(&mut self, i: usize, state: VmState) {
         let level = match &state {
-            VmState::Failed { .. } => Level::Error,
+            VmState::Failed { .. } | VmState::HookFailed { .. } => Level::Error,
             _ => Level::Warning,
         };
         let (name, vmid) = (
@@ -503,6 +483,7 @@ impl Coordinator {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
             VmState::Aborted { phase } => format!("aborted in {phase}"),
+            VmState::HookFailed { reason } => format!("hook-failed: {}", reason.trim()),
             other => other.label().to_string(),
         };
         self.forward(Event::VmState {
@@ -519,33 +500,33 @@ impl Coordinator {
 
     // ---- finishing ---------------------------------------------------------------------
 
-    /// Every VM settled: the summary is written and sent (again after a retry settles).
-    async fn finish(&mut self) {
+    /// Every VM settled: the summary is written and sent (again after a retry settles). The
+    /// first time, `on_finished` runs after the outputs are written, and they are written again
+    /// with its result.
+    async fn finish(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) {
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
-        let summary = self.record.summary(Some(SystemTime::now()), self.aborted);
-        super::export(
-            &self.rollout.config.output.dir,
-            summary.clone(),
-            &self.events,
-        )
-        .await;
+        let mut summary = self.record.summary(Some(SystemTime::now()), self.aborted);
+        summary.on_finished = self.on_finished.clone().flatten();
+        let dir = self.rollout.config.output.dir.clone();
+        super::export(&dir, summary.clone(), &self.events).await;
+        if self.on_finished.is_none() {
+            let hooks = &self.rollout.config.hooks;
+            let report =
+                provision::after_the_outputs(hooks, &dir, self.aborted, commands, &self.events)
+                    .await;
+            if report.is_some() {
+                summary.on_finished = report.clone();
+                super::export(&dir, summary.clone(), &self.events).await;
+            }
+            self.on_finished = Some(report);
+        }
         self.send_progress(true);
         self.emit(Event::Finished {
             summary: Box::new(summary.clone()),
         });
         self.last_summary = Some(summary);
         self.finished_sent = true;
-    }
-}
-
-/// Where a retry re-enters: the failed phase, with the agent checks restarting as a whole.
-fn retry_from(phase: Phase) -> Phase {
-    match phase {
-        Phase::Queued | Phase::Cloning => Phase::Cloning,
-        Phase::Configuring => Phase::Configuring,
-        Phase::Booting => Phase::Booting,
-        _ => Phase::AwaitingAgent,
     }
 }

@@ -141,23 +141,72 @@ pub(super) async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Res
         Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    if !status.is_stopped() {
-        let upid = client
-            .stop(&t.node, t.vmid)
-            .await
-            .map_err(|e| format!("stop: {e}"))?;
-        if let TaskState::Failed(text) = wait_task(client, clock, &upid).await? {
-            return Err(format!("stop: {text}"));
+    let mut stopped = status.is_stopped();
+    let mut asked = 0;
+    while !stopped {
+        asked += 1;
+        match client.stop(&t.node, t.vmid).await {
+            Ok(upid) => {
+                if let TaskState::Failed(text) = wait_task(client, clock, &upid).await? {
+                    return Err(format!("stop: {text}"));
+                }
+                stopped = true;
+            }
+            // The answer was lost (596): the stop may still run. Stopping a stopped VM is
+            // harmless, but look first.
+            Err(e) if e.outcome_unknown && asked < 3 => {
+                clock.sleep(Duration::from_secs(5)).await;
+                stopped = client
+                    .vm_status(&t.node, t.vmid)
+                    .await
+                    .map_err(|e| format!("stop: {e}"))?
+                    .is_stopped();
+            }
+            Err(e) => return Err(format!("stop: {e}")),
         }
     }
-    let upid = match client.delete_vm(&t.node, t.vmid, true).await {
-        Ok(upid) => upid,
-        Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
-        Err(e) => return Err(format!("delete: {e}")),
+    let mut asked = 0;
+    let upid = loop {
+        asked += 1;
+        match client.delete_vm(&t.node, t.vmid, true).await {
+            Ok(upid) => break upid,
+            Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
+            // The answer was lost (596): the delete may still run. It did once the VM is gone;
+            // only a VM still there after a while is asked for again.
+            Err(e) if e.outcome_unknown && asked < 3 => {
+                if gone_within(client, clock, t, Duration::from_secs(60)).await? {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(format!("delete: {e}")),
+        }
     };
     match wait_task(client, clock, &upid).await? {
+        // A delete asked for twice: the other one removed it first.
+        state if state.failure_class() == Some(ErrorClass::NotFound) => Ok(()),
         TaskState::Failed(text) => Err(format!("delete: {text}")),
         _ => Ok(()),
+    }
+}
+
+/// Whether the VM disappears within `grace` (rollout time).
+async fn gone_within(
+    client: &Client,
+    clock: Clock,
+    t: &Target,
+    grace: Duration,
+) -> Result<bool, String> {
+    let backoff = Backoff::growing(Duration::from_secs(1), 1.5, Duration::from_secs(5));
+    let mut poll = Poller::new(clock, clock.deadline(grace), backoff);
+    loop {
+        poll.due().await?;
+        let attempt = match client.vm_status(&t.node, t.vmid).await {
+            Err(e) if e.class == ErrorClass::NotFound => Attempt::Done(true),
+            _ => Attempt::Pending(String::new()),
+        };
+        if let Some(gone) = poll.answer(attempt, |_| Ok::<_, String>(false))? {
+            return Ok(gone);
+        }
     }
 }
 

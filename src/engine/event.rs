@@ -12,9 +12,10 @@ use crate::report::Summary;
 pub type VmIndex = usize;
 
 /// Where a VM is in its life. `Queued -> Cloning -> Configuring -> Booting -> AwaitingAgent ->
-/// AwaitingIp -> IpFound -> Verifying -> Verified`; the five states the mission names are shown
-/// as `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`. `awaiting-ip` is the wait
-/// for a usable address once the agent answered (DHCP, not the agent, is then what is slow).
+/// AwaitingIp -> IpFound -> Verifying [-> Provisioning] -> Verified` (provisioning: the
+/// `on_verified` hook); the five states the mission names are shown as `cloning`, `booting`,
+/// `awaiting-agent`, `IP-found`, `verified`. `awaiting-ip` is the wait for a usable address once
+/// the agent answered (DHCP, not the agent, is then what is slow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -26,12 +27,14 @@ pub enum Phase {
     AwaitingIp,
     IpFound,
     Verifying,
+    /// Proven healthy; the `on_verified` hook runs.
+    Provisioning,
     Verified,
 }
 
 impl Phase {
     /// Phases in order; `Verified` is terminal.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Queued,
         Phase::Cloning,
         Phase::Configuring,
@@ -40,6 +43,7 @@ impl Phase {
         Phase::AwaitingIp,
         Phase::IpFound,
         Phase::Verifying,
+        Phase::Provisioning,
         Phase::Verified,
     ];
 
@@ -54,6 +58,7 @@ impl Phase {
             Phase::AwaitingIp => "awaiting-ip",
             Phase::IpFound => "IP-found",
             Phase::Verifying => "verifying",
+            Phase::Provisioning => "provisioning",
             Phase::Verified => "verified",
         }
     }
@@ -88,6 +93,9 @@ pub enum VmState {
     /// Cut off in `phase` when the rollout was aborted (Ctrl-C, SIGTERM, SIGHUP); not
     /// journaled as an end, so the same `deploy` resumes it.
     Aborted { phase: Phase },
+    /// Verified, but its `on_verified` hook failed (non-zero exit, timeout); `Retry` runs the
+    /// hook again, `Skip` goes on without it.
+    HookFailed { reason: String },
 }
 
 impl VmState {
@@ -98,6 +106,7 @@ impl VmState {
             | VmState::Failed { phase, .. }
             | VmState::Skipped { phase }
             | VmState::Aborted { phase } => *phase,
+            VmState::HookFailed { .. } => Phase::Provisioning,
         }
     }
 
@@ -110,6 +119,7 @@ impl VmState {
             } | VmState::Failed { .. }
                 | VmState::Skipped { .. }
                 | VmState::Aborted { .. }
+                | VmState::HookFailed { .. }
         )
     }
 
@@ -122,6 +132,7 @@ impl VmState {
             VmState::Failed { .. } => "failed",
             VmState::Skipped { .. } => "skipped",
             VmState::Aborted { .. } => "aborted",
+            VmState::HookFailed { .. } => "hook-failed",
         }
     }
 }
@@ -217,6 +228,16 @@ pub enum Event {
         vm: VmIndex,
         percent: f64,
         eta_s: Option<f64>,
+    },
+    /// A guest check of `[[checks.exec]]` ran (or ran again) on a VM.
+    Check {
+        vm: VmIndex,
+        check: crate::report::CheckReport,
+    },
+    /// A VM's `on_verified` hook started, ended, or was skipped.
+    Hook {
+        vm: VmIndex,
+        hook: crate::report::HookReport,
     },
     /// Recent Proxmox task log lines for a VM (clone, start, ...), newest last.
     TaskLog { vm: VmIndex, lines: Vec<String> },

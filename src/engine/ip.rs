@@ -117,6 +117,47 @@ impl IpRules {
     }
 }
 
+/// What the guest's NIC with a static address reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaticSeen {
+    /// The NIC with that MAC carries the address.
+    Found,
+    /// The NIC carries other IPv4 addresses and not the wanted one.
+    Other(Vec<std::net::Ipv4Addr>),
+    /// No such NIC yet, or no IPv4 address on it.
+    Nothing,
+}
+
+/// Looks for `want` on the interface whose MAC is `mac`: only that NIC counts, since the same
+/// address on another NIC would mean the guest's cloud-init applied it to the wrong device.
+pub fn static_address_seen(
+    interfaces: &[AgentInterface],
+    mac: &str,
+    want: std::net::Ipv4Addr,
+) -> StaticSeen {
+    let mac = normalize_mac(mac);
+    let mut others = Vec::new();
+    for interface in interfaces
+        .iter()
+        .filter(|i| i.hardware_address.as_deref().map(normalize_mac) == Some(mac.clone()))
+    {
+        for address in &interface.ip_addresses {
+            match parse_address(&address.ip_address) {
+                Some(IpAddr::V4(ip)) if ip == want => return StaticSeen::Found,
+                Some(ip @ IpAddr::V4(v4)) if is_usable(ip) && !others.contains(&v4) => {
+                    others.push(v4)
+                }
+                _ => {}
+            }
+        }
+    }
+    if others.is_empty() {
+        StaticSeen::Nothing
+    } else {
+        StaticSeen::Other(others)
+    }
+}
+
 /// `BC:24:11:4F:2A:9E`, `bc-24-11-4f-2a-9e` and `bc24114f2a9e` are the same MAC.
 fn normalize_mac(mac: &str) -> String {
     mac.chars()
@@ -163,6 +204,35 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_static_address_counts_only_on_its_own_nic() {
+        let mac = "BC:24:11:00:00:01";
+        let want = "10.0.10.21".parse().unwrap();
+        let found = [iface(
+            "ens18",
+            Some("bc:24:11:00:00:01"),
+            &["10.0.10.21", "fe80::1"],
+        )];
+        assert_eq!(static_address_seen(&found, mac, want), StaticSeen::Found);
+        let elsewhere = [
+            iface("ens18", Some("bc:24:11:00:00:01"), &["fe80::1"]),
+            iface("ens19", Some("bc:24:11:00:00:02"), &["10.0.10.21"]),
+        ];
+        assert_eq!(
+            static_address_seen(&elsewhere, mac, want),
+            StaticSeen::Nothing
+        );
+        let other = [iface(
+            "ens18",
+            Some("BC-24-11-00-00-01"),
+            &["10.20.0.5", "169.254.1.1"],
+        )];
+        assert_eq!(
+            static_address_seen(&other, mac, want),
+            StaticSeen::Other(vec!["10.20.0.5".parse().unwrap()])
+        );
     }
 
     fn rules() -> IpRules {

@@ -45,11 +45,14 @@ pub enum Entry {
         rollout: String,
         settings: String,
     },
-    /// The VM `name` gets `vmid` on `node` (written before its clone is asked for).
+    /// The VM `name` gets `vmid` on `node` and, when taken from an `ip_pool`, net0's static
+    /// `address` (written before its clone is asked for, so a rerun keeps both).
     Assigned {
         name: String,
         vmid: u32,
         node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     /// The clone is about to be asked for (its answer may be lost: a resume looks before cloning).
     CloneRequested {
@@ -85,6 +88,23 @@ pub enum Entry {
         reason: String,
     },
     Skipped {
+        name: String,
+        vmid: u32,
+    },
+    /// The VM's `on_verified` hook is about to run.
+    HookStarted {
+        name: String,
+        vmid: u32,
+    },
+    /// The hook ended; `ok` when it exited 0. A resumed run does not run a hook that ended ok
+    /// again; one started and never ended (cut off) runs again.
+    HookEnded {
+        name: String,
+        vmid: u32,
+        ok: bool,
+    },
+    /// The operator went on without the hook.
+    HookSkipped {
         name: String,
         vmid: u32,
     },
@@ -146,7 +166,11 @@ pub struct VmRecord {
     pub node: String,
     /// The last clone task accepted for it.
     pub clone_upid: Option<String>,
+    /// The address an `ip_pool` gave it (`10.0.10.21/24`).
+    pub address: Option<String>,
     pub step: Step,
+    /// Its `on_verified` hook succeeded (or was skipped) for this vmid: not to be run again.
+    pub hook_done: bool,
 }
 
 /// The journal folded: the rollout it belongs to and every VM it names, by name.
@@ -171,10 +195,13 @@ impl History {
                 vmid,
                 node: String::new(),
                 clone_upid: None,
+                address: None,
                 step,
+                hook_done: false,
             });
             if r.vmid != vmid {
                 r.clone_upid = None;
+                r.hook_done = false;
             }
             r.vmid = vmid;
             r.step = step;
@@ -185,8 +212,17 @@ impl History {
                 self.rollout = Some(rollout);
                 self.settings = Some(settings);
             }
-            Entry::Assigned { name, vmid, node } => {
-                set(&mut self.vms, name, vmid, Step::Assigned).node = node;
+            Entry::Assigned {
+                name,
+                vmid,
+                node,
+                address,
+            } => {
+                let r = set(&mut self.vms, name, vmid, Step::Assigned);
+                r.node = node;
+                if address.is_some() {
+                    r.address = address;
+                }
             }
             Entry::CloneRequested { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::CloneRequested);
@@ -220,10 +256,32 @@ impl History {
             Entry::RecreateRequested { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
             }
+            Entry::HookStarted { name, vmid } => {
+                if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
+                    r.hook_done = false;
+                }
+            }
+            Entry::HookEnded { name, vmid, ok } => {
+                if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
+                    r.hook_done = ok;
+                }
+            }
+            Entry::HookSkipped { name, vmid } => {
+                if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
+                    r.hook_done = true;
+                }
+            }
             Entry::Destroyed { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Destroyed).clone_upid = None;
             }
         }
+    }
+
+    /// Did VM `name` with `vmid` finish its `on_verified` hook (ok, or skipped) in a run so far?
+    pub fn hook_done(&self, name: &str, vmid: u32) -> bool {
+        self.vms
+            .get(name)
+            .is_some_and(|r| r.vmid == vmid && r.hook_done)
     }
 
     /// Reads the journal at `path`; a missing file is an empty history. A torn last line (a
@@ -448,7 +506,60 @@ mod tests {
             name: name.into(),
             vmid,
             node: "pve1".into(),
+            address: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_hook_is_done_once_it_ended_ok_or_was_skipped_for_that_vmid() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let hook = |name: &str, vmid, ok: Option<bool>| match ok {
+            None => Entry::HookStarted {
+                name: name.into(),
+                vmid,
+            },
+            Some(ok) => Entry::HookEnded {
+                name: name.into(),
+                vmid,
+                ok,
+            },
+        };
+        for e in [
+            assigned("ok", 100),
+            hook("ok", 100, None),
+            hook("ok", 100, Some(true)),
+            assigned("cut", 101),
+            hook("cut", 101, None),
+            assigned("failed", 102),
+            hook("failed", 102, None),
+            hook("failed", 102, Some(false)),
+            assigned("skipped", 103),
+            hook("skipped", 103, None),
+            Entry::HookSkipped {
+                name: "skipped".into(),
+                vmid: 103,
+            },
+            // Ran ok, then a later run started it again and was cut off: run it again.
+            assigned("again", 104),
+            hook("again", 104, Some(true)),
+            hook("again", 104, None),
+            // Ran ok on an id the VM no longer has.
+            assigned("moved", 105),
+            hook("moved", 105, Some(true)),
+            assigned("moved", 106),
+        ] {
+            j.append(e).await.unwrap();
+        }
+        let h = History::read(j.path()).unwrap();
+        assert!(h.hook_done("ok", 100));
+        assert!(!h.hook_done("ok", 999));
+        assert!(!h.hook_done("cut", 101));
+        assert!(!h.hook_done("failed", 102));
+        assert!(h.hook_done("skipped", 103));
+        assert!(!h.hook_done("again", 104));
+        assert!(!h.hook_done("moved", 106));
+        assert!(!h.hook_done("never", 107));
     }
 
     #[tokio::test]

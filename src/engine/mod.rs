@@ -9,17 +9,21 @@
 //!   pacing `schedule`'s clone stagger and guest-agent lane, its IP choice `ip`'s rules.
 //! - `destroy` removes what a rollout made; `clock` scales every duration for the simulator.
 
+mod addresses;
 pub mod clock;
 mod coordinator;
 pub mod destroy;
 pub mod error;
 pub mod event;
+pub mod hook;
 pub mod ip;
 pub mod journal;
 pub mod plan;
 mod poll;
+pub mod provision;
 pub mod record;
 pub mod schedule;
+mod snippets;
 mod vm;
 
 use std::path::Path;
@@ -108,6 +112,7 @@ async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::Journa
             name: vm.name.clone(),
             vmid: vm.vmid,
             node: vm.node.clone(),
+            address: vm.static_address().map(|a| a.to_string()),
         }));
     }
     if let Some(last) = last {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, TemplateRef, VmSpec};
+use crate::config::{Addressing, CloneMode, Config, HostAddress, Placement, TemplateRef, VmSpec};
 use crate::pve::{Client, NodeInfo, Resource, VmConfig};
 
 use super::error::EngineError;
@@ -34,7 +34,8 @@ pub struct CloneSource {
     pub vmid: u32,
     /// `target` for a cross-node clone from a template on shared storage.
     pub target: Option<String>,
-    /// The template's disk as the cluster reports it (`maxdisk`): what a full clone copies.
+    /// The template's disk as the cluster reports it (`maxdisk`): what a full clone copies at
+    /// most (a sparse disk copies only its allocated data).
     pub bytes: Option<u64>,
 }
 
@@ -59,6 +60,16 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+}
+
+impl PlannedVm {
+    /// net0's static address (fixed, or given from a pool by the plan).
+    pub fn static_address(&self) -> Option<HostAddress> {
+        match self.spec.address {
+            Addressing::Static(host) => Some(host),
+            Addressing::Dhcp | Addressing::Pool(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,11 +240,19 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         .filter_map(|s| s.storage.as_deref())
         .collect();
     let mut shared_template: Option<(String, u32)> = None;
+    // Templates whose disks a linked clone cannot share: (node, id) -> those disks.
+    let mut unlinkable: BTreeMap<(String, u32), Vec<String>> = BTreeMap::new();
     for t in &templates {
         let (Some(node), Some(vmid)) = (t.node.as_deref(), t.vmid) else {
             continue;
         };
         let cfg = client.vm_config(node, vmid).await?;
+        unlinkable.insert((node.to_string(), vmid), cfg.unlinkable_disks());
+        if !cfg.has_cloud_init_drive() {
+            problems.push(format!(
+                "rollout.template: the template {vmid} on {node} has no cloud-init drive, so its clones would ignore ipconfig0, ciuser and sshkeys; add one (qm set {vmid} --ide2 <storage>:cloudinit)"
+            ));
+        }
         if cfg
             .volume_storages()
             .iter()
@@ -248,7 +267,9 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     let mut free: BTreeMap<String, i128> = BTreeMap::new();
     for node in &online {
         let status = client.node_status(node).await?;
-        free.insert(node.clone(), status.memory_free as i128);
+        // Overcommit on purpose: the VMs may ask for a multiple of what is free.
+        let factor = config.rollout.memory_overcommit;
+        free.insert(node.clone(), (status.memory_free as f64 * factor) as i128);
     }
 
     // Existing VMs by name and id.
@@ -262,6 +283,8 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     let mut assigned: BTreeSet<u32> = history.vms.values().map(|r| r.vmid).collect();
     let mut next_candidate: Option<u32> = None;
     let mut planned = Vec::new();
+    // This rollout's VMs per node so far (for `spread`).
+    let mut placed: BTreeMap<String, usize> = BTreeMap::new();
     for (index, entry) in entries.into_iter().enumerate() {
         // Adopt our own VM of the same name (resume); refuse anyone else's.
         let mut adopted = None;
@@ -383,11 +406,11 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         };
         assigned.insert(vmid);
 
-        // Placement: the pinned node, else the online node with the most free memory left.
+        // Placement: the pinned node, else by `rollout.placement`.
         let memory = entry.spec.memory as i128 * 1024 * 1024;
         let node = match node {
             Some(n) => n,
-            None => match free.iter().max_by_key(|(_, f)| **f).map(|(n, _)| n.clone()) {
+            None => match place(config.rollout.placement, &online, &free, &placed) {
                 Some(n) => n,
                 None => {
                     problems.push("no online node to place VMs on".to_string());
@@ -398,13 +421,15 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         if let (None, Some(f)) = (&adopted, free.get_mut(&node)) {
             *f -= memory;
         }
+        *placed.entry(node.clone()).or_default() += 1;
 
         // Storage on that node.
         let storage_ok = storages.iter().any(|s| {
             s.storage.as_deref() == Some(entry.spec.storage.as_str())
                 && (s.node.as_deref() == Some(node.as_str()) || s.shared)
         });
-        if !storage_ok && adopted.is_none() {
+        let linked = entry.spec.clone == CloneMode::Linked;
+        if !storage_ok && adopted.is_none() && !linked {
             problems.push(format!(
                 "storage '{}' (for '{}') does not exist on node {node}",
                 entry.spec.storage, entry.name
@@ -423,7 +448,10 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 bytes: t.maxdisk,
             }),
             (None, Some((tnode, tvmid))) => {
-                if !shared_storages.contains(entry.spec.storage.as_str()) && adopted.is_none() {
+                if !shared_storages.contains(entry.spec.storage.as_str())
+                    && adopted.is_none()
+                    && !linked
+                {
                     problems.push(format!(
                         "'{}' is placed on {node}, which has no template '{template_name}', and storage '{}' is not shared, so a cross-node clone is impossible; use a shared storage or put a template on {node}",
                         entry.name, entry.spec.storage
@@ -449,6 +477,18 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         let Some(source) = source else { continue };
+        if let Some(disks) = unlinkable
+            .get(&(source.node.clone(), source.vmid))
+            .filter(|d| linked && adopted.is_none() && !d.is_empty())
+        {
+            problems.push(format!(
+                "'{}' is a linked clone, but the template {} on {} has disks a linked clone cannot share: {} (not base volumes: its storage cannot snapshot them); use clone = \"full\", or keep the template on lvmthin, zfs, rbd or a qcow2 directory storage",
+                entry.name,
+                source.vmid,
+                source.node,
+                disks.join(", ")
+            ));
+        }
         if let Some(a) = adopted.as_mut() {
             // The resources' status lags; the VM's own status does not.
             if let Ok(st) = client.vm_status(&node, vmid).await {
@@ -472,11 +512,21 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         });
     }
 
+    super::snippets::check(client, &planned, &storages, &mut problems).await?;
+    super::snippets::check_pools(client, &planned, &mut problems).await?;
+    let taken = if planned.iter().any(|vm| vm.spec.address != Addressing::Dhcp) {
+        super::addresses::on_cluster(client, &vms, &planned, &rollout_id).await?
+    } else {
+        BTreeMap::new()
+    };
+    super::addresses::assign(&mut planned, &history, &taken, &mut problems);
+
     for (node, f) in &free {
         if *f < 0 {
             problems.push(format!(
-                "node {node} lacks {} MiB of free memory for the VMs placed on it",
-                (-*f) / (1024 * 1024)
+                "node {node} lacks {} MiB of free memory for the VMs placed on it (rollout.memory_overcommit = {}); add nodes, pin VMs elsewhere, or overcommit on purpose",
+                (-*f) / (1024 * 1024),
+                config.rollout.memory_overcommit
             ));
         }
     }
@@ -494,6 +544,23 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         template_name,
         vms: planned,
     })
+}
+
+/// The node an unpinned VM goes to: the most free memory left, or (`spread`) the fewest of
+/// this rollout's VMs so far, the first in `nodes` order on a tie.
+fn place(
+    placement: Placement,
+    online: &[String],
+    free: &BTreeMap<String, i128>,
+    placed: &BTreeMap<String, usize>,
+) -> Option<String> {
+    match placement {
+        Placement::MostFreeMemory => free.iter().max_by_key(|(_, f)| **f).map(|(n, _)| n.clone()),
+        Placement::Spread => online
+            .iter()
+            .min_by_key(|n| placed.get(*n).copied().unwrap_or(0))
+            .cloned(),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use indexmap::IndexMap;
 use jiff::Timestamp;
 
-use crate::report::{PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary, VmSummary};
+use crate::report::{
+    CheckReport, HookReport, PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary, VmSummary,
+};
 
 use super::event::{Event, Phase, PlannedVm, Progress, VmState};
 
@@ -24,6 +26,8 @@ struct VmRecord {
     open: Option<Phase>,
     /// While cloning: the copy's percentage and its predicted wall seconds to go.
     copy: Option<(f64, Option<f64>)>,
+    checks: Vec<CheckReport>,
+    hook: Option<HookReport>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,8 @@ impl Record {
                     phases: IndexMap::new(),
                     open: None,
                     copy: None,
+                    checks: Vec::new(),
+                    hook: None,
                 })
                 .collect(),
         }
@@ -82,7 +88,10 @@ impl Record {
                 let phase = state.phase();
                 let ends = matches!(
                     state,
-                    VmState::Failed { .. } | VmState::Skipped { .. } | VmState::Aborted { .. }
+                    VmState::Failed { .. }
+                        | VmState::Skipped { .. }
+                        | VmState::Aborted { .. }
+                        | VmState::HookFailed { .. }
                 ) || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
                     if let Some(t) = r
@@ -126,6 +135,19 @@ impl Record {
                     r.os = os.clone();
                 }
             }
+            Event::Check { vm, check } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    match r.checks.iter_mut().find(|c| c.name == check.name) {
+                        Some(known) => *known = check.clone(),
+                        None => r.checks.push(check.clone()),
+                    }
+                }
+            }
+            Event::Hook { vm, hook } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    r.hook = Some(hook.clone());
+                }
+            }
             Event::Attempt { vm, attempt } => {
                 if let Some(r) = self.vms.get_mut(*vm) {
                     r.attempts = *attempt;
@@ -133,6 +155,11 @@ impl Record {
             }
             _ => {}
         }
+    }
+
+    /// The IP chosen for `vm`, once one was.
+    pub fn ip(&self, vm: usize) -> Option<String> {
+        self.vms.get(vm).and_then(|r| r.ip.clone())
     }
 
     pub fn attempts(&self, vm: usize) -> u32 {
@@ -156,7 +183,7 @@ impl Record {
                 } => p.verified += 1,
                 VmState::Active { .. } => p.in_flight += 1,
                 VmState::Paused { .. } => p.paused += 1,
-                VmState::Failed { .. } => p.failed += 1,
+                VmState::Failed { .. } | VmState::HookFailed { .. } => p.failed += 1,
                 VmState::Skipped { .. } => p.skipped += 1,
                 VmState::Aborted { .. } => p.aborted += 1,
             }
@@ -242,7 +269,9 @@ impl Record {
                     os: r.os.clone(),
                     attempts: r.attempts,
                     error: match &r.state {
-                        VmState::Failed { reason, .. } => Some(reason.clone()),
+                        VmState::Failed { reason, .. } | VmState::HookFailed { reason } => {
+                            Some(reason.clone())
+                        }
                         // Where it was cut off: the same `deploy` goes on from there.
                         VmState::Aborted { phase } => Some(format!(
                             "aborted in {phase}: the rollout was stopped; run the same deploy to resume"
@@ -250,8 +279,11 @@ impl Record {
                         _ => None,
                     },
                     phases: r.phases.clone(),
+                    checks: r.checks.clone(),
+                    hook: r.hook.clone(),
                 })
                 .collect(),
+            on_finished: None,
         }
     }
 }

@@ -145,6 +145,19 @@ struct StaggerState {
     /// Next VM index allowed to start its first clone.
     next: usize,
     last_start: Option<Instant>,
+    /// VMs past `next` that gave up their turn early (their tasks end in any order).
+    released: std::collections::BTreeSet<usize>,
+}
+
+impl StaggerState {
+    /// The turn after `vm`'s, skipping the VMs that already gave theirs up.
+    fn pass(&mut self, vm: usize) {
+        self.next = self.next.max(vm + 1);
+        while self.released.remove(&self.next) {
+            self.next += 1;
+        }
+        self.released.retain(|v| *v > self.next);
+    }
 }
 
 impl Stagger {
@@ -184,7 +197,7 @@ impl Stagger {
             match wait {
                 Some(d) if d.is_zero() => {
                     let mut s = self.lock();
-                    s.next = vm + 1;
+                    s.pass(vm);
                     s.last_start = Some(Instant::now());
                     drop(s);
                     self.notify.notify_waiters();
@@ -201,7 +214,9 @@ impl Stagger {
     pub fn release(&self, vm: usize) {
         let mut s = self.lock();
         if s.next == vm {
-            s.next = vm + 1;
+            s.pass(vm);
+        } else if vm > s.next {
+            s.released.insert(vm);
         }
         drop(s);
         self.notify.notify_waiters();
@@ -231,6 +246,19 @@ mod tests {
         }
         starts.sort();
         assert_eq!(starts, vec![(0, 0), (1, 30), (2, 60)]);
+    }
+
+    /// Two adopted VMs (a resume) release their turns in the order their tasks end, which need
+    /// not be plan order: the next VM must not wait for a turn that already went by.
+    #[tokio::test(start_paused = true)]
+    async fn releases_out_of_order_still_let_the_next_vm_go() {
+        let clock = Clock::new(1.0);
+        let stagger = Stagger::new(Duration::from_secs(30));
+        stagger.release(1);
+        stagger.release(0);
+        tokio::time::timeout(Duration::from_secs(3600), stagger.wait_turn(2, &clock))
+            .await
+            .expect("VM 2's turn came");
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,7 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
     };
     Summary {
         schema_version: SCHEMA_VERSION,
+        on_finished: None,
         rollout: RolloutInfo {
             id: "web".into(),
             proxmox_url: "https://pve1.example.org:8006".into(),
@@ -80,6 +81,8 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 attempts: 1,
                 error: None,
                 phases: phases(&[("cloning", "2026-11-25T17:00:00Z", "2026-11-25T17:02:03Z")]),
+                checks: Vec::new(),
+                hook: None,
             },
             VmSummary {
                 name: "web-2".into(),
@@ -93,6 +96,8 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 attempts: 2,
                 error: Some("agent did not answer within 15m".into()),
                 phases: phases(&[("cloning", "2026-11-25T17:00:30Z", "2026-11-25T17:01:00Z")]),
+                checks: Vec::new(),
+                hook: None,
             },
         ],
     }

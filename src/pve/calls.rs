@@ -18,8 +18,8 @@ use super::retry::{self, Verdict};
 use super::transport::{Inner, Request, decode};
 use super::wire::{
     self, WireExecPid, WireExecStatus, WireHostName, WireInterface, WireLogLine, WireNode,
-    WireNodeStatus, WireOsInfo, WireResource, WireTaskStatus, WireVersion, WireVmListEntry,
-    WireVmStatus,
+    WireNodeStatus, WireOsInfo, WirePool, WireResource, WireTaskStatus, WireVersion,
+    WireVmListEntry, WireVmStatus, WireVolume,
 };
 use super::{
     AgentInterface, Client, ClientConfig, ClientStats, CloneRequest, ConfigUpdate, ErrorClass,
@@ -111,6 +111,20 @@ impl Client {
             .get::<WireNodeStatus>(Request::new(Method::GET, "/nodes/{node}/status", &[node]))
             .await?
             .into())
+    }
+
+    /// The resource pools' ids.
+    pub async fn pools(&self) -> Result<Vec<String>> {
+        let list: Vec<WirePool> = self.get(Request::new(Method::GET, "/pools", &[])).await?;
+        Ok(list.into_iter().map(|p| p.poolid).collect())
+    }
+
+    /// The snippet volumes (`local:snippets/base.yml`) of `storage` as `node` sees it.
+    pub async fn storage_snippets(&self, node: &str, storage: &str) -> Result<Vec<String>> {
+        let path = "/nodes/{node}/storage/{storage}/content";
+        let request = Request::new(Method::GET, path, &[node, storage]);
+        let list: Vec<WireVolume> = self.get(request.param("content", "snippets")).await?;
+        Ok(list.into_iter().map(|v| v.volid).collect())
     }
 
     pub async fn cluster_resources(&self, kind: Option<ResourceType>) -> Result<Vec<Resource>> {
@@ -260,7 +274,7 @@ impl Client {
                 if failure.error.class != ErrorClass::Transient {
                     return Err(Verdict::Fail(failure.error));
                 }
-                if !failure.effect_unknown {
+                if !failure.error.outcome_unknown {
                     return Err(Verdict::Retry(failure.error));
                 }
                 tracing::debug!(
@@ -445,6 +459,7 @@ impl Client {
                 reason: text,
                 message: None,
                 errors: Default::default(),
+                outcome_unknown: false,
             }),
             None => Ok(result),
         }

@@ -13,10 +13,18 @@ use super::{ErrorClass, PveError};
 pub fn classify_message(text: &str) -> Option<ErrorClass> {
     let text = text.trim();
     // Agent texts first: `QEMU guest agent is not running` would otherwise look like `not running`.
+    // The agent socket busy with another client, or QEMU's monitor socket not there (yet).
     if text.contains("QEMU guest agent is not running")
         || text.contains("No QEMU guest agent configured")
+        || (text.contains("unable to connect to VM") && text.contains("qga socket"))
+        || text.contains("unable to open monitor socket")
     {
         return Some(ErrorClass::AgentNotReady);
+    }
+    // The cluster filesystem refusing a config for a vmid another node has (a clone's
+    // temporary config): the id is taken.
+    if text.contains("close (rename) atomic file") && text.ends_with("failed: File exists") {
+        return Some(ErrorClass::AlreadyExists);
     }
     // Lock and worker timeouts: nothing happened, the same call can succeed later.
     if text.contains("got timeout")
@@ -40,10 +48,38 @@ pub fn classify_message(text: &str) -> Option<ErrorClass> {
     if text.contains("config file already exists") {
         return Some(ErrorClass::AlreadyExists);
     }
+    if text.contains("checksum mismatch (file change by other user?)") {
+        return Some(ErrorClass::DigestMismatch);
+    }
     if text.contains("Invalid parameter 'pid'") {
         return Some(ErrorClass::ExecPidUnknown);
     }
     None
+}
+
+/// `can't lock file '/var/lock/qemu-server/lock-N.conf' - got timeout` -> N.
+pub(crate) fn config_lock_timeout(text: &str) -> Option<u32> {
+    let rest = text
+        .split("can't lock file '/var/lock/qemu-server/lock-")
+        .nth(1)?;
+    let (id, tail) = rest.split_once(".conf'")?;
+    tail.contains("got timeout")
+        .then(|| id.parse().ok())
+        .flatten()
+}
+
+/// Whether a call answered so may have done its work: the answer was lost on its way
+/// (502-504, 596-599), or a timeout other than a lock's (an agent command, a worker fork).
+/// 595 means pveproxy never reached the handler; a lock not taken means nothing happened.
+fn outcome_unknown(status: u16, class: ErrorClass, text: &str) -> bool {
+    match status {
+        595 => false,
+        502..=504 | 596..=599 => true,
+        _ if class == ErrorClass::Transient => {
+            !(text.contains("can't lock file") || text.contains("cfs-lock"))
+        }
+        _ => false,
+    }
 }
 
 /// `VM 101 is not running` (API) or `VM 101 not running` (raw QMP check).
@@ -115,7 +151,9 @@ pub(crate) fn from_response(call: &str, status: u16, reason: &str, body: &[u8]) 
             .to_string(),
         given => given.to_string(),
     };
-    let class = classify_response(status, message.as_deref().unwrap_or(&reason));
+    let text = message.as_deref().unwrap_or(&reason);
+    let class = classify_response(status, text);
+    let outcome_unknown = outcome_unknown(status, class, text);
     PveError {
         class,
         call: call.to_string(),
@@ -123,6 +161,7 @@ pub(crate) fn from_response(call: &str, status: u16, reason: &str, body: &[u8]) 
         reason,
         message,
         errors,
+        outcome_unknown,
     }
 }
 
@@ -161,6 +200,7 @@ pub(crate) fn local(class: ErrorClass, call: &str, reason: impl Into<String>) ->
         reason: reason.into(),
         message: None,
         errors: BTreeMap::new(),
+        outcome_unknown: false,
     }
 }
 
@@ -206,6 +246,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_config_lock_timeout_names_its_vm() {
+        let text = "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout";
+        assert_eq!(config_lock_timeout(text), Some(101));
+        assert_eq!(
+            config_lock_timeout(
+                "can't lock file '/var/lock/pve-manager/pve-storage-ssd' - got timeout"
+            ),
+            None
+        );
+        assert_eq!(config_lock_timeout("VM is locked (clone)"), None);
+        let error = from_response("PUT /x", 500, text, b"");
+        assert_eq!(
+            (error.config_lock_timeout(), error.outcome_unknown),
+            (Some(101), false)
+        );
+    }
+
+    #[test]
     fn messages_map_to_their_classes() {
         let cases = [
             ("QEMU guest agent is not running", ErrorClass::AgentNotReady),
@@ -214,6 +272,18 @@ mod tests {
             ("VM 101 not running", ErrorClass::NotRunning),
             ("VM is locked (clone)", ErrorClass::Locked),
             ("VM is locked (backup)", ErrorClass::Locked),
+            (
+                "unable to connect to VM 101 qga socket - timeout after 11 retries",
+                ErrorClass::AgentNotReady,
+            ),
+            (
+                "close (rename) atomic file '/etc/pve/nodes/pve1/qemu-server/120.conf' failed: File exists",
+                ErrorClass::AlreadyExists,
+            ),
+            (
+                "checksum mismatch (file change by other user?)",
+                ErrorClass::DigestMismatch,
+            ),
             (
                 "can't lock file '/var/lock/qemu-server/lock-101.conf' - got timeout",
                 ErrorClass::Transient,

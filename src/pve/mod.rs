@@ -48,7 +48,7 @@ mod wire;
 pub use calls::CheckReport;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
-pub use props::{DiskSize, IpConfig, NetDevice, NewEfiDisk, Tags};
+pub use props::{CiCustom, DiskSize, IpConfig, NetDevice, NewEfiDisk, Startup, Tags};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
 /// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before
@@ -207,6 +207,9 @@ pub enum ErrorClass {
     /// `newid` present after losing the answer to its POST. Never clone again with another id:
     /// inspect the VM and adopt it if it is ours.
     AlreadyExists,
+    /// `checksum mismatch (file change by other user?)`: the config changed since the digest
+    /// sent with the update was read.
+    DigestMismatch,
     /// `Agent error: Invalid parameter 'pid'`: the agent no longer knows an exec's pid (it forgets
     /// it once it reported `exited`, and on a restart). Running the command again is the remedy.
     ExecPidUnknown,
@@ -234,6 +237,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Decode => "decode",
             ErrorClass::AlreadyExists => "already-exists",
+            ErrorClass::DigestMismatch => "digest-mismatch",
             ErrorClass::ExecPidUnknown => "exec-pid-unknown",
             ErrorClass::Other => "other",
         })
@@ -255,9 +259,18 @@ pub struct PveError {
     pub message: Option<String>,
     /// The body's `errors` (parameter -> message) for 400s.
     pub errors: BTreeMap<String, String>,
+    /// The call may have done its work although it failed (its answer was lost: 596, a
+    /// timeout): check before repeating a non-idempotent call. Lock timeouts are not such.
+    pub outcome_unknown: bool,
 }
 
 impl PveError {
+    /// The VM whose config lock was not had in time (`can't lock file '/var/lock/qemu-server/
+    /// lock-N.conf' - got timeout`): a clone of that VM holds it for as long as it copies.
+    pub fn config_lock_timeout(&self) -> Option<u32> {
+        error::config_lock_timeout(self.message.as_deref().unwrap_or(&self.reason))
+    }
+
     /// `POST /nodes/pve1/qemu/9000/clone: 500 VM is locked (clone)`, then ` - key: message; ...`
     /// for the per-parameter errors of a 400.
     fn render(&self) -> String {
@@ -491,6 +504,13 @@ impl TaskState {
         match self {
             TaskState::Failed(text) => text.contains("already running"),
             other => other.is_success(),
+        }
+    }
+    /// See [`PveError::config_lock_timeout`].
+    pub fn config_lock_timeout(&self) -> Option<u32> {
+        match self {
+            TaskState::Failed(text) => error::config_lock_timeout(text),
+            _ => None,
         }
     }
     /// The class of a failed task's text (lock timeouts are transient, `VM is locked` is locked).

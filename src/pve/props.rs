@@ -101,18 +101,153 @@ pub(crate) fn is_mac(text: &str) -> bool {
             .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// An `ipconfigN` value (cloud-init's network setup of the guest).
+/// An `ipconfigN` value (cloud-init's network setup of the guest): IPv4 by DHCP, or a static
+/// address with its prefix length and an optional gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpConfig {
     /// IPv4 by DHCP: `ip=dhcp`.
     Dhcp,
+    /// `ip=10.0.10.21/24,gw=10.0.10.1`.
+    Static {
+        address: std::net::Ipv4Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv4Addr>,
+    },
+}
+
+impl IpConfig {
+    /// Reads PVE's `ipconfigN` text (IPv6 keys ignored); `None` without an IPv4 `ip=` or with
+    /// one PVE would not have accepted.
+    pub fn parse(text: &str) -> Option<IpConfig> {
+        let mut ip = None;
+        let mut gateway = None;
+        for item in text.split(',').filter(|i| !i.is_empty()) {
+            let (key, value) = item.split_once('=')?;
+            match key {
+                "ip" => ip = Some(value),
+                "gw" => gateway = Some(value.parse().ok()?),
+                _ => {}
+            }
+        }
+        match ip? {
+            "dhcp" => Some(IpConfig::Dhcp),
+            cidr => {
+                let (address, prefix) = cidr.split_once('/')?;
+                let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+                Some(IpConfig::Static {
+                    address: address.parse().ok()?,
+                    prefix,
+                    gateway,
+                })
+            }
+        }
+    }
+
+    /// The static address, if any.
+    pub fn static_address(&self) -> Option<std::net::Ipv4Addr> {
+        match self {
+            IpConfig::Dhcp => None,
+            IpConfig::Static { address, .. } => Some(*address),
+        }
+    }
 }
 
 impl fmt::Display for IpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IpConfig::Dhcp => f.write_str("ip=dhcp"),
+            IpConfig::Static {
+                address,
+                prefix,
+                gateway,
+            } => {
+                write!(f, "ip={address}/{prefix}")?;
+                match gateway {
+                    Some(gw) => write!(f, ",gw={gw}"),
+                    None => Ok(()),
+                }
+            }
         }
+    }
+}
+
+/// A `cicustom` value: cloud-init files of the operator's own (`<storage>:snippets/<file>`)
+/// replacing the generated ones, per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CiCustom {
+    pub meta: Option<String>,
+    pub network: Option<String>,
+    pub user: Option<String>,
+    pub vendor: Option<String>,
+}
+
+impl CiCustom {
+    /// (kind, volume) of every file set, in PVE's key order.
+    pub fn volumes(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("meta", &self.meta),
+            ("network", &self.network),
+            ("user", &self.user),
+            ("vendor", &self.vendor),
+        ]
+        .into_iter()
+        .filter_map(|(kind, v)| v.as_deref().map(|v| (kind, v)))
+    }
+
+    /// `local:snippets/base.yml` -> `local`.
+    pub fn storage_of(volume: &str) -> Option<&str> {
+        volume.split_once(':').map(|(sid, _)| sid)
+    }
+}
+
+impl fmt::Display for CiCustom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.volumes().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// A `startup` value: `order=2,up=30,down=60` (boot order among guests started on boot, and
+/// seconds to wait after starting / before stopping it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Startup {
+    pub order: Option<u32>,
+    pub up: Option<u32>,
+    pub down: Option<u32>,
+}
+
+impl Startup {
+    /// PVE's `pve-startup-order`: `[[order=]\d+] [,up=\d+] [,down=\d+]`, each part once.
+    pub fn parse(text: &str) -> Option<Startup> {
+        let mut out = Startup::default();
+        for (i, item) in text.split(',').enumerate() {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k, v),
+                None if i == 0 => ("order", item),
+                None => return None,
+            };
+            let n: u32 = value.parse().ok()?;
+            let slot = match key {
+                "order" => &mut out.order,
+                "up" => &mut out.up,
+                "down" => &mut out.down,
+                _ => return None,
+            };
+            if slot.replace(n).is_some() {
+                return None;
+            }
+        }
+        (out != Startup::default()).then_some(out)
+    }
+}
+
+impl fmt::Display for Startup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [("order", self.order), ("up", self.up), ("down", self.down)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .collect();
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -234,6 +369,25 @@ impl VmConfig {
         self.net0()?.mac_address()
     }
 
+    /// `ipconfigN`, parsed.
+    pub fn ip_config(&self, index: u8) -> Option<IpConfig> {
+        IpConfig::parse(self.get(&format!("ipconfig{index}"))?)
+    }
+
+    /// Has a cloud-init drive (a disk slot holding a `vm-<id>-cloudinit` volume): without one
+    /// PVE stores `ipconfigN`, `ciuser` and the rest but no guest ever sees them.
+    pub fn has_cloud_init_drive(&self) -> bool {
+        const BUSES: [&str; 4] = ["ide", "sata", "scsi", "virtio"];
+        self.values.iter().any(|(key, value)| {
+            let bus = key.trim_end_matches(|c: char| c.is_ascii_digit());
+            BUSES.contains(&bus)
+                && bus.len() < key.len()
+                && value.split(',').next().is_some_and(|volume| {
+                    volume.ends_with("-cloudinit") || volume.contains("-cloudinit.")
+                })
+        })
+    }
+
     pub fn tags(&self) -> Tags {
         Tags::parse(self.get("tags").unwrap_or(""))
     }
@@ -255,6 +409,31 @@ impl VmConfig {
 
     /// Storage ids of every volume the config uses (disks, EFI/TPM state, cloud-init, CD-ROMs).
     pub fn volume_storages(&self) -> Vec<String> {
+        self.disk_volumes()
+            .filter_map(|(_, volume, _)| Some(volume.split_once(':')?.0.to_string()))
+            .collect()
+    }
+
+    /// The template disks a linked clone could not share: every disk volume (not the
+    /// cloud-init drive, a CD-ROM or an unused volume) that is not a `base-` volume, as
+    /// `key (volume)`. `qm template` renames a template's volumes to `base-<id>-disk-N` on
+    /// storages that can share them; elsewhere they keep their `vm-` names.
+    pub fn unlinkable_disks(&self) -> Vec<String> {
+        self.disk_volumes()
+            .filter(|(key, volume, options)| {
+                let name = volume.split_once(':').map_or(*volume, |(_, n)| n);
+                !key.starts_with("unused")
+                    && !options.contains("media=cdrom")
+                    && !name.contains("-cloudinit")
+                    && !name.starts_with("base-")
+                    && !name.contains("/base-")
+            })
+            .map(|(key, volume, _)| format!("{key} ({volume})"))
+            .collect()
+    }
+
+    /// (key, volume, the options after it) of every disk slot holding a volume.
+    fn disk_volumes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         const DISK_PREFIXES: [&str; 8] = [
             "scsi", "virtio", "sata", "ide", "efidisk", "tpmstate", "unused", "mp",
         ];
@@ -266,15 +445,13 @@ impl VmConfig {
                         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
                 }) && !k.starts_with("scsihw")
             })
-            .filter_map(|(_, v)| {
-                let volume = v.split(',').next()?;
-                if volume == "none" || volume == "cdrom" {
+            .filter_map(|(k, v)| {
+                let (volume, options) = v.split_once(',').unwrap_or((v, ""));
+                if volume == "none" || volume == "cdrom" || !volume.contains(':') {
                     return None;
                 }
-                let (sid, _) = volume.split_once(':')?;
-                Some(sid.to_string())
+                Some((k.as_str(), volume, options))
             })
-            .collect()
     }
 
     /// Locked by a clone still running (`lock: clone`).
@@ -365,6 +542,36 @@ mod tests {
     }
 
     #[test]
+    fn linked_clones_need_base_volumes() {
+        let config = VmConfig {
+            values: [
+                ("scsi0", "ssd:base-9000-disk-1,size=32G"),
+                ("efidisk0", "ssd:base-9000-disk-0,efitype=4m"),
+                ("ide2", "ssd:vm-9000-cloudinit,media=cdrom"),
+                ("ide0", "local:iso/ubuntu.iso,media=cdrom"),
+                ("unused0", "ssd:vm-9000-disk-5"),
+                ("scsihw", "virtio-scsi-single"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        };
+        assert!(config.unlinkable_disks().is_empty());
+        assert!(config.has_cloud_init_drive());
+        let mut plain = config.clone();
+        plain.values.insert(
+            "scsi1".into(),
+            "local:9000/vm-9000-disk-2.raw,size=8G".into(),
+        );
+        plain.values.remove("ide2");
+        assert_eq!(
+            plain.unlinkable_disks(),
+            ["scsi1 (local:9000/vm-9000-disk-2.raw)"]
+        );
+        assert!(!plain.has_cloud_init_drive());
+    }
+
+    #[test]
     fn net0_keeps_model_and_mac_and_sets_bridge() {
         let mut dev = NetDevice::parse("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1").unwrap();
         assert_eq!(dev.model, "virtio");
@@ -393,6 +600,50 @@ mod tests {
     #[test]
     fn new_settings_print_as_pve_reads_them() {
         assert_eq!(IpConfig::Dhcp.to_string(), "ip=dhcp");
+        let startup = Startup::parse("order=2,up=30").unwrap();
+        assert_eq!(
+            (startup.order, startup.up, startup.down),
+            (Some(2), Some(30), None)
+        );
+        assert_eq!(startup.to_string(), "order=2,up=30");
+        assert_eq!(
+            Startup::parse("3,down=10").unwrap().to_string(),
+            "order=3,down=10"
+        );
+        assert_eq!(Startup::parse("order=2,order=3"), None);
+        assert_eq!(Startup::parse("first"), None);
+        assert_eq!(Startup::parse("up=-1"), None);
+        let custom = CiCustom {
+            user: Some("local:snippets/base.yml".into()),
+            vendor: Some("local:snippets/vendor.yml".into()),
+            ..CiCustom::default()
+        };
+        assert_eq!(
+            custom.to_string(),
+            "user=local:snippets/base.yml,vendor=local:snippets/vendor.yml"
+        );
+        assert_eq!(
+            CiCustom::storage_of("local:snippets/base.yml"),
+            Some("local")
+        );
+        let fixed = IpConfig::Static {
+            address: [10, 0, 10, 21].into(),
+            prefix: 24,
+            gateway: Some([10, 0, 10, 1].into()),
+        };
+        assert_eq!(fixed.to_string(), "ip=10.0.10.21/24,gw=10.0.10.1");
+        assert_eq!(IpConfig::parse(&fixed.to_string()), Some(fixed));
+        assert_eq!(
+            IpConfig::parse("ip6=auto,ip=10.1.2.3/16"),
+            Some(IpConfig::Static {
+                address: [10, 1, 2, 3].into(),
+                prefix: 16,
+                gateway: None
+            })
+        );
+        assert_eq!(IpConfig::parse("ip=dhcp,ip6=dhcp"), Some(IpConfig::Dhcp));
+        assert_eq!(IpConfig::parse("ip6=auto"), None);
+        assert_eq!(IpConfig::parse("ip=10.1.2.3/33"), None);
         let efi = NewEfiDisk {
             storage: "ssd".into(),
             pre_enrolled_keys: true,

@@ -69,12 +69,9 @@ impl Request {
     }
 }
 
-/// A failed attempt, and whether the server may have acted on it anyway.
+/// A failed attempt (its error says whether the server may have acted on it anyway).
 pub(crate) struct Failure {
     pub(crate) error: PveError,
-    /// The request may have reached the handler and done its work (timeout, 596): repeating a
-    /// non-idempotent call is not safe without looking first.
-    pub(crate) effect_unknown: bool,
     /// The ticket this attempt used, so a 401 invalidates exactly that one.
     used_ticket: Option<Instant>,
 }
@@ -83,7 +80,6 @@ impl Failure {
     fn known(error: PveError) -> Self {
         Failure {
             error,
-            effect_unknown: false,
             used_ticket: None,
         }
     }
@@ -265,7 +261,7 @@ impl Inner {
             &self.jitter,
             |_| async {
                 self.attempt(request).await.map_err(|failure| {
-                    let repeatable = request.idempotent || !failure.effect_unknown;
+                    let repeatable = request.idempotent || !failure.error.outcome_unknown;
                     if failure.error.class == ErrorClass::Transient && repeatable {
                         Verdict::Retry(failure.error)
                     } else {
@@ -466,11 +462,8 @@ impl Inner {
         let result = match answer {
             Ok((status, _reason, body)) if status.is_success() => {
                 tracing::debug!("{call} -> {} in {:.0?}", status.as_u16(), latency);
-                decode_envelope(&call, status.as_u16(), &body).map_err(|error| Failure {
-                    error,
-                    effect_unknown: false,
-                    used_ticket,
-                })
+                decode_envelope(&call, status.as_u16(), &body)
+                    .map_err(|error| Failure { error, used_ticket })
             }
             Ok((status, reason, body)) => {
                 let error = error::from_response(&call, status.as_u16(), &reason, &body);
@@ -480,12 +473,7 @@ impl Inner {
                     error.reason,
                     latency
                 );
-                let effect_unknown = effect_unknown(&error);
-                Err(Failure {
-                    error,
-                    effect_unknown,
-                    used_ticket,
-                })
+                Err(Failure { error, used_ticket })
             }
             Err(transport) => {
                 let failure = self.transport_failure(&call, transport);
@@ -520,7 +508,7 @@ impl Inner {
             return Failure::known(local(ErrorClass::Tls, call, text));
         }
         let detail = error::chain_text(&error);
-        let (reason, effect_unknown) = if error.is_connect() {
+        let (reason, outcome_unknown) = if error.is_connect() {
             (format!("cannot connect to {}: {detail}", self.base), false)
         } else if error.is_timeout() {
             (
@@ -531,27 +519,12 @@ impl Inner {
             (format!("request failed: {detail}"), true)
         };
         Failure {
-            error: local(ErrorClass::Transient, call, reason),
-            effect_unknown,
+            error: PveError {
+                outcome_unknown,
+                ..local(ErrorClass::Transient, call, reason)
+            },
             used_ticket: None,
         }
-    }
-}
-
-/// Whether the handler may have done its work even though the call failed.
-fn effect_unknown(error: &PveError) -> bool {
-    match error.status {
-        // 595: pveproxy could not even connect to pvedaemon or the node.
-        Some(595) => false,
-        // The proxied request was sent but its answer was lost.
-        Some(502..=504 | 596..=599) => true,
-        _ if error.class == ErrorClass::Transient => {
-            // A lock that could not be taken means nothing happened; other timeouts (an agent
-            // command, a worker fork) may have done their work.
-            let text = error.message.as_deref().unwrap_or(&error.reason);
-            !(text.contains("can't lock file") || text.contains("cfs-lock"))
-        }
-        _ => false,
     }
 }
 
@@ -656,21 +629,22 @@ mod tests {
     #[test]
     fn what_may_have_happened() {
         let response = |status, reason: &str| error::from_response("POST /x", status, reason, b"");
-        assert!(!effect_unknown(&response(595, "No route to host")));
-        assert!(effect_unknown(&response(596, "Connection timed out")));
-        assert!(!effect_unknown(&response(
+        let unknown = |status, reason: &str| response(status, reason).outcome_unknown;
+        assert!(!unknown(595, "No route to host"));
+        assert!(unknown(596, "Connection timed out"));
+        assert!(!unknown(
             500,
             "can't lock file '/var/lock/qemu-server/lock-1.conf' - got timeout"
-        )));
-        assert!(!effect_unknown(&response(
+        ));
+        assert!(!unknown(
             500,
             "cfs-lock 'storage-x' error: got lock request timeout"
-        )));
-        assert!(effect_unknown(&response(
+        ));
+        assert!(unknown(
             500,
             "VM 101 qga command 'guest-exec' failed - got timeout"
-        )));
-        assert!(!effect_unknown(&response(500, "VM is locked (clone)")));
-        assert!(!effect_unknown(&response(401, "No ticket")));
+        ));
+        assert!(!unknown(500, "VM is locked (clone)"));
+        assert!(!unknown(401, "No ticket"));
     }
 }

@@ -34,6 +34,18 @@ impl From<WireVersion> for Version {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct WirePool {
+    #[serde(deserialize_with = "string_req")]
+    pub(crate) poolid: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireVolume {
+    #[serde(deserialize_with = "string_req")]
+    pub(crate) volid: String,
+}
+
+#[derive(Deserialize)]
 pub(crate) struct WireNode {
     #[serde(deserialize_with = "string_req")]
     node: String,

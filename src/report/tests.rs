@@ -21,6 +21,7 @@ fn phases(list: &[(&str, &str, Option<&str>)]) -> IndexMap<String, PhaseTimes> {
 fn sample() -> Summary {
     Summary {
         schema_version: SCHEMA_VERSION,
+        on_finished: None,
         rollout: RolloutInfo {
             id: "web-rollout".into(),
             proxmox_url: "https://pve1.example.org:8006".into(),
@@ -47,6 +48,8 @@ fn sample() -> Summary {
                 os: Some("Ubuntu 24.04.1 LTS".into()),
                 attempts: 1,
                 error: None,
+                checks: Vec::new(),
+                hook: None,
                 phases: phases(&[
                     (
                         "cloning",
@@ -91,6 +94,8 @@ fn sample() -> Summary {
                 os: None,
                 attempts: 2,
                 error: Some("awaiting-agent: QEMU guest agent is not running | after 15m".into()),
+                checks: Vec::new(),
+                hook: None,
                 phases: phases(&[
                     (
                         "cloning",
@@ -112,6 +117,8 @@ fn sample() -> Summary {
                 attempts: 1,
                 error: None,
                 phases: IndexMap::new(),
+                checks: Vec::new(),
+                hook: None,
             },
         ],
     }
@@ -351,4 +358,78 @@ fn elapsed_and_formatting() {
     assert_eq!(s.vms[0].elapsed(), Some(Duration::from_millis(130_123)));
     assert_eq!(s.vms[2].elapsed(), None);
     assert_eq!(s.count("verified"), 1);
+}
+
+#[test]
+fn checks_and_hooks_are_in_the_per_vm_file_and_the_markdown() {
+    let mut s = sample();
+    s.vms[0].checks = vec![CheckReport {
+        name: "ssh listens".into(),
+        passed: false,
+        exit_code: Some(1),
+        runs: 2,
+        error: Some("exit 1, expected 0".into()),
+        stdout_tail: vec![],
+        stderr_tail: vec!["port 22 closed".into()],
+    }];
+    s.vms[0].hook = Some(HookReport {
+        state: "failed".into(),
+        exit_code: Some(3),
+        result: Some("exit 3".into()),
+        tail: vec!["unreachable".into()],
+    });
+    s.on_finished = Some(HookReport {
+        state: "succeeded".into(),
+        exit_code: Some(0),
+        result: Some("exit 0".into()),
+        tail: vec![],
+    });
+    let text = vm_text(&s, &s.vms[0]);
+    assert!(
+        text.contains(
+            "  ssh listens: failed: exit 1, expected 0 (2 runs)\n    stderr| port 22 closed\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("on_verified hook: failed (exit 3)\n    | unreachable\n"),
+        "{text}"
+    );
+    let md = markdown(&s);
+    assert!(
+        md.contains("- Check \"ssh listens\": failed: exit 1, expected 0 (2 runs)"),
+        "{md}"
+    );
+    assert!(md.contains("- Hook: failed (exit 3)"), "{md}");
+    assert!(
+        md.contains("- on_finished hook: succeeded (exit 0)"),
+        "{md}"
+    );
+    // A summary without them reads as before, and the JSON carries them.
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        json["vms"][0]["checks"][0]["stderr_tail"][0],
+        "port 22 closed"
+    );
+    assert_eq!(json["vms"][0]["hook"]["exit_code"], 3);
+    assert_eq!(json["on_finished"]["state"], "succeeded");
+}
+
+#[test]
+fn the_per_vm_inventory_holds_that_vm_alone_as_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sample();
+    // Not yet `verified` in the record when its hook starts: the inventory says it is.
+    let vm = &s.vms[2];
+    let path = write_vm_inventory(dir.path(), &s.rollout.id, vm).unwrap();
+    assert_eq!(
+        path,
+        dir.path().join(format!("vm_{}_inventory.ini", vm.vmid))
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let host = format!("{} ansible_host={}", vm.name, vm.ip.as_deref().unwrap());
+    assert!(text.contains(&format!("[verified]\n{host}\n")), "{text}");
+    for other in s.vms.iter().filter(|o| o.name != vm.name) {
+        assert!(!text.contains(&other.name), "{text}");
+    }
 }

@@ -47,7 +47,46 @@ pub const ALL_PRIVS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub enum Privs {
     All,
-    Only(Arc<HashSet<String>>),
+    /// A privilege-separated token: its grants only.
+    Only(Arc<Grants>),
+}
+
+/// A token's grants: privileges everywhere, and per-path ACL entries.
+#[derive(Debug, Default)]
+pub struct Grants {
+    everywhere: HashSet<String>,
+    acl: Vec<(String, HashSet<String>, bool)>,
+}
+
+impl Grants {
+    fn on(&self, path: &str, privilege: &str) -> bool {
+        self.everywhere.contains(privilege)
+            || self.acl.iter().any(|(p, set, propagate)| {
+                set.contains(privilege)
+                    && (p == path
+                        || (*propagate
+                            && (p == "/"
+                                || path
+                                    .strip_prefix(p.as_str())
+                                    .is_some_and(|rest| rest.starts_with('/')))))
+            })
+    }
+
+    fn anywhere(&self, privilege: &str) -> bool {
+        self.everywhere.contains(privilege)
+            || self.acl.iter().any(|(_, set, _)| set.contains(privilege))
+    }
+
+    /// The paths `/access/permissions` lists without a `path`.
+    pub fn paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.acl.iter().map(|(p, _, _)| p.clone()).collect();
+        if !self.everywhere.is_empty() {
+            v.push("/".into());
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Who made a request.
@@ -61,6 +100,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// `root@pam` itself (what the HA resource manager runs as).
+    pub fn root() -> Identity {
+        Identity {
+            user: "root@pam".into(),
+            token: None,
+            privs: Privs::All,
+        }
+    }
+
     /// `root@pam` or `root@pam!ci`: what UPIDs carry.
     pub fn full_id(&self) -> String {
         match &self.token {
@@ -74,16 +122,33 @@ impl Identity {
         self.user == "root@pam" && self.token.is_none()
     }
 
+    /// `privilege` somewhere (what list endpoints filter by before looking closer).
     pub fn has(&self, privilege: &str) -> bool {
         match &self.privs {
             Privs::All => true,
-            Privs::Only(set) => set.contains(privilege),
+            Privs::Only(g) => g.anywhere(privilege),
+        }
+    }
+
+    /// `privilege` on `path`, by an ACL on it or propagated from above.
+    pub fn has_on(&self, path: &str, privilege: &str) -> bool {
+        match &self.privs {
+            Privs::All => true,
+            Privs::Only(g) => g.on(path, privilege),
+        }
+    }
+
+    /// The paths `/access/permissions` reports without a `path` parameter.
+    pub fn acl_paths(&self) -> Vec<String> {
+        match &self.privs {
+            Privs::All => vec!["/".into()],
+            Privs::Only(g) => g.paths(),
         }
     }
 
     /// Any of `privs` on `path`, else `403 Permission check failed (path, a|b)`.
     pub fn require(&self, path: &str, privs: &[&str]) -> Result<(), ApiError> {
-        if privs.iter().any(|p| self.has(p)) {
+        if privs.iter().any(|p| self.has_on(path, p)) {
             Ok(())
         } else {
             Err(ApiError::forbidden(&format!("{path}, {}", privs.join("|"))))
@@ -219,7 +284,22 @@ impl Auth {
         }
         for t in &extra.tokens {
             let privs = if t.privsep {
-                Privs::Only(Arc::new(t.privileges.iter().cloned().collect()))
+                Privs::Only(Arc::new(Grants {
+                    everywhere: t.privileges.iter().cloned().collect(),
+                    acl: t
+                        .acl
+                        .iter()
+                        .map(|a| {
+                            let path = a.path.trim_end_matches('/');
+                            let path = if path.is_empty() { "/" } else { path };
+                            (
+                                path.to_string(),
+                                a.privileges.iter().cloned().collect(),
+                                a.propagate,
+                            )
+                        })
+                        .collect(),
+                }))
             } else {
                 Privs::All
             };

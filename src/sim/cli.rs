@@ -122,6 +122,7 @@ pub async fn run_cli(args: SimArgs) -> Result<(), SimError> {
         opts.users.push((u.clone(), p.clone()));
     }
     let scenario_name = opts.scenario.name.clone();
+    let version = opts.scenario.pve_version.strings().0;
     let sim = start(opts).await?;
     let port = sim.addr().port();
     let tmp = std::env::temp_dir();
@@ -133,7 +134,7 @@ pub async fn run_cli(args: SimArgs) -> Result<(), SimError> {
     let mut out = String::new();
     out.push_str(&format!(
         "pve-rollout sim: Proxmox VE {} simulator, scenario '{scenario_name}', seed {}, time scale {}\n\n",
-        super::endpoints::PVE_VERSION, args.seed, args.time_scale
+        version, args.seed, args.time_scale
     ));
     out.push_str(&format!("  URL          {}\n", sim.url()));
     out.push_str(&format!("  Fingerprint  {}\n", sim.fingerprint()));

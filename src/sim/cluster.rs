@@ -47,6 +47,8 @@ pub struct Guest {
     /// The agent socket exists only when `agent` was enabled at start.
     pub agent_configured: bool,
     pub ipv4: Ipv4Addr,
+    /// `ipv4`'s prefix length: the lease's /16, or the static address's own.
+    pub prefix: u8,
 }
 
 impl Guest {
@@ -110,6 +112,8 @@ pub struct Vm {
     pub draws: Draws,
     pub execs: HashMap<i64, ExecJob>,
     pub next_exec_pid: i64,
+    /// An HA resource (`vm:<id>` in the HA manager's config).
+    pub ha: bool,
 }
 
 impl Vm {
@@ -205,12 +209,14 @@ pub struct Cluster {
     pub nodes: Vec<NodeState>,
     pub vms: BTreeMap<u32, Vm>,
     pub tasks: HashMap<String, Task>,
-    /// storage key → volume name → size.
+    /// storage key → volume name → allocated bytes.
     pub volumes: HashMap<String, BTreeMap<String, u64>>,
     pub clones_accepted: usize,
     pub vm_stats: BTreeMap<u32, VmStats>,
     pub clones_by_name: BTreeMap<String, u64>,
     pub storages: Vec<StorageSpec>,
+    /// Resource pools and their member VMs.
+    pub pools: BTreeMap<String, std::collections::BTreeSet<u32>>,
     seed: u64,
     mac_counter: u64,
 }
@@ -250,6 +256,12 @@ impl Cluster {
             vm_stats: BTreeMap::new(),
             clones_by_name: BTreeMap::new(),
             storages: sc.storages.clone(),
+            pools: sc
+                .cluster
+                .pools
+                .iter()
+                .map(|p| (p.clone(), Default::default()))
+                .collect(),
             seed,
             mac_counter: 0,
         };
@@ -263,7 +275,6 @@ impl Cluster {
         let Some(st) = self.storage(&t.storage).cloned() else {
             return;
         };
-        let disk = vmconfig::parse_size(&t.disk_size).unwrap_or(128 << 30);
         let efi = self.alloc_volume(
             &st,
             &node,
@@ -272,7 +283,14 @@ impl Cluster {
             "raw",
             efi_size(&st, true),
         );
-        let root = self.alloc_volume(&st, &node, t.vmid, VolumeKind::Base, "qcow2", disk);
+        let root = self.alloc_volume(
+            &st,
+            &node,
+            t.vmid,
+            VolumeKind::Base,
+            "qcow2",
+            sc.template_allocated(),
+        );
         let ci = self.alloc_volume(&st, &node, t.vmid, VolumeKind::CloudInit, "qcow2", 4 << 20);
         let mac = self.gen_mac(t.vmid);
         let mut conf = Config::new();
@@ -333,6 +351,7 @@ impl Cluster {
                 draws: Draws::default(),
                 execs: HashMap::new(),
                 next_exec_pid: 1000,
+                ha: false,
             },
         );
     }
@@ -430,7 +449,15 @@ impl Cluster {
         )
     }
 
-    /// Allocates a volume and returns its volid (`ssd:vm-102-disk-0`, `shared:102/vm-102-disk-0.qcow2`).
+    /// Bytes allocated in a volume (what a full clone copies), if the simulator made it.
+    pub fn volume_allocated(&self, volid: &str, node: &str) -> Option<u64> {
+        let (sid, name) = volid.split_once(':')?;
+        let st = self.storage(sid)?;
+        let key = super::storage::storage_key(sid, node, st.shared());
+        self.volumes.get(&key)?.get(name).copied()
+    }
+
+    /// Allocates a volume holding `allocated` bytes and returns its volid (`ssd:vm-102-disk-0`, `shared:102/vm-102-disk-0.qcow2`).
     pub fn alloc_volume(
         &mut self,
         st: &StorageSpec,
@@ -438,7 +465,7 @@ impl Cluster {
         vmid: u32,
         kind: VolumeKind,
         fmt: &str,
-        size: u64,
+        allocated: u64,
     ) -> String {
         let key = super::storage::storage_key(&st.id, node, st.shared());
         let vols = self.volumes.entry(key).or_default();
@@ -469,7 +496,7 @@ impl Cluster {
                 }
             }
         };
-        vols.insert(name.clone(), size);
+        vols.insert(name.clone(), allocated);
         format!("{}:{name}", st.id)
     }
 

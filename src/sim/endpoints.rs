@@ -10,11 +10,7 @@ use super::cluster::{Cluster, Power, Vm};
 use super::envelope::{ApiError, ApiOk};
 use super::params::{self, INT, Kind, NODE, Params, STR, opt, req};
 use super::routes::Ep;
-use super::{Shared, agent, clone, qemu, tasks};
-
-pub const PVE_VERSION: &str = "8.4.1";
-pub const PVE_RELEASE: &str = "8.4";
-pub const PVE_REPOID: &str = "2a5fa54a8503f96d";
+use super::{Shared, agent, clone, qemu, reads, tasks};
 
 pub async fn dispatch(
     shared: Arc<Shared>,
@@ -34,8 +30,9 @@ pub async fn dispatch(
     match ep {
         Ep::Version => {
             params::validate(&p, &[])?;
+            let (version, release, repoid) = shared.scenario.pve_version.strings();
             Ok(ApiOk::data(
-                json!({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID}),
+                json!({"version": version, "release": release, "repoid": repoid}),
             ))
         }
         Ep::Permissions => permissions(&who, &p),
@@ -121,6 +118,20 @@ pub async fn dispatch(
             params::validate(&p, &[NODE, req("upid", STR)])?;
             tasks::stop(&shared, &who, &node, &p)
         }
+        Ep::ClusterStatus => reads::cluster_status(&shared, &who, &p),
+        Ep::ClusterTasks => {
+            params::validate(&p, &[])?;
+            tasks::cluster_list(&shared, &who)
+        }
+        Ep::HaStatus => reads::ha_status(&shared, &who, &p),
+        Ep::NotBackedUp => reads::not_backed_up(&shared, &who, &p),
+        Ep::Qdevice => reads::qdevice(&who, &p),
+        Ep::Pools => reads::pools(&shared, &who, &p),
+        Ep::NodeLxc => reads::node_lxc(&p),
+        Ep::NodeNetwork => reads::node_network(&shared, &who, &node, &p),
+        Ep::NodeReplication => reads::node_replication(&p),
+        Ep::NodeSubscription => reads::subscription(&who, &node, &p),
+        Ep::StorageContent => reads::storage_content(&shared, &who, &node, &p),
         Ep::TicketGet | Ep::TicketPost => Ok(ApiOk::null()),
     }
 }
@@ -158,18 +169,24 @@ fn ticket(shared: &Shared, p: &Params) -> Result<ApiOk, ApiError> {
     Ok(ApiOk::data(data))
 }
 
+/// `GET /access/permissions`: the caller's privileges on `path`, or on every path it has an
+/// ACL entry for.
 fn permissions(who: &Identity, p: &Params) -> Result<ApiOk, ApiError> {
     params::validate(p, &[opt("path", STR), opt("userid", STR)])?;
-    let mut privs = serde_json::Map::new();
-    for pr in super::auth::ALL_PRIVS {
-        if who.has(pr) {
-            privs.insert(pr.to_string(), json!(1));
-        }
-    }
-    let path = p.get("path").unwrap_or_else(|| "/".into());
+    let paths = match p.get("path") {
+        Some(path) => vec![path],
+        None => who.acl_paths(),
+    };
     let mut out = serde_json::Map::new();
-    if !privs.is_empty() {
-        out.insert(path, Value::Object(privs));
+    for path in paths {
+        let privs: serde_json::Map<String, Value> = super::auth::ALL_PRIVS
+            .iter()
+            .filter(|pr| who.has_on(&path, pr))
+            .map(|pr| (pr.to_string(), json!(1)))
+            .collect();
+        if !privs.is_empty() {
+            out.insert(path, Value::Object(privs));
+        }
     }
     Ok(ApiOk::data(Value::Object(out)))
 }
@@ -236,6 +253,7 @@ fn node_status(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Resul
         .ok_or_else(|| ApiError::die(format!("no such cluster node '{node}'")))?;
     let used = node_mem(&st, node, maxmem);
     let kernel = "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-9 (2025-03-16T19:18Z)";
+    let (version, _, repoid) = shared.scenario.pve_version.strings();
     Ok(ApiOk::data(json!({
         "uptime": n.uptime0 + now as u64, "idle": 0,
         "loadavg": ["0.31", "0.28", "0.22"],
@@ -247,7 +265,7 @@ fn node_status(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Resul
         "memory": {"total": maxmem, "used": used, "free": maxmem - used, "available": maxmem - used},
         "ksm": {"shared": 0},
         "swap": {"total": 8_589_930_496u64, "used": 0, "free": 8_589_930_496u64},
-        "pveversion": format!("pve-manager/{PVE_VERSION}/{PVE_REPOID}"),
+        "pveversion": format!("pve-manager/{version}/{repoid}"),
         "rootfs": {"total": 100_861_726_720u64, "used": 9_814_016_000u64, "avail": 85_858_230_272u64, "free": 91_047_710_720u64},
     })))
 }
@@ -287,16 +305,24 @@ fn node_storage(
     let content = p.get("content");
     let only = p.get("storage");
     let st = shared.state();
+    if let Some(o) = &only
+        && st.storage(o).is_none_or(|s| !s.on_node(node))
+    {
+        return Err(ApiError::param("storage", "No such storage."));
+    }
     let list: Vec<Value> = st
         .storages
         .iter()
         .filter(|_| who.has("Datastore.Audit") || who.has("Datastore.AllocateSpace"))
-        .filter(|s| content.as_ref().is_none_or(|c| c.split(',').all(|c| s.content.iter().any(|x| x == c))))
+        .filter(|s| s.on_node(node))
+        // A storage qualifies when it holds any of the listed content types.
+        .filter(|s| content.as_ref().is_none_or(|c| c.split(',').any(|c| s.content.iter().any(|x| x == c))))
         .filter(|s| only.as_ref().is_none_or(|o| o == &s.id))
         .map(|s| {
             let (total, used, content) = storage_entry(&st, s, node);
             json!({
-                "storage": s.id, "type": plugin_type(s), "content": content, "active": 1, "enabled": 1,
+                "storage": s.id, "type": plugin_type(s), "content": content,
+                "active": if s.disabled { 0 } else { 1 }, "enabled": if s.disabled { 0 } else { 1 },
                 "shared": if s.shared() { 1 } else { 0 }, "total": total, "used": used, "avail": total - used,
                 "used_fraction": if total > 0 { used as f64 / total as f64 } else { 0.0 },
             })
@@ -323,9 +349,15 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
     let sc = &shared.scenario.cluster;
     let st = shared.state();
     let mut out = Vec::new();
+    // Pools have no `type` value of their own in 8.x: only the whole list carries them.
+    if kind.is_none() && who.has("Pool.Audit") {
+        for pool in st.pools.keys() {
+            out.push(json!({"id": format!("/pool/{pool}"), "pool": pool, "type": "pool"}));
+        }
+    }
     if want("vm") {
         for vm in st.vms.values() {
-            if !who.has("VM.Audit") {
+            if !who.has_on(&format!("/vms/{}", vm.vmid), "VM.Audit") {
                 continue;
             }
             let mut v = json!({"id": format!("qemu/{}", vm.vmid), "vmid": vm.vmid, "type": "qemu", "node": vm.node});
@@ -372,6 +404,9 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
             if let Some(t) = vm.conf.get("tags") {
                 v["tags"] = json!(t);
             }
+            if let Some((pool, _)) = st.pools.iter().find(|(_, m)| m.contains(&vm.vmid)) {
+                v["pool"] = json!(pool);
+            }
             out.push(v);
         }
     }
@@ -405,6 +440,15 @@ fn resources(shared: &Shared, who: &Identity, p: &Params) -> Result<ApiOk, ApiEr
                 }
                 out.push(v);
             }
+        }
+    }
+    if want("sdn") && who.has("SDN.Use") {
+        // The default zone every node has.
+        for n in &st.nodes {
+            out.push(json!({
+                "id": format!("sdn/{}/localnetwork", n.name), "sdn": "localnetwork",
+                "node": n.name, "type": "sdn", "status": "ok",
+            }));
         }
     }
     Ok(ApiOk::data(Value::Array(out)))

@@ -151,6 +151,27 @@ pub fn ok_body(ok: &ApiOk) -> Vec<u8> {
     Value::Object(obj).to_string().into_bytes()
 }
 
+/// A gzip member (RFC 1952) around a raw deflate stream.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    out.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
+    out.extend(crc32(data).to_le_bytes());
+    out.extend((data.len() as u32).to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE, reflected), bit by bit: bodies are small.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +195,16 @@ mod tests {
         assert!(ApiError::Unauthorized("No ticket").body().is_none());
         assert!(ApiError::timed_out().body().is_none());
         assert_eq!(ApiError::timed_out().code(), 596);
+    }
+
+    #[test]
+    fn gzip_round_trips_and_has_the_known_crc() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let body = b"{\"data\":[]}".repeat(200);
+        let z = gzip(&body);
+        assert_eq!(&z[..3], &[0x1f, 0x8b, 8]);
+        let raw = miniz_oxide::inflate::decompress_to_vec(&z[10..z.len() - 8]).expect("inflate");
+        assert_eq!(raw, body);
+        assert_eq!(&z[z.len() - 4..], &(body.len() as u32).to_le_bytes());
     }
 }

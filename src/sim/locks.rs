@@ -1,10 +1,12 @@
 //! The per-VM flock `/var/lock/qemu-server/lock-<vmid>.conf`: shared (clone of a stopped source)
-//! or exclusive (config, resize, start, stop, destroy), each wait bounded by a timeout.
+//! or exclusive (config, resize, start, stop, destroy, the clone target), each wait bounded by a
+//! timeout. Like Linux flock, a new shared lock is granted while an exclusive waiter queues (no
+//! writer preference), and a contended lock is announced with `trying to acquire lock...`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use tokio::sync::Notify;
 
 use super::clock::Clock;
 
@@ -12,15 +14,75 @@ use super::clock::Clock;
 pub const CONFIG_LOCK_TIMEOUT_S: f64 = 10.0;
 /// Clone's source and target locks wait this long.
 pub const CLONE_LOCK_TIMEOUT_S: f64 = 1.0;
+/// What `lock_file_full` prints when the lock is not free at once (then ` OK` once it is).
+pub const CONTENDED_LINE: &str = "trying to acquire lock...";
 
-pub enum VmLockGuard {
-    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
-    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+#[derive(Default)]
+struct State {
+    readers: usize,
+    writer: bool,
+}
+
+#[derive(Default)]
+struct FileLock {
+    state: Mutex<State>,
+    released: Notify,
+}
+
+impl FileLock {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn try_take(&self, shared: bool) -> bool {
+        let mut s = self.state();
+        if s.writer || (!shared && s.readers > 0) {
+            return false;
+        }
+        if shared {
+            s.readers += 1;
+        } else {
+            s.writer = true;
+        }
+        true
+    }
+
+    async fn take(&self, shared: bool) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.try_take(shared) {
+                return;
+            }
+            released.await;
+        }
+    }
+}
+
+/// A held flock; released on drop.
+pub struct VmLockGuard {
+    lock: Arc<FileLock>,
+    shared: bool,
+}
+
+impl Drop for VmLockGuard {
+    fn drop(&mut self) {
+        {
+            let mut s = self.lock.state();
+            if self.shared {
+                s.readers = s.readers.saturating_sub(1);
+            } else {
+                s.writer = false;
+            }
+        }
+        self.lock.released.notify_waiters();
+    }
 }
 
 #[derive(Default)]
 pub struct Locks {
-    map: Mutex<HashMap<u32, Arc<RwLock<()>>>>,
+    map: Mutex<HashMap<u32, Arc<FileLock>>>,
 }
 
 pub fn lock_timeout_message(vmid: u32) -> String {
@@ -28,7 +90,7 @@ pub fn lock_timeout_message(vmid: u32) -> String {
 }
 
 impl Locks {
-    fn lock_for(&self, vmid: u32) -> Arc<RwLock<()>> {
+    fn lock_for(&self, vmid: u32) -> Arc<FileLock> {
         self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -37,32 +99,34 @@ impl Locks {
             .clone()
     }
 
+    /// Takes the lock, waiting at most `timeout_s`; `on_contended` runs once if the lock is not
+    /// free at once (where PVE prints `trying to acquire lock...`). The error is PVE's text.
+    pub async fn acquire(
+        &self,
+        clock: &Clock,
+        vmid: u32,
+        shared: bool,
+        timeout_s: f64,
+        on_contended: impl FnOnce(),
+    ) -> Result<VmLockGuard, String> {
+        let lock = self.lock_for(vmid);
+        if !lock.try_take(shared) {
+            on_contended();
+            clock
+                .timeout(timeout_s, lock.take(shared))
+                .await
+                .map_err(|_| lock_timeout_message(vmid))?;
+        }
+        Ok(VmLockGuard { lock, shared })
+    }
+
     pub async fn exclusive(
         &self,
         clock: &Clock,
         vmid: u32,
         timeout_s: f64,
     ) -> Result<VmLockGuard, String> {
-        let l = self.lock_for(vmid);
-        clock
-            .timeout(timeout_s, l.write_owned())
-            .await
-            .map(VmLockGuard::Exclusive)
-            .map_err(|_| lock_timeout_message(vmid))
-    }
-
-    pub async fn shared(
-        &self,
-        clock: &Clock,
-        vmid: u32,
-        timeout_s: f64,
-    ) -> Result<VmLockGuard, String> {
-        let l = self.lock_for(vmid);
-        clock
-            .timeout(timeout_s, l.read_owned())
-            .await
-            .map(VmLockGuard::Shared)
-            .map_err(|_| lock_timeout_message(vmid))
+        self.acquire(clock, vmid, false, timeout_s, || {}).await
     }
 }
 
@@ -74,18 +138,57 @@ mod tests {
     async fn shared_locks_coexist_and_block_exclusive() {
         let clock = Clock::new(0.001);
         let locks = Locks::default();
-        let a = locks.shared(&clock, 9000, 1.0).await.expect("shared 1");
-        let _b = locks.shared(&clock, 9000, 1.0).await.expect("shared 2");
+        let mut waited = false;
+        let _a = locks
+            .acquire(&clock, 9000, true, 1.0, || waited = true)
+            .await;
+        let _b = locks
+            .acquire(&clock, 9000, true, 1.0, || waited = true)
+            .await;
+        assert!(!waited, "shared locks coexist");
         let err = locks
-            .exclusive(&clock, 9000, CONFIG_LOCK_TIMEOUT_S)
+            .acquire(&clock, 9000, false, CONFIG_LOCK_TIMEOUT_S, || waited = true)
             .await
             .err()
             .expect("timeout");
+        assert!(waited);
         assert_eq!(
             err,
             "can't lock file '/var/lock/qemu-server/lock-9000.conf' - got timeout"
         );
         assert!(clock.now() >= CONFIG_LOCK_TIMEOUT_S);
-        drop(a);
+    }
+
+    #[tokio::test]
+    async fn a_shared_lock_passes_a_queued_exclusive_waiter_like_flock() {
+        let clock = Clock::new(0.001);
+        let locks = Arc::new(Locks::default());
+        let first = locks
+            .acquire(&clock, 9000, true, 1.0, || {})
+            .await
+            .expect("shared");
+        let waiter = {
+            let (locks, clock) = (locks.clone(), clock.clone());
+            tokio::spawn(async move { locks.exclusive(&clock, 9000, 30.0).await })
+        };
+        // Let the exclusive request start waiting (it cannot be granted while `first` is held).
+        while Arc::strong_count(&first.lock) < 3 {
+            tokio::task::yield_now().await;
+        }
+        let mut waited = false;
+        let second = locks
+            .acquire(&clock, 9000, true, 0.5, || waited = true)
+            .await;
+        assert!(
+            second.is_ok() && !waited,
+            "a new shared lock is granted at once"
+        );
+        assert!(!waiter.is_finished());
+        drop(first);
+        drop(second);
+        waiter
+            .await
+            .expect("join")
+            .expect("exclusive once both are gone");
     }
 }

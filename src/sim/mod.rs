@@ -18,6 +18,7 @@ mod envelope;
 mod locks;
 pub(crate) mod params;
 mod qemu;
+mod reads;
 mod routes;
 pub mod scenario;
 mod server;
@@ -139,6 +140,9 @@ impl Default for SimOptions {
     }
 }
 
+/// `check_cfs_quorum`'s text (clone and start without quorum).
+pub(crate) const NO_QUORUM: &str = "cluster not ready - no quorum?";
+
 /// State shared by the server, the tasks and the agent backends.
 pub(crate) struct Shared {
     pub clock: clock::Clock,
@@ -185,6 +189,15 @@ impl Shared {
             .node_offline
             .iter()
             .any(|o| o.node == node && now >= o.at_s && o.until_s.is_none_or(|u| now < u))
+    }
+
+    /// Whether the cluster has lost quorum at simulated time `now`.
+    pub fn quorum_lost(&self, now: f64) -> bool {
+        self.scenario
+            .faults
+            .quorum_lost
+            .iter()
+            .any(|w| w.contains(now))
     }
 
     /// The node the API is served from.
@@ -273,6 +286,7 @@ pub async fn start(opts: SimOptions) -> Result<Sim, SimError> {
         fingerprint: cert.fingerprint.clone(),
         shutdown: CancellationToken::new(),
     });
+    schedule_template_backups(&shared);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -290,6 +304,39 @@ pub async fn start(opts: SimOptions) -> Result<Sim, SimError> {
         token: tokens[0].clone(),
         server: Some(server),
     })
+}
+
+/// vzdump's `lock: backup` on the template during each `faults.template_backup` window.
+fn schedule_template_backups(shared: &Arc<Shared>) {
+    let vmid = shared.scenario.template.vmid;
+    for w in shared.scenario.faults.template_backup.clone() {
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let set_lock = |on: bool| {
+                if let Some(vm) = sh.state().vms.get_mut(&vmid) {
+                    match (on, vm.lock()) {
+                        (true, None) => {
+                            vm.conf.insert("lock".into(), "backup".into());
+                        }
+                        (false, Some("backup")) => {
+                            vm.conf.shift_remove("lock");
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            tokio::select! {
+                _ = sh.shutdown.cancelled() => return,
+                _ = sh.clock.sleep_until(w.at_s) => set_lock(true),
+            }
+            if let Some(until) = w.until_s {
+                tokio::select! {
+                    _ = sh.shutdown.cancelled() => {}
+                    _ = sh.clock.sleep_until(until) => set_lock(false),
+                }
+            }
+        });
+    }
 }
 
 impl Sim {

@@ -35,6 +35,17 @@ pub enum Ep {
     TaskStatus,
     TaskLog,
     TaskStop,
+    ClusterStatus,
+    ClusterTasks,
+    HaStatus,
+    NotBackedUp,
+    Qdevice,
+    Pools,
+    NodeLxc,
+    NodeNetwork,
+    NodeReplication,
+    NodeSubscription,
+    StorageContent,
 }
 
 impl Ep {
@@ -48,7 +59,15 @@ impl Ep {
                 | Ep::Nodes
                 | Ep::NodeIndex
                 | Ep::NodeStatus
-                | Ep::NodeStorage
+                | Ep::TaskList
+                | Ep::ClusterTasks
+                | Ep::HaStatus
+                | Ep::Qdevice
+                | Ep::Pools
+                | Ep::NodeLxc
+                | Ep::NodeNetwork
+                | Ep::NodeReplication
+                | Ep::NodeSubscription
                 | Ep::ClusterResources
                 | Ep::ClusterNextid
                 | Ep::VmIndex
@@ -98,6 +117,16 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Routed> {
         ("GET", ["nodes"]) => (Ep::Nodes, "/nodes"),
         ("GET", ["cluster", "resources"]) => (Ep::ClusterResources, "/cluster/resources"),
         ("GET", ["cluster", "nextid"]) => (Ep::ClusterNextid, "/cluster/nextid"),
+        ("GET", ["cluster", "status"]) => (Ep::ClusterStatus, "/cluster/status"),
+        ("GET", ["cluster", "tasks"]) => (Ep::ClusterTasks, "/cluster/tasks"),
+        ("GET", ["cluster", "ha", "status", "current"]) => {
+            (Ep::HaStatus, "/cluster/ha/status/current")
+        }
+        ("GET", ["cluster", "backup-info", "not-backed-up"]) => {
+            (Ep::NotBackedUp, "/cluster/backup-info/not-backed-up")
+        }
+        ("GET", ["cluster", "config", "qdevice"]) => (Ep::Qdevice, "/cluster/config/qdevice"),
+        ("GET", ["pools"]) => (Ep::Pools, "/pools"),
         (_, ["nodes", node, rest @ ..]) => {
             pp.push(("node", node.to_string()));
             match (m, rest) {
@@ -106,6 +135,17 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Routed> {
                 ("GET", ["storage"]) => (Ep::NodeStorage, "/nodes/{node}/storage"),
                 ("GET", ["qemu"]) => (Ep::QemuList, "/nodes/{node}/qemu"),
                 ("GET", ["tasks"]) => (Ep::TaskList, "/nodes/{node}/tasks"),
+                ("GET", ["lxc"]) => (Ep::NodeLxc, "/nodes/{node}/lxc"),
+                ("GET", ["network"]) => (Ep::NodeNetwork, "/nodes/{node}/network"),
+                ("GET", ["replication"]) => (Ep::NodeReplication, "/nodes/{node}/replication"),
+                ("GET", ["subscription"]) => (Ep::NodeSubscription, "/nodes/{node}/subscription"),
+                ("GET", ["storage", storage, "content"]) => {
+                    pp.push(("storage", storage.to_string()));
+                    (
+                        Ep::StorageContent,
+                        "/nodes/{node}/storage/{storage}/content",
+                    )
+                }
                 (_, ["tasks", upid, trest @ ..]) => {
                     pp.push(("upid", upid.to_string()));
                     match (m, trest) {

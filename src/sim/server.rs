@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use super::auth::Identity;
 use super::cert::SimCert;
 use super::daemon::PROXY_TIMEOUT_S;
-use super::envelope::{ApiError, ApiOk, ok_body};
+use super::envelope::{self, ApiError, ApiOk, ok_body};
 use super::params::Params;
 use super::routes::{Ep, route};
 use super::{Shared, SimError, endpoints};
@@ -143,12 +143,17 @@ async fn api_handler(State(shared): State<Arc<Shared>>, req: Request<Body>) -> R
         .get(header::CONNECTION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+    let accepts_gzip = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     let (key, result) = pipeline(&shared, req, arrival).await;
     shared.counters.endpoint(key);
     if let Err(ApiError::Unauthorized(_) | ApiError::TicketFailed) = &result {
         shared.clock.sleep_until(arrival + AUTH_FAIL_DELAY_S).await;
     }
-    let mut resp = respond(result);
+    let mut resp = respond(result, accepts_gzip);
     if client_closes {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -276,8 +281,9 @@ fn decode_params(
     let mut params = if body.is_empty() {
         Params::new()
     } else if ctype.starts_with("application/json") {
+        // An unparsable JSON body dies in the handler: 500, not a parameter error.
         let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::Handler {
-            code: 400,
+            code: 500,
             message: format!("unable to parse JSON body - {e}\n"),
         })?;
         Params::from_json(&v).ok_or_else(|| ApiError::Handler {
@@ -342,6 +348,21 @@ async fn execute(
     let Some(daemon) = shared.daemons.get(&daemon_node).cloned() else {
         return Err(ApiError::die("no pvedaemon for node"));
     };
+    if shared.chance(shared.scenario.faults.p_596_executed) {
+        // pveproxy gives up, but the connection still sits in pvedaemon's queue: a worker
+        // accepts it later and runs it. The client only ever sees the 596.
+        shared.clock.sleep_until(arrival + PROXY_TIMEOUT_S).await;
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            let late = sh.clone();
+            let _ = daemon
+                .run(&sh.clock, sh.clock.now(), async move {
+                    endpoints::dispatch(late, ep, who, params).await
+                })
+                .await;
+        });
+        return Err(ApiError::timed_out());
+    }
     let sh = shared.clone();
     let result = daemon
         .run(&shared.clock, arrival, async move {
@@ -368,16 +389,25 @@ fn http_date() -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
+/// pveproxy compresses bodies above this size for clients that accept gzip.
+const GZIP_ABOVE: usize = 1024;
+
 /// Builds the response with PVE's status line, headers and body.
-pub fn respond(result: Result<ApiOk, ApiError>) -> Response<Body> {
+pub fn respond(result: Result<ApiOk, ApiError>, accepts_gzip: bool) -> Response<Body> {
     let (code, reason, body) = match &result {
         Ok(ok) => (200u16, None, Some((ok_body(ok), true))),
         Err(e) => (e.code(), Some(e.reason()), e.body()),
     };
+    let gzip = accepts_gzip && body.as_ref().is_some_and(|(b, _)| b.len() > GZIP_ABOVE);
     let mut resp = Response::new(match &body {
+        Some((b, _)) if gzip => Body::from(envelope::gzip(b.as_ref())),
         Some((b, _)) => Body::from(b.clone()),
         None => Body::empty(),
     });
+    if gzip {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(reason) = reason
         && let Ok(rp) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes())

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::auth::Identity;
 use super::envelope::{ApiError, ApiOk};
+use super::locks::{CONTENDED_LINE, VmLockGuard};
 use super::params::Params;
 
 pub struct Task {
@@ -118,21 +119,34 @@ impl TaskCtx {
         }
     }
 
-    /// `log_warn`: a `WARN: ` line that turns OK into `WARNINGS: n`.
-    pub fn warn(&self, line: impl AsRef<str>) {
-        let mut st = self.shared.state();
-        if let Some(t) = st.tasks.get_mut(&self.upid) {
-            t.log.push(format!("WARN: {}", line.as_ref()));
-            t.warnings += 1;
-        }
-    }
-
     /// Awaits `fut` unless the task is interrupted first.
     pub async fn run<T>(&self, fut: impl Future<Output = T>) -> Result<T, TaskError> {
         tokio::select! {
             v = fut => Ok(v),
             _ = self.cancel.cancelled() => Err(TaskError::Interrupted),
         }
+    }
+
+    /// `lock_config` inside a worker: a contended lock logs `trying to acquire lock...` and then
+    /// ` OK` once granted; a timeout fails the task with the lock text.
+    pub async fn lock(
+        &self,
+        vmid: u32,
+        shared: bool,
+        timeout_s: f64,
+    ) -> Result<VmLockGuard, TaskError> {
+        let sh = &self.shared;
+        let mut contended = false;
+        let guard = self
+            .run(sh.locks.acquire(&sh.clock, vmid, shared, timeout_s, || {
+                contended = true;
+                self.log(CONTENDED_LINE);
+            }))
+            .await??;
+        if contended {
+            self.log(" OK");
+        }
+        Ok(guard)
     }
 
     pub async fn sleep(&self, sim_s: f64) -> TaskResult {
@@ -291,27 +305,110 @@ pub fn stop(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     Ok(ApiOk::null())
 }
 
-/// `GET /nodes/{node}/tasks`: the node's tasks, newest first.
+/// A finished task's line in the task lists: `endtime` and the exit status as `status`.
+fn list_entry(t: &Task) -> Value {
+    let mut j = t.status_json();
+    match t.endtime {
+        Some(e) => {
+            j["endtime"] = json!(e);
+            j["status"] = json!(t.exit.clone().unwrap_or_default());
+        }
+        None => {
+            j.as_object_mut().map(|o| o.remove("status"));
+        }
+    }
+    j
+}
+
+fn newest_first(v: &mut [&Task]) {
+    v.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid)));
+}
+
+/// `GET /nodes/{node}/tasks`: the node's tasks, newest first, with PVE's filters: `source`
+/// (`archive` = finished, the default; `active`; `all`), `typefilter`, `vmid`, `userfilter`,
+/// `statusfilter`, `errors`, `since`/`until`, then `start` and `limit` paging.
 pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<ApiOk, ApiError> {
     let limit = p.int("limit").unwrap_or(50).max(0) as usize;
+    let start = p.int("start").unwrap_or(0).max(0) as usize;
+    let source = p.get("source").unwrap_or_else(|| "archive".into());
+    if !matches!(source.as_str(), "archive" | "active" | "all") {
+        return Err(ApiError::param(
+            "source",
+            format!(
+                "value '{source}' does not have a value in the enumeration 'archive, active, all'"
+            ),
+        ));
+    }
+    let typefilter = p.get("typefilter");
+    let vmid = p.get("vmid");
+    let userfilter = p.get("userfilter");
+    let statusfilter: Option<Vec<String>> = p
+        .get("statusfilter")
+        .map(|s| s.split(',').map(|x| x.trim().to_lowercase()).collect());
+    let errors = p.flag("errors");
+    let since = p.int("since");
+    let until = p.int("until");
     let st = shared.state();
     let mut v: Vec<&Task> = st
         .tasks
         .values()
         .filter(|t| t.node == node && (who.user == t.user || who.has("Sys.Audit")))
+        .filter(|t| match source.as_str() {
+            "active" => t.exit.is_none(),
+            "archive" => t.exit.is_some(),
+            _ => true,
+        })
+        .filter(|t| {
+            typefilter
+                .as_ref()
+                .is_none_or(|f| t.kind.contains(f.as_str()))
+        })
+        .filter(|t| vmid.as_ref().is_none_or(|id| &t.id == id))
+        .filter(|t| {
+            userfilter
+                .as_ref()
+                .is_none_or(|u| t.user.contains(u.as_str()))
+        })
+        .filter(|t| !errors || t.exit.as_ref().is_some_and(|e| e != "OK"))
+        .filter(|t| {
+            statusfilter.as_ref().is_none_or(|f| {
+                let class = match t.exit.as_deref() {
+                    None => "active",
+                    Some("OK") => "ok",
+                    Some(e) if e.starts_with("WARNINGS") => "warning",
+                    Some(_) => "error",
+                };
+                f.iter().any(|x| x == class)
+            })
+        })
+        .filter(|t| since.is_none_or(|s| t.starttime >= s))
+        .filter(|t| until.is_none_or(|u| t.starttime <= u))
         .collect();
-    v.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid)));
+    newest_first(&mut v);
     let items: Vec<Value> = v
         .into_iter()
+        .skip(start)
         .take(if limit == 0 { usize::MAX } else { limit })
+        .map(list_entry)
+        .collect();
+    Ok(ApiOk::data(Value::Array(items)))
+}
+
+/// `GET /cluster/tasks`: recent tasks of every node (what pvestatd shares), each with `saved`.
+pub fn cluster_list(shared: &Shared, who: &Identity) -> Result<ApiOk, ApiError> {
+    let st = shared.state();
+    let mut v: Vec<&Task> = st
+        .tasks
+        .values()
+        .filter(|t| who.user == t.user || who.has("Sys.Audit"))
+        .collect();
+    newest_first(&mut v);
+    let items = v
+        .into_iter()
+        .take(50)
         .map(|t| {
-            let mut j = t.status_json();
-            if let Some(e) = t.endtime {
-                j["endtime"] = json!(e);
-                j["status"] = json!(t.exit.clone().unwrap_or_default());
-            } else {
-                j.as_object_mut().map(|o| o.remove("status"));
-            }
+            let mut j = list_entry(t);
+            j["saved"] = json!("1");
             j
         })
         .collect();

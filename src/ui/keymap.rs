@@ -147,9 +147,9 @@ pub fn can_pause(kind: StateKind) -> bool {
     !kind.is_settled()
 }
 
-/// Retry re-runs a failed VM, or one stuck in a phase.
+/// Retry re-runs a failed VM, or one stuck in a phase (a hook-failed one: its hook).
 pub fn can_retry(kind: StateKind) -> bool {
-    kind == StateKind::Failed || kind.is_busy()
+    matches!(kind, StateKind::Failed | StateKind::HookFailed) || kind.is_busy()
 }
 
 /// Reboot and recreate act on a VM that exists: one past cloning, not skipped.

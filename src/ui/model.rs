@@ -108,7 +108,7 @@ impl VmRow {
                 self.set_attempts(1);
             }
         }
-        if let VmState::Failed { reason, .. } = &state {
+        if let VmState::Failed { reason, .. } | VmState::HookFailed { reason } = &state {
             self.last_error = Some(text::clean(reason));
         }
         if state.phase() != Phase::Cloning {
@@ -150,6 +150,7 @@ impl VmRow {
             let phase = match kind {
                 StateKind::Paused => self.paused_phase_at(i),
                 StateKind::Failed
+                | StateKind::HookFailed
                 | StateKind::Skipped
                 | StateKind::Aborted
                 | StateKind::Verified => None,
@@ -350,6 +351,7 @@ impl Model {
         self.vms.len()
             - self.count(StateKind::Verified)
             - self.count(StateKind::Failed)
+            - self.count(StateKind::HookFailed)
             - self.count(StateKind::Skipped)
             - self.count(StateKind::Aborted)
     }

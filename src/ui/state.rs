@@ -14,15 +14,19 @@ pub enum StateKind {
     AwaitingIp,
     IpFound,
     Verifying,
+    /// The `on_verified` hook runs.
+    Provisioning,
     Verified,
     Paused,
     Failed,
+    /// Verified, but its `on_verified` hook failed.
+    HookFailed,
     Skipped,
     Aborted,
 }
 
 impl StateKind {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     pub const ALL: [StateKind; StateKind::COUNT] = [
         StateKind::Queued,
         StateKind::Cloning,
@@ -32,9 +36,11 @@ impl StateKind {
         StateKind::AwaitingIp,
         StateKind::IpFound,
         StateKind::Verifying,
+        StateKind::Provisioning,
         StateKind::Verified,
         StateKind::Paused,
         StateKind::Failed,
+        StateKind::HookFailed,
         StateKind::Skipped,
         StateKind::Aborted,
     ];
@@ -46,6 +52,7 @@ impl StateKind {
             VmState::Failed { .. } => StateKind::Failed,
             VmState::Skipped { .. } => StateKind::Skipped,
             VmState::Aborted { .. } => StateKind::Aborted,
+            VmState::HookFailed { .. } => StateKind::HookFailed,
         }
     }
 
@@ -59,6 +66,7 @@ impl StateKind {
             Phase::AwaitingIp => StateKind::AwaitingIp,
             Phase::IpFound => StateKind::IpFound,
             Phase::Verifying => StateKind::Verifying,
+            Phase::Provisioning => StateKind::Provisioning,
             Phase::Verified => StateKind::Verified,
         }
     }
@@ -74,9 +82,11 @@ impl StateKind {
             StateKind::AwaitingIp => Phase::AwaitingIp.as_str(),
             StateKind::IpFound => Phase::IpFound.as_str(),
             StateKind::Verifying => Phase::Verifying.as_str(),
+            StateKind::Provisioning => Phase::Provisioning.as_str(),
             StateKind::Verified => Phase::Verified.as_str(),
             StateKind::Paused => "paused",
             StateKind::Failed => "failed",
+            StateKind::HookFailed => "hook-failed",
             StateKind::Skipped => "skipped",
             StateKind::Aborted => "aborted",
         }
@@ -97,6 +107,7 @@ impl StateKind {
                 | StateKind::AwaitingIp
                 | StateKind::IpFound
                 | StateKind::Verifying
+                | StateKind::Provisioning
         )
     }
 
@@ -104,7 +115,11 @@ impl StateKind {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped | StateKind::Aborted
+            StateKind::Verified
+                | StateKind::Failed
+                | StateKind::HookFailed
+                | StateKind::Skipped
+                | StateKind::Aborted
         )
     }
 }
@@ -119,6 +134,7 @@ pub fn phase_of(kind: StateKind) -> Phase {
         StateKind::AwaitingIp => Phase::AwaitingIp,
         StateKind::IpFound => Phase::IpFound,
         StateKind::Verifying => Phase::Verifying,
+        StateKind::Provisioning => Phase::Provisioning,
         StateKind::Verified => Phase::Verified,
         _ => Phase::Queued,
     }

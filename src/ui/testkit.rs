@@ -90,6 +90,7 @@ pub fn log(vm: Option<usize>, level: Level, text: &str) -> Event {
 pub fn summary(states: &[&str]) -> Box<Summary> {
     Box::new(Summary {
         schema_version: crate::report::SCHEMA_VERSION,
+        on_finished: None,
         rollout: RolloutInfo {
             id: "r1".into(),
             proxmox_url: "https://127.0.0.1:8006".into(),
@@ -117,6 +118,8 @@ pub fn summary(states: &[&str]) -> Box<Summary> {
                 attempts: 1,
                 error: None,
                 phases: IndexMap::new(),
+                checks: Vec::new(),
+                hook: None,
             })
             .collect(),
     })

@@ -45,15 +45,17 @@ impl Theme {
             AwaitingIp => Color::LightYellow,
             IpFound => Color::LightMagenta,
             Verifying => Color::LightGreen,
+            Provisioning => Color::Blue,
             Verified => Color::Green,
             Paused => Color::Magenta,
             Failed => Color::Red,
+            HookFailed => Color::LightRed,
             Skipped => Color::Gray,
-            Aborted => Color::LightRed,
+            Aborted => Color::Indexed(208),
         };
         let style = self.fg(colour);
         match kind {
-            Verified | Failed => style.add_modifier(Modifier::BOLD),
+            Verified | Failed | HookFailed => style.add_modifier(Modifier::BOLD),
             Queued | Skipped if !self.colour => style.add_modifier(Modifier::DIM),
             _ => style,
         }
@@ -156,9 +158,11 @@ impl Theme {
     /// when there is no colour.
     pub fn timeline_cell(&self, kind: StateKind) -> (&'static str, Style) {
         let symbol = match kind {
-            StateKind::Verified | StateKind::Failed | StateKind::Skipped | StateKind::Aborted => {
-                state_glyph(kind)
-            }
+            StateKind::Verified
+            | StateKind::Failed
+            | StateKind::HookFailed
+            | StateKind::Skipped
+            | StateKind::Aborted => state_glyph(kind),
             StateKind::Queued => "·",
             _ if self.colour => "█",
             _ => timeline_letter(kind),
@@ -179,9 +183,11 @@ pub fn state_glyph(kind: StateKind) -> &'static str {
         AwaitingIp => "◇",
         IpFound => "◆",
         Verifying => "◈",
+        Provisioning => "◎",
         Verified => "✓",
         Paused => "‖",
         Failed => "✗",
+        HookFailed => "⊗",
         Skipped => "⊘",
         Aborted => "■",
     }
@@ -198,6 +204,7 @@ fn timeline_letter(kind: StateKind) -> &'static str {
         AwaitingIp => "l",
         IpFound => "i",
         Verifying => "v",
+        Provisioning => "p",
         Paused => "‖",
         other => state_glyph(other),
     }

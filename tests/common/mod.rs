@@ -37,16 +37,24 @@ impl Harness {
         scenario: Scenario,
         seed: u64,
         scale: f64,
-        mut settings: DemoSettings,
+        settings: DemoSettings,
     ) -> Harness {
-        let sim = sim::start(SimOptions {
-            scenario,
-            seed,
-            time_scale: scale,
-            ..SimOptions::default()
-        })
+        Self::start_options(
+            SimOptions {
+                scenario,
+                seed,
+                time_scale: scale,
+                ..SimOptions::default()
+            },
+            settings,
+        )
         .await
-        .expect("simulator starts");
+    }
+
+    /// A simulator started with `options` (its agent backend, say), the rollout at its scale.
+    pub async fn start_options(options: SimOptions, mut settings: DemoSettings) -> Harness {
+        let scale = options.time_scale;
+        let sim = sim::start(options).await.expect("simulator starts");
         let out = tempfile::tempdir().expect("temp dir");
         settings.output = out.path().to_path_buf();
         let client =

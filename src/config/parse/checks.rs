@@ -19,6 +19,7 @@ pub(in crate::config) const CHECKS_KEYS: &[&str] = &[
     "verify_timeout",
     "ip_prefer",
     "ipv6",
+    "exec",
 ];
 
 impl Doc<'_> {
@@ -60,6 +61,7 @@ impl Doc<'_> {
                 .collect::<Result<Vec<Cidr>, Bad>>()
         });
         let ipv6 = self.boolean(&s, "ipv6");
+        let exec = self.exec_checks(&s, "exec");
         if self.problems.len() > before {
             return None;
         }
@@ -77,6 +79,7 @@ impl Doc<'_> {
             verify_timeout: verify_timeout.unwrap_or(minutes(10)),
             ip_prefer: ip_prefer.unwrap_or_else(Cidr::rfc1918),
             ipv6: ipv6.unwrap_or(false),
+            exec: exec.unwrap_or_default(),
         })
     }
 }

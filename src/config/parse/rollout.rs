@@ -19,6 +19,8 @@ pub(in crate::config) const ROLLOUT_KEYS: &[&str] = &[
     "vmid_range",
     "max_vms",
     "max_clones_per_storage",
+    "placement",
+    "memory_overcommit",
 ];
 
 /// `[rollout]` plus what the VM-list checks need to point at.
@@ -158,6 +160,27 @@ impl Doc<'_> {
             1000,
             Some("0 means no cap beyond the stagger"),
         );
+        let placement = self.string_with(&s, "placement", "a placement", |p| match p {
+            "most-free-memory" => Ok(Placement::MostFreeMemory),
+            "spread" => Ok(Placement::Spread),
+            _ => Err(bad(
+                "not a placement; allowed: \"most-free-memory\", \"spread\"",
+            )),
+        });
+        let memory_overcommit = self.field(&s, "memory_overcommit", |v| {
+            let factor = match v {
+                DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+                DeValue::Integer(_) => integer_of(v).map(|n| n as f64),
+                other => return Err(expected("a factor such as 1.5", other)),
+            };
+            match factor {
+                Some(f) if (1.0..=10.0).contains(&f) => Ok(f),
+                _ => Err(bad_hint(
+                    "out of range; allowed: 1.0 to 10.0",
+                    "1.0 places no more memory than a node has free; 1.5 allows half as much again",
+                )),
+            }
+        });
 
         if s.get("vmid_start").is_some() && s.get("vmid_range").is_some() {
             let line = s.get("vmid_range").map(|v| self.line(v.span().start));
@@ -209,6 +232,8 @@ impl Doc<'_> {
                 nodes: nodes?,
                 vmid_range,
                 max_clones_per_storage: max_clones_per_storage.unwrap_or(0) as usize,
+                placement: placement.unwrap_or_default(),
+                memory_overcommit: memory_overcommit.unwrap_or(1.0),
             },
             vm_count_given: s.get("vm_count").is_some(),
             header_line: s.line,

@@ -21,8 +21,26 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "ciuser",
     "sshkeys",
     "sshkeys_file",
+    "clone",
+    "cicustom",
+    // Guest settings (parsed in guest.rs).
+    "ciupgrade",
+    "pool",
+    "tags",
+    "description",
+    "onboot",
+    "startup",
+    "cpu",
+    "balloon",
+    // Network (parsed in network.rs).
+    "ip",
+    "ip_pool",
+    "gateway",
+    "nameservers",
+    "searchdomain",
 ];
-pub(in crate::config) const VM_ONLY_KEYS: &[&str] = &["node", "vmid"];
+pub(in crate::config) const VM_ONLY_KEYS: &[&str] =
+    &["node", "vmid", "checks_exec_add", "checks_exec_replace"];
 
 impl Doc<'_> {
     /// The spec keys of `[defaults]` (every key optional; the original wait_for_vm.sh flow's values fill the rest).
@@ -41,6 +59,13 @@ impl Doc<'_> {
             secure_boot: true,
             ciuser: None,
             sshkeys: None,
+            address: Default::default(),
+            gateway: None,
+            nameservers: Vec::new(),
+            searchdomain: None,
+            clone: CloneMode::Full,
+            cicustom: None,
+            guest: Default::default(),
         };
         Some(original.merged(&o))
     }
@@ -128,9 +153,32 @@ impl Doc<'_> {
                 ),
             );
         }
+        let clone = self.string_with(s, "clone", "a clone mode", |m| match m {
+            "full" => Ok(CloneMode::Full),
+            "linked" => Ok(CloneMode::Linked),
+            _ => Err(bad("not a clone mode; allowed: \"full\", \"linked\"")),
+        });
+        if clone == Some(CloneMode::Linked) {
+            for key in ["storage", "format"] {
+                if let Some(value) = s.get(key) {
+                    self.at_value(
+                        s.key_path(key),
+                        value,
+                        bad_hint(
+                            "set with clone = \"linked\"",
+                            "a linked clone stays on the template's storage and format (PVE refuses both); drop the key or use clone = \"full\"",
+                        ),
+                    );
+                }
+            }
+        }
+        let network = self.network(s);
+        let guest = self.guest(s);
         if self.problems.len() > before {
             return None;
         }
+        let network = network?;
+        let guest = guest?;
         Some(VmOverrides {
             cores,
             sockets,
@@ -143,8 +191,16 @@ impl Doc<'_> {
             secure_boot,
             ciuser,
             sshkeys: inline_keys.or(file_keys),
+            address: network.address,
+            gateway: network.gateway,
+            nameservers: network.nameservers,
+            searchdomain: network.searchdomain,
+            clone,
+            cicustom: network.cicustom,
+            guest,
             node: None,
             vmid: None,
+            checks_exec: None,
         })
     }
 
@@ -246,9 +302,11 @@ impl Doc<'_> {
                     ),
                 );
             }
-            if let Some(mut o) = overrides {
+            let checks_exec = self.vm_exec_checks(&vm);
+            if let (Some(mut o), Ok(checks_exec)) = (overrides, checks_exec) {
                 o.node = node;
                 o.vmid = vmid;
+                o.checks_exec = checks_exec;
                 out.insert(name.to_string(), o);
             }
         }

@@ -22,24 +22,34 @@ impl VmTask {
                 .vm_status(&node, vmid)
                 .await?
                 .is_running();
+        // Leaves by `break` (started) or `return`; `continue` starts it again.
         if stopped {
-            let Some(upid) = self.start_vm().await? else {
-                self.mark_started();
-                return Ok(());
-            };
-            let state = self
-                .wait_task(
-                    &upid,
-                    Some(self.shared.checks.boot_timeout),
-                    Wait::StartTask,
-                )
-                .await?;
-            // bpg's lesson: qmstart can fail yet the VM runs; a VM already running is started.
-            if let TaskState::Failed(text) = &state
-                && !state.is_success_for_start()
-            {
-                self.task_log_tail(&upid).await;
-                return Err(Stop::Failed(format!("start failed: {text}")));
+            loop {
+                let Some(upid) = self.start_vm().await? else {
+                    self.mark_started();
+                    return Ok(());
+                };
+                let state = self
+                    .wait_task(
+                        &upid,
+                        Some(self.shared.checks.boot_timeout),
+                        Wait::StartTask,
+                    )
+                    .await?;
+                // bpg's lesson: qmstart can fail yet the VM runs; a VM already running is started.
+                if let TaskState::Failed(text) = &state
+                    && !state.is_success_for_start()
+                {
+                    // Its own lock timed out: a clone of it still runs. Not a failure: wait for the
+                    // clone to end and start it then.
+                    if state.config_lock_timeout() == Some(vmid) {
+                        self.wait_unlocked(text).await?;
+                        continue;
+                    }
+                    self.task_log_tail(&upid).await;
+                    return Err(Stop::Failed(format!("start failed: {text}")));
+                }
+                break;
             }
         }
         self.mark_started();
@@ -55,7 +65,14 @@ impl VmTask {
             match self.shared.client.start(&node, vmid).await {
                 Ok(upid) => return Ok(Some(upid)),
                 Err(e) if e.class.is_transient() && attempt < 4 => {
-                    self.log(Level::Warning, format!("start: {e}; checking the VM"));
+                    // A lost answer (596) may hide a start that runs late: look before asking
+                    // again (a second start of a running VM fails harmlessly, `already running`).
+                    let what = if e.outcome_unknown {
+                        "outcome unknown, checking the VM"
+                    } else {
+                        "checking the VM"
+                    };
+                    self.log(Level::Warning, format!("start: {e}; {what}"));
                     self.sleep(Duration::from_secs(2)).await?;
                     if self
                         .shared

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::format_duration;
+use crate::config::{CloneMode, format_duration};
 use crate::pve::{CloneRequest, ErrorClass, TaskState, Upid, VmConfig};
 
 use super::super::event::{Level, Phase};
@@ -232,15 +232,20 @@ impl VmTask {
         // 5, 10, 20, 40, 80 s spreads six tries over ~2.5 min.
         const ATTEMPTS: u32 = 6;
         let s = &self.vm.source;
+        let linked = self.vm.spec.clone == CloneMode::Linked;
         let request = CloneRequest {
             newid: self.vm.vmid,
             name: self.vm.name.clone(),
-            description: Some(plan::marker_line(&self.shared.rollout_id)),
-            full: true,
+            // The marker line stays last: it is how a rerun knows the VM as its own.
+            description: Some(match &self.vm.spec.guest.description {
+                Some(text) => format!("{text}\n\n{}", plan::marker_line(&self.shared.rollout_id)),
+                None => plan::marker_line(&self.shared.rollout_id),
+            }),
+            full: !linked,
             target: s.target.clone(),
-            storage: Some(self.vm.spec.storage.clone()),
-            format: Some(self.vm.spec.format.clone()),
-            pool: None,
+            storage: (!linked).then(|| self.vm.spec.storage.clone()),
+            format: (!linked).then(|| self.vm.spec.format.clone()),
+            pool: self.vm.spec.guest.pool.clone(),
         };
         let (snode, svmid) = (s.node.clone(), s.vmid);
         let mut backoff = Duration::from_secs(5);
@@ -315,6 +320,30 @@ impl VmTask {
                         return Ok(());
                     }
                     return Err(Stop::Failed(format!("clone task failed: {text}")));
+                }
+                // The new VM's own lock: another clone of this id (an earlier request whose
+                // answer was lost) holds it for as long as it copies. Wait for that clone, and
+                // adopt its VM if it is ours.
+                Some(ErrorClass::Transient)
+                    if state.config_lock_timeout() == Some(self.vm.vmid) =>
+                {
+                    self.log(
+                        Level::Info,
+                        format!(
+                            "{text}: VM {} is being cloned already; waiting for that clone",
+                            self.vm.vmid
+                        ),
+                    );
+                    if self.lookup_ours().await? {
+                        self.log(
+                            Level::Info,
+                            format!("VM {} is ours: adopting it", self.vm.vmid),
+                        );
+                        return Ok(());
+                    }
+                    if attempt == ATTEMPTS {
+                        return Err(Stop::Failed(format!("clone task failed: {text}")));
+                    }
                 }
                 // Lock timeouts, storage lock contention, worker trouble: worth another try.
                 Some(ErrorClass::Transient) if attempt < ATTEMPTS => {

@@ -45,19 +45,71 @@ impl VmTask {
             .clock
             .deadline(self.shared.checks.clone_stall_timeout);
         loop {
-            match self.shared.client.set_config(&node, vmid, &update).await {
+            let e = match self.shared.client.set_config(&node, vmid, &update).await {
                 Ok(()) => break,
-                Err(e)
-                    if matches!(e.class, ErrorClass::Locked | ErrorClass::Transient)
-                        && !self.shared.clock.left(deadline).is_zero() =>
-                {
-                    self.log(Level::Warning, format!("configure: {e}; retrying"));
-                    self.sleep(Duration::from_secs(2)).await?;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(e.into());
             }
+            if e.outcome_unknown || e.class == ErrorClass::DigestMismatch {
+                // Its answer was lost (or another write got in first, such as this very update
+                // run late): this rollout is the VM's only writer, so a config that changed since
+                // it was read has our update.
+                let now = self.shared.client.vm_config(&node, vmid).await?;
+                if update.digest.is_some() && now.get("digest") != update.digest.as_deref() {
+                    self.log(
+                        Level::Info,
+                        format!("configure: {e}; the config changed since: taken as applied"),
+                    );
+                    break;
+                }
+                self.log(
+                    Level::Warning,
+                    format!("configure: {e}; not applied, sending it again"),
+                );
+            } else if e.class == ErrorClass::Locked || e.config_lock_timeout() == Some(vmid) {
+                // A clone of this VM still holds its lock: it is still being cloned.
+                self.wait_unlocked(&e.to_string()).await?;
+                continue;
+            } else if e.class.is_transient() {
+                self.log(Level::Warning, format!("configure: {e}; retrying"));
+            } else {
+                return Err(e.into());
+            }
+            self.sleep(Duration::from_secs(2)).await?;
         }
         self.grow_disk(&config).await
+    }
+
+    /// Waits until the VM's config has no `lock` (a clone holds the new VM's lock for as long
+    /// as it copies, and its config says `lock: clone`), within `clone_timeout` when one is set
+    /// (a copy may take hours; its own task's stall is judged where the task is followed).
+    pub(super) async fn wait_unlocked(&mut self, because: &str) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        self.log(
+            Level::Info,
+            format!("VM {vmid} is still being cloned ({because}); waiting for its lock"),
+        );
+        let timeout = self.shared.checks.clone_timeout;
+        let deadline = self.shared.clock.deadline_within(timeout);
+        let mut interval = Duration::from_millis(500);
+        loop {
+            match self.shared.client.vm_config(&node, vmid).await {
+                Ok(cfg) if cfg.lock().is_none() => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.class.is_transient() => {}
+                Err(e) => return Err(e.into()),
+            }
+            if self.shared.clock.left(deadline).is_zero() {
+                return Err(Stop::Failed(format!(
+                    "VM {vmid} still locked after {}",
+                    timeout.map_or_else(|| "ever".into(), crate::config::format_duration)
+                )));
+            }
+            self.sleep(interval).await?;
+            interval = interval.mul_f64(1.5).min(Duration::from_secs(5));
+        }
     }
 
     /// Grows the boot disk to the wanted size (never shrinks: PVE refuses and so do we).
@@ -73,7 +125,23 @@ impl VmTask {
             Some(current) if current == wanted => {}
             _ => {
                 let size = wanted.to_string();
-                if let Some(upid) = self.shared.client.resize(&node, vmid, &disk, &size).await? {
+                let resized = match self.shared.client.resize(&node, vmid, &disk, &size).await {
+                    Ok(upid) => upid,
+                    Err(e) if e.outcome_unknown => {
+                        // The resize may run late: the size is absolute, so asking again is safe
+                        // once the config shows it has not happened.
+                        self.log(Level::Warning, format!("resize: {e}; checking the disk"));
+                        self.sleep(Duration::from_secs(5)).await?;
+                        let now = self.shared.client.vm_config(&node, vmid).await?;
+                        if now.disk_size(&disk) == Some(wanted) {
+                            None
+                        } else {
+                            self.shared.client.resize(&node, vmid, &disk, &size).await?
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(upid) = resized {
                     match self
                         .wait_task(
                             &upid,
@@ -96,6 +164,18 @@ impl VmTask {
     }
 }
 
+/// net0's cloud-init address setup: the plan has turned a pool into its static address.
+fn ip_config(vm: &PlannedVm) -> IpConfig {
+    match vm.static_address() {
+        Some(host) => IpConfig::Static {
+            address: host.ip,
+            prefix: host.prefix,
+            gateway: vm.spec.gateway,
+        },
+        None => IpConfig::Dhcp,
+    }
+}
+
 /// The config keys a VM gets after its clone (the settings of the original wait_for_vm.sh flow
 /// and the per-VM overrides).
 pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate {
@@ -111,15 +191,37 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         ("sockets".to_string(), spec.sockets.to_string()),
         ("memory".to_string(), spec.memory.to_string()),
         ("net0".to_string(), net0.to_string()),
-        ("ipconfig0".to_string(), IpConfig::Dhcp.to_string()),
+        ("ipconfig0".to_string(), ip_config(vm).to_string()),
         ("agent".to_string(), "1".to_string()),
         ("bios".to_string(), "ovmf".to_string()),
         ("machine".to_string(), "q35".to_string()),
         (
             "tags".to_string(),
-            current.tags().with(plan::TAG).to_string(),
+            spec.guest
+                .tags
+                .iter()
+                .fold(current.tags(), |tags, tag| tags.with(tag))
+                .with(plan::TAG)
+                .to_string(),
         ),
     ];
+    let guest = &spec.guest;
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    if let Some(upgrade) = guest.ciupgrade {
+        set.push(("ciupgrade".to_string(), flag(upgrade)));
+    }
+    if let Some(onboot) = guest.onboot {
+        set.push(("onboot".to_string(), flag(onboot)));
+    }
+    if let Some(startup) = guest.startup {
+        set.push(("startup".to_string(), startup.to_string()));
+    }
+    if let Some(cpu) = &guest.cpu {
+        set.push(("cpu".to_string(), cpu.clone()));
+    }
+    if let Some(balloon) = guest.balloon {
+        set.push(("balloon".to_string(), balloon.to_string()));
+    }
     if current.get("efidisk0").is_none() {
         let efidisk = NewEfiDisk {
             storage: spec.storage.clone(),
@@ -132,6 +234,17 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
     }
     if let Some(keys) = &spec.sshkeys {
         set.push(("sshkeys".to_string(), keys.clone()));
+    }
+    if !spec.nameservers.is_empty() {
+        // PVE's `nameserver` is one space-separated list.
+        let list: Vec<String> = spec.nameservers.iter().map(|ip| ip.to_string()).collect();
+        set.push(("nameserver".to_string(), list.join(" ")));
+    }
+    if let Some(custom) = &spec.cicustom {
+        set.push(("cicustom".to_string(), custom.to_string()));
+    }
+    if let Some(domain) = &spec.searchdomain {
+        set.push(("searchdomain".to_string(), domain.clone()));
     }
     ConfigUpdate {
         set,

@@ -64,9 +64,16 @@ impl VmTask {
                     argv.join(" ")
                 )));
             }
+            // A lost answer (596) may hide a command that ran: every command run here only
+            // reads the guest's state, which is what makes running it again the right check.
+            let why = if error.outcome_unknown {
+                "outcome unknown; it only reads, so running it again"
+            } else {
+                "running it again"
+            };
             self.log(
                 Level::Warning,
-                format!("guest-exec {}: {error}; running it again", argv.join(" ")),
+                format!("guest-exec {}: {error}; {why}", argv.join(" ")),
             );
             attempt += 1;
             self.sleep(Duration::from_secs(1)).await?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 use crate::config::format_duration;
 use crate::pve::ErrorClass;
 
+use super::super::ip::{StaticSeen, static_address_seen};
+
 use super::super::event::{Event, Level, Phase};
 use super::super::poll::{Attempt, Backoff, Wait};
 use super::{Step, Stop, VmTask};
@@ -43,19 +45,37 @@ impl VmTask {
             {
                 Ok(interfaces) => {
                     let choice = shared.ip_rules.select(&interfaces, mac);
-                    match choice.ip {
-                        Some(ip) => Attempt::Done((ip, choice.candidates)),
-                        None => {
-                            let now = addresses_of(&interfaces);
-                            if now != reported {
-                                self.send(Event::VmReported {
-                                    vm: self.vm.index,
-                                    addresses: now.clone(),
-                                });
-                                reported = now;
+                    match (self.vm.static_address(), mac) {
+                        (Some(host), Some(mac)) => {
+                            match static_address_seen(&interfaces, mac, host.ip) {
+                                StaticSeen::Found => {
+                                    Attempt::Done((host.ip.into(), choice.candidates))
+                                }
+                                StaticSeen::Nothing => Attempt::Pending(String::new()),
+                                StaticSeen::Other(seen) => {
+                                    let seen: Vec<String> =
+                                        seen.iter().map(|ip| ip.to_string()).collect();
+                                    return Err(Stop::Failed(format!(
+                                        "net0 (MAC {mac}) reports {}, not its static address {host}; check the template's cloud-init network setup",
+                                        seen.join(", ")
+                                    )));
+                                }
                             }
-                            Attempt::Pending(String::new())
                         }
+                        _ => match choice.ip {
+                            Some(ip) => Attempt::Done((ip, choice.candidates)),
+                            None => {
+                                let now = addresses_of(&interfaces);
+                                if now != reported {
+                                    self.send(Event::VmReported {
+                                        vm: self.vm.index,
+                                        addresses: now.clone(),
+                                    });
+                                    reported = now;
+                                }
+                                Attempt::Pending(String::new())
+                            }
+                        },
                     }
                 }
                 Err(e)

@@ -3,15 +3,18 @@
 //!
 //! This file holds what every phase shares: the task's state, the step boundary (abort and
 //! pause), the journal, the events, the guest-agent lane and the poller. Each phase is a file:
-//! `clone`, `configure`, `boot`, `agent`, `ip`, `verify` (with `exec`, the guest commands), and
-//! `task` waits for PVE tasks.
+//! `clone`, `configure`, `boot`, `agent`, `ip`, `verify` (with `exec`, the guest commands, and
+//! `guest_checks`, the operator's own), `provision` (the `on_verified` hook), and `task` waits
+//! for PVE tasks.
 
 mod agent;
 mod boot;
 mod clone;
 mod configure;
 mod exec;
+mod guest_checks;
 mod ip;
+mod provision;
 mod task;
 mod verify;
 
@@ -22,7 +25,7 @@ use tokio::sync::{mpsc::UnboundedSender, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CheckMode, ChecksConfig};
+use crate::config::{CheckMode, ChecksConfig, ExecCheck};
 use crate::pve::{Client, PveError};
 
 use super::clock::Clock;
@@ -50,6 +53,10 @@ pub(super) struct Shared {
     pub journal: Arc<Journal>,
     /// How long the earlier VMs' waits took, to time the later VMs' polls.
     pub learned: Learned,
+    /// Per VM (plan order), the operator's guest checks run after the built-in ones.
+    pub exec_checks: Vec<Vec<ExecCheck>>,
+    /// Runs `on_verified`, when configured.
+    pub provisioner: Option<super::provision::Provisioner>,
 }
 
 /// What this VM's own calls already told, so a later phase need not ask again.
@@ -85,12 +92,17 @@ pub(super) enum Outcome {
     Aborted {
         phase: Phase,
     },
+    /// Verified, but the `on_verified` hook failed.
+    HookFailed {
+        reason: String,
+    },
 }
 
 /// Why a step stopped early.
 enum Stop {
     Aborted,
     Failed(String),
+    HookFailed(String),
 }
 
 impl From<PveError> for Stop {
@@ -165,6 +177,7 @@ impl VmTask {
                 phase: self.phase,
                 reason,
             },
+            Err(Stop::HookFailed(reason)) => Outcome::HookFailed { reason },
         }
     }
 
@@ -190,22 +203,25 @@ impl VmTask {
             })
             .await?;
         }
-        // From here on the guest agent is talked to; in sequential mode the lane is held for
-        // the whole check sequence, in pipelined mode per call.
-        let held = match self.shared.checks.mode {
-            CheckMode::Sequential => Some(self.enter_agent_lane().await?),
-            CheckMode::Pipelined => None,
-        };
-        let mac = self.net0_mac().await?;
-        self.agent_phase(held.is_some()).await?;
-        self.ip_phase(mac.as_deref(), held.is_some()).await?;
-        self.verify_phase(held.is_some()).await?;
-        drop(held);
-        self.journal(Entry::Verified {
-            name: self.vm.name.clone(),
-            vmid: self.vm.vmid,
-        })
-        .await?;
+        if from <= Phase::Verifying {
+            // From here on the guest agent is talked to; in sequential mode the lane is held
+            // for the whole check sequence, in pipelined mode per call.
+            let held = match self.shared.checks.mode {
+                CheckMode::Sequential => Some(self.enter_agent_lane().await?),
+                CheckMode::Pipelined => None,
+            };
+            let mac = self.net0_mac().await?;
+            self.agent_phase(held.is_some()).await?;
+            self.ip_phase(mac.as_deref(), held.is_some()).await?;
+            self.verify_phase(held.is_some()).await?;
+            drop(held);
+            self.journal(Entry::Verified {
+                name: self.vm.name.clone(),
+                vmid: self.vm.vmid,
+            })
+            .await?;
+        }
+        self.provision_phase().await?;
         self.set(VmState::Active {
             phase: Phase::Verified,
         });

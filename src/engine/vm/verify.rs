@@ -48,6 +48,7 @@ impl VmTask {
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
         }
+        self.guest_checks(held).await?;
         self.log(
             Level::Success,
             format!(

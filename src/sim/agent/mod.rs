@@ -15,6 +15,7 @@ use super::cluster::{Guest, Power};
 use super::envelope::{ApiError, ApiOk};
 use super::params::{self, Kind, NODE, Params, VMID, opt, req, vmid_of};
 use super::routes::{AGENT_GET, AGENT_POST};
+use super::scenario::PveVersion;
 use super::{AgentBackend, Shared, SimError};
 
 /// Guest-agent ping timeout and default command timeout (simulated s).
@@ -31,9 +32,15 @@ pub enum Reply {
     Timeout,
 }
 
+/// How long a client waits to connect to a busy agent socket (QMPClient's 1 s connect timeout,
+/// retried every 100 ms).
+pub const CONNECT_TIMEOUT_S: f64 = 1.0;
+
 /// The agent backend shared by all VMs.
 pub struct AgentHost {
     qga: Option<qemu_ga::QgaHost>,
+    /// Each VM's agent socket serves one client at a time.
+    sockets: std::sync::Mutex<std::collections::HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AgentHost {
@@ -42,7 +49,19 @@ impl AgentHost {
             AgentBackend::Simulated => None,
             AgentBackend::QemuGa => Some(qemu_ga::QgaHost::new().await?),
         };
-        Ok(AgentHost { qga })
+        Ok(AgentHost {
+            qga,
+            sockets: Default::default(),
+        })
+    }
+
+    fn socket(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(vmid)
+            .or_default()
+            .clone()
     }
 
     /// The VM started: a real agent comes up at the guest's `agent_up_at`.
@@ -104,12 +123,12 @@ pub async fn command(
         _ => params::validate(&p, &[NODE, VMID])?,
     }
     let vmid = vmid_of(&p);
-    let privs: &[&str] = if matches!(cmd, "exec" | "exec-status") {
-        &["VM.GuestAgent.Unrestricted"]
-    } else if matches!(cmd, "shutdown") {
-        &["VM.PowerMgmt"]
-    } else {
-        &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"]
+    // PVE 8 checks VM.Monitor for every agent command; PVE 9 splits it into VM.GuestAgent.*.
+    let privs: &[&str] = match (shared.scenario.pve_version, cmd) {
+        (PveVersion::V8_4, _) => &["VM.Monitor"],
+        (_, "exec" | "exec-status") => &["VM.GuestAgent.Unrestricted"],
+        (_, "shutdown") => &["VM.PowerMgmt"],
+        _ => &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricted"],
     };
     who.require(&format!("/vms/{vmid}"), privs)?;
 
@@ -135,6 +154,19 @@ pub async fn command(
     if !configured {
         return Err(not_running());
     }
+    // One client at a time: a second call waits for the socket, briefly.
+    let socket = shared.agent.socket(vmid);
+    let _connected = match socket.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => clock
+            .timeout(CONNECT_TIMEOUT_S, socket.lock_owned())
+            .await
+            .map_err(|_| {
+                ApiError::die(format!(
+                    "unable to connect to VM {vmid} qga socket - timeout after 11 retries"
+                ))
+            })?,
+    };
     let now = clock.now();
     match up_at {
         Some(t) if t <= now + PING_TIMEOUT_S => clock.sleep_until(t).await,
@@ -152,12 +184,8 @@ pub async fn command(
     {
         return Err(not_running());
     }
-    let timeout_err = || {
-        ApiError::die(format!(
-            "VM {vmid} qmp command '{}' failed - got timeout",
-            qga_name(cmd)
-        ))
-    };
+    let version = shared.scenario.pve_version;
+    let timeout_err = || ApiError::die(version.agent_timeout(vmid, &qga_name(cmd)));
     if shared.chance(shared.scenario.faults.p_agent_timeout) {
         clock.sleep(COMMAND_TIMEOUT_S).await;
         return Err(timeout_err());

@@ -410,9 +410,9 @@ impl Lifecycle {
     async fn add_lease(&self) {
         if let Some(ns) = &self.ns {
             let nic = self.shared.scenario.guest.nic_name.clone();
-            let addr = format!("{}/16", self.guest.ipv4);
+            let addr = format!("{}/{}", self.guest.ipv4, self.guest.prefix);
             if let Err(e) = ip(&["-n", ns, "addr", "add", &addr, "dev", &nic]).await {
-                tracing::warn!(error = %e, "qemu-ga backend: cannot add the DHCP lease address");
+                tracing::warn!(error = %e, "qemu-ga backend: cannot add the guest's address");
             }
         }
     }

@@ -34,7 +34,7 @@ pub fn interfaces(shared: &Shared, g: &Guest, now: f64) -> Value {
         let mut addrs = Vec::new();
         if g.has_ip(now) {
             addrs.push(
-                json!({"ip-address-type": "ipv4", "ip-address": g.ipv4.to_string(), "prefix": 16}),
+                json!({"ip-address-type": "ipv4", "ip-address": g.ipv4.to_string(), "prefix": g.prefix}),
             );
         }
         addrs.push(json!({"ip-address-type": "ipv6", "ip-address": vmconfig::link_local(mac), "prefix": 64}));

@@ -175,17 +175,25 @@ fn parse_config_change(
         })
         .unwrap_or_default();
     for k in &delete {
-        if vmconfig::key_kind(k).is_none() && !k.starts_with("unused") {
+        let is_id = k.starts_with(|c: char| c.is_ascii_lowercase())
+            && k.len() > 1
+            && k.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+        if !is_id {
             return Err(ApiError::param(
                 "delete",
-                format!("invalid format - invalid configuration key '{k}'\n"),
+                format!("invalid format - invalid configuration ID '{k}'\n"),
             ));
         }
+        // PVE's own wording, unbalanced quote included.
         if set.iter().any(|(s, _)| s == k) {
             return Err(ApiError::param(
                 "delete",
-                format!("cannot set and delete property '{k}' at the same time"),
+                format!("you can't use '-{k}' and -delete {k}' at the same time"),
             ));
+        }
+        if vmconfig::key_kind(k).is_none() && !k.starts_with("unused") {
+            return Err(ApiError::param("delete", format!("unknown option '{k}'")));
         }
     }
     who.require(&vm_path(vmid), CONFIG_ANY)?;
@@ -298,6 +306,7 @@ fn apply_change(st: &mut Cluster, node: &str, ch: &ConfigChange) -> Result<Vec<S
                     None => d.render(),
                 }
             }
+            Some(KeyKind::Tags) => vmconfig::normalize_tags(v),
             _ => v.clone(),
         };
         let vm = st.vm_on_mut(node, vmid).map_err(|e| e.message())?;
@@ -344,13 +353,9 @@ pub async fn config_update(
 ) -> Result<ApiOk, ApiError> {
     let ch = parse_config_change(who, &p, is_post)?;
     let vmid = ch.vmid;
-    {
-        let st = shared.state();
-        let vm = st.vm_on(node, vmid)?;
-        if let (Some(l), false) = (vm.lock(), ch.skiplock) {
-            return Err(ApiError::die(format!("VM is locked ({l})")));
-        }
-    }
+    shared.state().vm_on(node, vmid)?;
+    // The lock comes first (up to 10 s), then the digest, then `check_lock`: a VM being cloned
+    // answers with the lock timeout, not `VM is locked (clone)`.
     if shared.chance(shared.scenario.faults.p_config_lock_timeout) {
         shared.clock.sleep(CONFIG_LOCK_TIMEOUT_S).await;
         return Err(ApiError::die(lock_timeout_message(vmid)));

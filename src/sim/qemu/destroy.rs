@@ -43,12 +43,18 @@ pub fn destroy(
                 "can't remove VM {vmid} - protection mode enabled"
             )));
         }
+        if vm.ha && !p.flag("purge") {
+            return Err(ApiError::die(format!(
+                "unable to remove VM {vmid} - used in HA resources and purge parameter not set."
+            )));
+        }
         if vm.power != Power::Stopped {
             return Err(ApiError::die(format!(
                 "VM {vmid} is running - destroy failed"
             )));
         }
     }
+    let purge = p.flag("purge");
     let skiplock = p.flag("skiplock");
     let node_s = node.to_string();
     let work = shared.draw(shared.scenario.timing.task_s);
@@ -60,9 +66,7 @@ pub fn destroy(
         who,
         move |ctx: TaskCtx| async move {
             let sh = ctx.shared.clone();
-            let _guard = ctx
-                .run(sh.locks.exclusive(&sh.clock, vmid, CONFIG_LOCK_TIMEOUT_S))
-                .await??;
+            let _guard = ctx.lock(vmid, false, CONFIG_LOCK_TIMEOUT_S).await?;
             let volumes: Vec<(String, Option<StorageKind>)> = {
                 let st = sh.state();
                 let vm = st.vm_on(&node_s, vmid).map_err(|e| e.message())?;
@@ -100,6 +104,10 @@ pub fn destroy(
                     })
                     .collect()
             };
+            // The config says `lock: destroyed` while the disks go.
+            if let Ok(vm) = sh.state().vm_on_mut(&node_s, vmid) {
+                vm.conf.insert("lock".into(), "destroyed".into());
+            }
             ctx.sleep(work).await?;
             {
                 let mut st = sh.state();
@@ -112,21 +120,27 @@ pub fn destroy(
                             .rsplit('/')
                             .next()
                             .unwrap_or("");
-                        match kind {
-                            Some(StorageKind::Lvmthin) => ctx_log_locked(
+                        // Unlinking a file on a directory or NFS storage prints nothing.
+                        if let Some(StorageKind::Lvmthin) = kind {
+                            ctx_log_locked(
                                 &mut st,
                                 &ctx.upid,
                                 format!("  Logical volume \"{name}\" successfully removed."),
-                            ),
-                            _ => ctx_log_locked(
-                                &mut st,
-                                &ctx.upid,
-                                "Removing image: 100% complete...done.".into(),
-                            ),
+                            );
                         }
                     }
                 }
                 st.vms.remove(&vmid);
+                if purge {
+                    ctx_log_locked(
+                        &mut st,
+                        &ctx.upid,
+                        format!("purging VM {vmid} from related configurations.."),
+                    );
+                    for members in st.pools.values_mut() {
+                        members.remove(&vmid);
+                    }
+                }
                 let now = sh.clock.now();
                 if let Some(s) = st.vm_stats.get_mut(&vmid) {
                     s.destroyed_at = Some(now);

@@ -41,7 +41,7 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     let list: Vec<Value> = st
         .vms
         .values()
-        .filter(|vm| vm.node == node && who.has("VM.Audit"))
+        .filter(|vm| vm.node == node && who.has_on(&vm_path(vm.vmid), "VM.Audit"))
         .map(|vm| {
             let mut v = vm_stat(vm, now);
             if let Some(l) = vm.lock() {
@@ -117,7 +117,16 @@ pub fn status_current(
     let st = shared.state();
     let vm = st.vm_on(node, vmid)?;
     let mut v = vm_stat(vm, now);
-    v["ha"] = json!({"managed": 0});
+    v["ha"] = if vm.ha {
+        let state = if vm.power == Power::Stopped {
+            "stopped"
+        } else {
+            "started"
+        };
+        json!({"managed": 1, "state": state})
+    } else {
+        json!({"managed": 0})
+    };
     v["qmpstatus"] = json!(match vm.power {
         Power::Stopped => "stopped",
         Power::Running => "running",

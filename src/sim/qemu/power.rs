@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{root_only, vm_path};
-use crate::sim::Shared;
+use crate::sim::agent::PING_TIMEOUT_S;
 use crate::sim::auth::Identity;
 use crate::sim::cluster::{Guest, Power, Vm, config_missing, no_config_for};
 use crate::sim::envelope::{ApiError, ApiOk};
@@ -15,6 +15,7 @@ use crate::sim::locks::CONFIG_LOCK_TIMEOUT_S;
 use crate::sim::params::{self, INT, Kind, NODE, P, Params, STR, VMID, opt, vmid_of};
 use crate::sim::tasks::{self, TaskCtx, TaskError, TaskResult};
 use crate::sim::vmconfig;
+use crate::sim::{NO_QUORUM, Shared};
 
 fn power_schema(op: &str) -> Vec<P> {
     let mut s = vec![NODE, VMID, opt("skiplock", Kind::Bool)];
@@ -87,11 +88,29 @@ pub fn power(
     let vmid = vmid_of(p);
     who.require(&vm_path(vmid), &["VM.PowerMgmt"])?;
     let force = p.flag("forceStop");
-    if op == "shutdown" && !force {
+    let (stopped, ha) = {
         let st = shared.state();
-        if st.vm_on(node, vmid).is_ok_and(|v| v.power == Power::Paused) {
-            return Err(ApiError::die("VM is paused - cannot shutdown"));
+        match st.vm_on(node, vmid) {
+            Ok(vm) => {
+                if op == "shutdown" && !force && vm.power == Power::Paused {
+                    return Err(ApiError::die("VM is paused - cannot shutdown"));
+                }
+                (vm.power == Power::Stopped, vm.ha)
+            }
+            // `check_running` reads the config in the request for these.
+            Err(e) if matches!(op, "reset" | "suspend" | "reboot") => return Err(e),
+            // Start, stop and shutdown find out in their task.
+            Err(_) => (false, false),
         }
+    };
+    if stopped && matches!(op, "reset" | "suspend" | "reboot") {
+        return Err(ApiError::die(format!("VM {vmid} not running")));
+    }
+    if op == "start" && shared.quorum_lost(shared.clock.now()) {
+        return Err(ApiError::die(NO_QUORUM));
+    }
+    if ha && matches!(op, "start" | "stop" | "shutdown") {
+        return Ok(ApiOk::data(json!(ha_request(shared, who, node, vmid, op))));
     }
     let timeout = p.int("timeout");
     let skiplock = p.flag("skiplock");
@@ -104,10 +123,7 @@ pub fn power(
         &vmid.to_string(),
         who,
         move |ctx: TaskCtx| async move {
-            let sh = ctx.shared.clone();
-            let _guard = ctx
-                .run(sh.locks.exclusive(&sh.clock, vmid, CONFIG_LOCK_TIMEOUT_S))
-                .await??;
+            let _guard = ctx.lock(vmid, false, CONFIG_LOCK_TIMEOUT_S).await?;
             match op {
                 "start" => start_task(&ctx, &node_s, vmid, skiplock).await,
                 "stop" => stop_task(&ctx, &node_s, vmid, skiplock).await,
@@ -152,6 +168,49 @@ pub fn power(
         },
     );
     Ok(ApiOk::data(json!(upid)))
+}
+
+/// An HA resource: the API only asks the HA manager (`hastart`/`hastop`, OK at once); the
+/// local resource manager acts `ha_delay_s` later with its own `qmstart`/`qmshutdown` task.
+fn ha_request(shared: &Arc<Shared>, who: &Identity, node: &str, vmid: u32, op: &str) -> String {
+    let (kind, verb, lrm_op) = if op == "start" {
+        ("hastart", "start", "start")
+    } else {
+        ("hastop", "stop", "shutdown")
+    };
+    let node_s = node.to_string();
+    let lrm = Identity::root();
+    tasks::spawn(
+        shared,
+        node,
+        kind,
+        &vmid.to_string(),
+        who,
+        move |ctx: TaskCtx| async move {
+            ctx.log(format!("Requesting HA {verb} for VM {vmid}"));
+            let sh = ctx.shared.clone();
+            tokio::spawn(async move {
+                sh.clock.sleep(sh.scenario.cluster.ha_delay_s).await;
+                let kind = format!("qm{lrm_op}");
+                tasks::spawn(
+                    &sh,
+                    &node_s.clone(),
+                    &kind,
+                    &vmid.to_string(),
+                    &lrm,
+                    move |ctx| async move {
+                        let _guard = ctx.lock(vmid, false, CONFIG_LOCK_TIMEOUT_S).await?;
+                        if lrm_op == "start" {
+                            start_task(&ctx, &node_s, vmid, false).await
+                        } else {
+                            shutdown_task(&ctx, &node_s, vmid, false, 60.0, true).await
+                        }
+                    },
+                );
+            });
+            Ok(())
+        },
+    )
 }
 
 fn running_or_fail(ctx: &TaskCtx, node: &str, vmid: u32) -> TaskResult {
@@ -245,6 +304,11 @@ fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -
     let agent_up_at = (!never_agent).then_some(booted_at + vm.draws.agent_s);
     let octet3 = ((vm.vmid / 250) % 256) as u8;
     let octet4 = (vm.vmid % 250 + 3) as u8;
+    // cloud-init applies ipconfig0's static address, if the VM has a drive to carry it.
+    let (ipv4, prefix) = vmconfig::static_ipv4(&vm.conf).unwrap_or((
+        Ipv4Addr::new(10, 20u8.wrapping_add(node_index as u8), octet3, octet4),
+        16,
+    ));
     Guest {
         started_at: now,
         pid: pid_base.wrapping_add(vm.vmid * 7 % 9973),
@@ -258,7 +322,8 @@ fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -
         cloud_init_at: agent_up_at.map(|a| a + vm.draws.cloud_init_s),
         mac: vm.net0_mac(),
         agent_configured: vmconfig::agent_enabled(vm.conf.get("agent")),
-        ipv4: Ipv4Addr::new(10, 20u8.wrapping_add(node_index as u8), octet3, octet4),
+        ipv4,
+        prefix,
     }
 }
 
@@ -285,11 +350,12 @@ async fn stop_task(ctx: &TaskCtx, node: &str, vmid: u32, skiplock: bool) -> Task
     let work = {
         let st = ctx.shared.state();
         let vm = st.vm_on(node, vmid).map_err(|e| e.message())?;
-        if let (Some(l), false) = (vm.lock(), skiplock) {
-            return Err(TaskError::Failed(format!("VM is locked ({l})")));
-        }
+        // A stopped VM is fine before its lock is looked at.
         if vm.power == Power::Stopped {
             return Ok(());
+        }
+        if let (Some(l), false) = (vm.lock(), skiplock) {
+            return Err(TaskError::Failed(format!("VM is locked ({l})")));
         }
         vm.draws.start_s / 3.0
     };
@@ -307,21 +373,40 @@ async fn shutdown_task(
     force: bool,
 ) -> TaskResult {
     let sh = &ctx.shared;
-    let down_at = {
+    let (down_at, agent_down) = {
         let st = sh.state();
         let vm = st
             .vm_on(node, vmid)
             .map_err(|_| no_config_for(node, vmid))?;
+        if vm.power == Power::Stopped || vm.guest.is_none() {
+            return Ok(());
+        }
         if let (Some(l), false) = (vm.lock(), skiplock) {
             return Err(TaskError::Failed(format!("VM is locked ({l})")));
         }
-        match (&vm.power, &vm.guest) {
+        let now = sh.clock.now();
+        // With the agent enabled, PVE pings it first and shuts down through it when it answers.
+        let agent_down = vmconfig::agent_enabled(vm.conf.get("agent"))
+            && !vm
+                .guest
+                .as_ref()
+                .and_then(|g| g.agent_up_at)
+                .is_some_and(|t| t <= now && vm.power == Power::Running);
+        let down_at = match (&vm.power, &vm.guest) {
             (Power::Stopped, _) | (_, None) => return Ok(()),
             // A paused guest never reacts to ACPI.
             (Power::Paused, _) => f64::INFINITY,
-            (Power::Running, Some(g)) => g.booted_at.max(sh.clock.now()) + vm.draws.shutdown_s,
-        }
+            (Power::Running, Some(g)) => g.booted_at.max(now) + vm.draws.shutdown_s,
+        };
+        (down_at, agent_down)
     };
+    if agent_down {
+        ctx.sleep(PING_TIMEOUT_S).await?;
+        ctx.log(format!(
+            "QEMU Guest Agent is not running - {}",
+            sh.scenario.pve_version.agent_timeout(vmid, "guest-ping")
+        ));
+    }
     let now = sh.clock.now();
     if down_at <= now + timeout {
         ctx.sleep(down_at - now).await?;

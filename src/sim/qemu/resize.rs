@@ -67,9 +67,7 @@ pub fn resize(
         who,
         move |ctx: TaskCtx| async move {
             let sh = ctx.shared.clone();
-            let _guard = ctx
-                .run(sh.locks.exclusive(&sh.clock, vmid, CONFIG_LOCK_TIMEOUT_S))
-                .await??;
+            let _guard = ctx.lock(vmid, false, CONFIG_LOCK_TIMEOUT_S).await?;
             let (old, new, volid, kind) = {
                 let st = sh.state();
                 let vm = st.vm_on(&node_s, vmid).map_err(|e| e.message())?;

@@ -80,8 +80,11 @@ impl Drive {
         Some((sid.to_string(), size.parse().ok()?))
     }
     pub fn render(&self) -> String {
+        // print_drive: the volume first, the options sorted.
         let mut s = self.volume.clone();
-        for (k, v) in &self.opts {
+        let mut opts: Vec<&(String, String)> = self.opts.iter().collect();
+        opts.sort();
+        for (k, v) in opts {
             s.push_str(&format!(",{k}={v}"));
         }
         s

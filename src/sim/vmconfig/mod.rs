@@ -13,7 +13,7 @@ mod net;
 
 pub use drive::{Drive, format_size, human_bytes, parse_drive, parse_size};
 use net::check_ipconfig;
-pub use net::{link_local, parse_net};
+pub use net::{link_local, parse_net, static_ipv4};
 
 pub type Config = IndexMap<String, String>;
 
@@ -139,6 +139,7 @@ pub enum KeyKind {
     Drive,
     EfiDisk,
     SshKeys,
+    Tags,
     Text,
 }
 
@@ -152,11 +153,10 @@ pub fn key_kind(key: &str) -> Option<KeyKind> {
     };
     Some(match key {
         "name" => Simple(Kind::DnsName),
-        "description" | "tags" | "cpu" | "boot" | "vga" | "machine" | "smbios1" | "vmgenid"
-        | "meta" | "hotplug" | "startup" | "ciuser" | "cipassword" | "nameserver"
-        | "searchdomain" | "cicustom" | "hookscript" | "args" | "watchdog" | "rng0" | "audio0" => {
-            Text
-        }
+        "tags" => Tags,
+        "description" | "cpu" | "boot" | "vga" | "machine" | "smbios1" | "vmgenid" | "meta"
+        | "hotplug" | "startup" | "ciuser" | "cipassword" | "nameserver" | "searchdomain"
+        | "cicustom" | "hookscript" | "args" | "watchdog" | "rng0" | "audio0" => Text,
         "ostype" => Simple(Kind::Enum(OSTYPES)),
         "scsihw" => Simple(Kind::Enum(SCSIHW)),
         "bios" => Simple(Kind::Enum(BIOS)),
@@ -183,6 +183,27 @@ pub fn key_kind(key: &str) -> Option<KeyKind> {
     })
 }
 
+fn split_tags(v: &str) -> impl Iterator<Item = &str> {
+    v.split([';', ',', ' ']).filter(|t| !t.is_empty())
+}
+
+/// PVE_TAG_RE: `[a-z0-9_][a-z0-9_\-\+\.]*`, case-insensitive.
+fn is_tag(t: &str) -> bool {
+    let ok = |c: char, first: bool| {
+        c.is_ascii_alphanumeric() || c == '_' || (!first && matches!(c, '-' | '+' | '.'))
+    };
+    let mut chars = t.chars();
+    chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
+}
+
+/// How PVE stores `tags`: lower-cased, sorted, without duplicates, `;`-joined.
+pub fn normalize_tags(v: &str) -> String {
+    let mut tags: Vec<String> = split_tags(v).map(|t| t.to_lowercase()).collect();
+    tags.sort();
+    tags.dedup();
+    tags.join(";")
+}
+
 /// Validates a value written to `key`; `Err` is PVE's message for that parameter.
 pub fn check_key_value(key: &str, value: &str) -> Result<(), String> {
     let Some(kind) = key_kind(key) else {
@@ -194,6 +215,13 @@ pub fn check_key_value(key: &str, value: &str) -> Result<(), String> {
     match kind {
         KeyKind::Simple(k) => params::check_value(k, value),
         KeyKind::Text => Ok(()),
+        KeyKind::Tags => split_tags(value)
+            .find(|t| !is_tag(t))
+            .map_or(Ok(()), |t| {
+                Err(format!(
+                    "invalid format - invalid characters in tag '{t}' (use letters, digits, '_', '-', '+', '.')\n"
+                ))
+            }),
         KeyKind::Net => parse_net(value).map(|_| ()),
         KeyKind::IpConfig => check_ipconfig(value),
         KeyKind::Memory => check_memory(value),

@@ -23,7 +23,10 @@ impl Net {
             Some(m) => format!("{}={m}", self.model),
             None => self.model.clone(),
         };
-        for (k, v) in &self.opts {
+        // print_net: the default key first, the rest sorted.
+        let mut opts: Vec<&(String, String)> = self.opts.iter().collect();
+        opts.sort();
+        for (k, v) in opts {
             s.push_str(&format!(",{k}={v}"));
         }
         s
@@ -105,6 +108,26 @@ pub(super) fn check_ipconfig(v: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// ipconfig0's static IPv4 address and prefix as the guest's cloud-init applies it: only with a
+/// cloud-init drive (without one the guest never sees ipconfig0).
+pub fn static_ipv4(conf: &super::Config) -> Option<(std::net::Ipv4Addr, u8)> {
+    let has_drive = conf.iter().any(|(k, v)| {
+        super::is_disk_key(k)
+            && v.split(',')
+                .next()
+                .is_some_and(|vol| vol.contains("-cloudinit"))
+    });
+    if !has_drive {
+        return None;
+    }
+    let ip = conf
+        .get("ipconfig0")?
+        .split(',')
+        .find_map(|item| item.strip_prefix("ip="))?;
+    let (addr, prefix) = ip.split_once('/')?;
+    Some((addr.parse().ok()?, prefix.parse().ok()?))
 }
 
 fn is_cidr(v: &str, v6: bool) -> bool {

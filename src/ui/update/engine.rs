@@ -66,6 +66,8 @@ pub(super) fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
                 row.task_log = lines[skip..].iter().map(|l| text::clean(l)).collect();
             }
         }
+        // Each check's and hook's result and output come as the VM's log lines too.
+        Event::Check { .. } | Event::Hook { .. } => {}
         Event::Progress(progress) => {
             r.dirty = m.requests != progress.requests || m.eta_s != progress.eta_s;
             m.requests = progress.requests;

@@ -65,6 +65,7 @@ fn lines<'a>(vm: &'a VmRow, m: &Model, theme: &Theme) -> Vec<Line<'a>> {
         VmState::Failed { phase, .. } => format!("failed in {phase}"),
         VmState::Skipped { phase } => format!("skipped in {phase}"),
         VmState::Aborted { phase } => format!("aborted in {phase}"),
+        VmState::HookFailed { .. } => "hook-failed".to_string(),
         VmState::Active { phase } => phase.as_str().to_string(),
     };
     let mut state_line = vec![

@@ -25,7 +25,7 @@ const STEPS: [u64; 14] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
 ];
 
-const LEGEND: [StateKind; 12] = [
+const LEGEND: [StateKind; 14] = [
     StateKind::Cloning,
     StateKind::Configuring,
     StateKind::Booting,
@@ -33,9 +33,11 @@ const LEGEND: [StateKind; 12] = [
     StateKind::AwaitingIp,
     StateKind::IpFound,
     StateKind::Verifying,
+    StateKind::Provisioning,
     StateKind::Paused,
     StateKind::Verified,
     StateKind::Failed,
+    StateKind::HookFailed,
     StateKind::Skipped,
     StateKind::Aborted,
 ];
@@ -97,7 +99,24 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme) {
             previous = kind;
         }
     }
-    draw_legend(buf, inner.x, inner.y + inner.height - 1, inner.width, theme);
+    // The hook's states only in rollouts that have been through them.
+    let shown: Vec<StateKind> = LEGEND
+        .into_iter()
+        .filter(|k| {
+            !matches!(k, StateKind::Provisioning | StateKind::HookFailed)
+                || m.vms
+                    .iter()
+                    .any(|vm| vm.history.iter().any(|(_, h)| h == k))
+        })
+        .collect();
+    draw_legend(
+        buf,
+        &shown,
+        inner.x,
+        inner.y + inner.height - 1,
+        inner.width,
+        theme,
+    );
 }
 
 /// Labels (`0s`, `30s`, `1m00s`, ...) at a step that keeps them apart.
@@ -142,6 +161,8 @@ fn short_label(kind: StateKind) -> &'static str {
         StateKind::AwaitingIp => "lease",
         StateKind::IpFound => "IP",
         StateKind::Verifying => "verify",
+        StateKind::Provisioning => "hook",
+        StateKind::HookFailed => "hook!",
         StateKind::Verified => "ok",
         StateKind::Failed => "fail",
         StateKind::Skipped => "skip",
@@ -150,8 +171,15 @@ fn short_label(kind: StateKind) -> &'static str {
     }
 }
 
-fn draw_legend(buf: &mut ratatui::buffer::Buffer, x0: u16, y: u16, width: u16, theme: &Theme) {
-    let full: u16 = LEGEND
+fn draw_legend(
+    buf: &mut ratatui::buffer::Buffer,
+    kinds: &[StateKind],
+    x0: u16,
+    y: u16,
+    width: u16,
+    theme: &Theme,
+) {
+    let full: u16 = kinds
         .iter()
         .map(|k| 2 + k.label().chars().count() as u16 + 2)
         .sum();
@@ -162,7 +190,7 @@ fn draw_legend(buf: &mut ratatui::buffer::Buffer, x0: u16, y: u16, width: u16, t
     };
     let mut x = x0;
     let end = x0 + width;
-    for kind in LEGEND {
+    for &kind in kinds {
         let (symbol, style) = theme.timeline_cell(kind);
         let label = label_of(kind);
         let need = 2 + label.chars().count() as u16 + 1;

@@ -1,48 +1,55 @@
 //! `POST …/clone`: PVE's synchronous checks, then a `qmclone` task (id = source vmid) that takes
-//! the source lock (shared when stopped), writes the target's temporary `lock: clone` config,
-//! allocates volumes under the storage lock and copies the bytes at the storage's shared
-//! throughput, logging as `clone_disk` does; on failure everything is undone and the task ends
-//! `clone failed: …`.
+//! the source lock (shared when stopped) and the target's lock, and holds the target's for the
+//! whole clone: the temporary `lock: clone` config, each drive allocated under the storage lock
+//! and copied (allocated data only, at the storage's shared throughput), the full config written
+//! after each drive in sorted order, the pool membership at the end. Only failures inside the
+//! copy are undone and prefixed `clone failed: `.
+
+mod copy;
 
 use std::sync::Arc;
 
 use serde_json::json;
 
-use super::Shared;
 use super::auth::Identity;
-use super::cluster::{Cluster, Draws, Power, Vm, VolumeKind, no_config_for};
+use super::cluster::{Cluster, Draws, Power, Vm, no_config_for};
 use super::envelope::{ApiError, ApiOk};
-use super::locks::{CLONE_LOCK_TIMEOUT_S, VmLockGuard};
+use super::locks::CLONE_LOCK_TIMEOUT_S;
 use super::params::{self, Kind, NODE, Params, STR, VMID, opt, req, vmid_of};
-use super::scenario::{StorageKind, StorageSpec};
-use super::storage::{Interrupted, STORAGE_LOCK_TIMEOUT_S, storage_key, storage_lock_message};
+use super::scenario::{PveVersion, StorageKind, StorageSpec};
 use super::tasks::{self, TaskCtx, TaskError, TaskResult};
 use super::vmconfig::{self, Config, Drive};
+use super::{NO_QUORUM, Shared};
 
 /// One drive to clone, decided synchronously.
 #[derive(Debug, Clone)]
-struct DrivePlan {
-    key: String,
-    source: Drive,
-    storage: StorageSpec,
-    format: String,
-    bytes: u64,
-    cloudinit: bool,
+pub(super) struct DrivePlan {
+    pub(super) key: String,
+    pub(super) source: Drive,
+    pub(super) storage: StorageSpec,
+    pub(super) format: String,
+    /// Virtual size.
+    pub(super) bytes: u64,
+    /// Data a full copy moves (zero and unallocated clusters are skipped).
+    pub(super) allocated: u64,
+    pub(super) cloudinit: bool,
 }
 
-struct ClonePlan {
-    vmid: u32,
-    newid: u32,
-    node: String,
-    target: String,
-    full: bool,
-    name: String,
-    description: Option<String>,
-    drives: Vec<DrivePlan>,
-    source_conf: Config,
-    source_running: bool,
-    source_has_pending: bool,
-    draws: Draws,
+pub(super) struct ClonePlan {
+    pub(super) vmid: u32,
+    pub(super) newid: u32,
+    pub(super) node: String,
+    pub(super) target: String,
+    pub(super) full: bool,
+    pub(super) name: String,
+    pub(super) description: Option<String>,
+    pub(super) drives: Vec<DrivePlan>,
+    pub(super) source_conf: Config,
+    pub(super) source_running: bool,
+    /// Keys with pending changes on the source (discarded by the clone).
+    pub(super) source_pending: Vec<String>,
+    pub(super) pool: Option<String>,
+    pub(super) draws: Draws,
 }
 
 fn file_format(volname: &str) -> &str {
@@ -90,10 +97,16 @@ pub fn clone(
     let vmid = vmid_of(p);
     let newid: u32 = p.get("newid").and_then(|v| v.parse().ok()).unwrap_or(0);
     who.require(&format!("/vms/{vmid}"), &["VM.Clone"])?;
-    if let Some(pool) = p.get("pool") {
+    let pool = p.get("pool");
+    if let Some(pool) = &pool
+        && !shared.state().pools.contains_key(pool)
+    {
         return Err(ApiError::forbidden(&format!(
             "pool '{pool}' does not exist"
         )));
+    }
+    if shared.quorum_lost(shared.clock.now()) {
+        return Err(ApiError::die(NO_QUORUM));
     }
     if !who.has("VM.Allocate") {
         return Err(ApiError::forbidden(""));
@@ -126,6 +139,7 @@ pub fn clone(
                         "can't clone to non-shared storage '{sid}'"
                     )));
                 }
+                s.check_usable(&target).map_err(ApiError::die)?;
                 Some(s)
             }
             None => None,
@@ -165,6 +179,7 @@ pub fn clone(
                     "can't clone VM to node '{target}' (VM uses local storage)"
                 )));
             }
+            src_storage.check_usable(node).map_err(ApiError::die)?;
             if !full && !cloudinit && !d.volume.contains(":base-") {
                 return Err(ApiError::die(format!(
                     "Linked clone feature is not supported for '{}' ({key})",
@@ -183,21 +198,23 @@ pub fn clone(
                     .unwrap_or_else(|| file_format(&d.volume).to_string()),
             };
             let bytes = if cloudinit { 0 } else { d.size().unwrap_or(0) };
+            let allocated = st
+                .volume_allocated(&d.volume, node)
+                .map_or(bytes, |a| a.min(bytes));
             drives.push(DrivePlan {
                 key,
                 source: d,
                 storage: dest,
                 format,
                 bytes,
+                allocated,
                 cloudinit,
             });
         }
-        if let Some(existing) = st.vms.get(&newid) {
-            return Err(ApiError::die(if existing.node == node {
-                format!("unable to create VM {newid}: config file already exists")
-            } else {
-                format!("VM {newid} already exists on node '{}'", existing.node)
-            }));
+        // Only the local config file is checked here; a VM with this id on another node makes
+        // the task fail when it writes the temporary config.
+        if st.vms.get(&newid).is_some_and(|v| v.node == node) {
+            return Err(ApiError::die(exists_message(newid)));
         }
         for d in &drives {
             who.require(
@@ -224,7 +241,12 @@ pub fn clone(
             .unwrap_or_else(|| format!("Copy-of-VM-{src_name}"));
         let source_conf = src.conf.clone();
         let source_running = src.power != Power::Stopped;
-        let source_has_pending = !src.pending.is_empty() || !src.pending_delete.is_empty();
+        let source_pending: Vec<String> = src
+            .pending
+            .keys()
+            .cloned()
+            .chain(src.pending_delete.iter().cloned())
+            .collect();
         let draws = Draws::for_key(shared.seed, &shared.scenario, &name);
         st.clones_accepted += 1;
         let ordinal = st.clones_accepted;
@@ -233,7 +255,7 @@ pub fn clone(
         let copy_s: f64 = if full {
             drives
                 .iter()
-                .map(|d| d.bytes as f64 / (d.storage.throughput_mb_s * 1e6))
+                .map(|d| d.allocated as f64 / (d.storage.throughput_mb_s * 1e6))
                 .sum()
         } else {
             draws.linked_clone_s
@@ -275,7 +297,8 @@ pub fn clone(
             drives,
             source_conf,
             source_running,
-            source_has_pending,
+            source_pending,
+            pool,
             draws,
         };
         (plan, ordinal)
@@ -292,51 +315,64 @@ pub fn clone(
     Ok(ApiOk::data(json!(upid)))
 }
 
+fn exists_message(newid: u32) -> String {
+    format!("unable to create VM {newid}: config file already exists")
+}
+
+/// The cluster filesystem refuses a config for a vmid that exists on another node.
+fn exists_elsewhere_message(node: &str, newid: u32) -> String {
+    format!(
+        "close (rename) atomic file '/etc/pve/nodes/{node}/qemu-server/{newid}.conf' failed: File exists"
+    )
+}
+
 async fn run_clone(ctx: TaskCtx, plan: ClonePlan, ordinal: usize) -> TaskResult {
     let sh = ctx.shared.clone();
-    let src_lock = async {
-        if plan.source_running {
-            sh.locks
-                .exclusive(&sh.clock, plan.vmid, CLONE_LOCK_TIMEOUT_S)
-                .await
-        } else {
-            sh.locks
-                .shared(&sh.clock, plan.vmid, CLONE_LOCK_TIMEOUT_S)
-                .await
-        }
-    };
-    let _src_guard: VmLockGuard = ctx
-        .run(src_lock)
-        .await?
-        .map_err(|e| format!("clone failed: {e}"))?;
-    let tgt_guard = ctx
-        .run(
-            sh.locks
-                .exclusive(&sh.clock, plan.newid, CLONE_LOCK_TIMEOUT_S),
-        )
-        .await?
-        .map_err(|e| format!("clone failed: {e}"))?;
+    // Lock timeouts and the re-run checks fail without the `clone failed: ` prefix.
+    let _src_guard = ctx
+        .lock(plan.vmid, !plan.source_running, CLONE_LOCK_TIMEOUT_S)
+        .await?;
+    // Held until the clone ends: config changes, start, resize or delete of the new VM wait for
+    // it and time out.
+    let _tgt_guard = ctx.lock(plan.newid, false, CLONE_LOCK_TIMEOUT_S).await?;
     {
-        let mut st = sh.state();
+        let st = sh.state();
         if st.vms.get(&plan.vmid).is_none_or(|v| v.node != plan.node) {
-            return Err(format!("clone failed: {}", no_config_for(&plan.node, plan.vmid)).into());
+            return Err(no_config_for(&plan.node, plan.vmid).into());
         }
-        if st.vms.contains_key(&plan.newid) {
-            return Err(format!(
-                "clone failed: unable to create VM {}: config file already exists",
-                plan.newid
-            )
-            .into());
+        match st.vms.get(&plan.newid) {
+            Some(v) if v.node == plan.node => return Err(exists_message(plan.newid).into()),
+            Some(_) => return Err(exists_elsewhere_message(&plan.node, plan.newid).into()),
+            None => {}
         }
-        let mut conf = Config::new();
+    }
+    if sh.scenario.pve_version == PveVersion::V9_1 {
+        ctx.log(format!(
+            "creating a clone of VM {} with ID {}",
+            plan.vmid, plan.newid
+        ));
+    }
+    let mut newconf = {
+        let mut st = sh.state();
+        let mut conf = plan.source_conf.clone();
+        conf.shift_remove("template");
+        conf.retain(|k, _| !k.starts_with("unused") && !vmconfig::is_disk_key(k));
+        fresh_identity(&mut st, plan.newid, &mut conf);
+        conf.insert("name".into(), plan.name.clone());
+        if let Some(d) = &plan.description {
+            conf.insert("description".into(), d.clone());
+        }
         conf.insert("lock".into(), "clone".into());
+        // The temporary config: `# qmclone temporary file` and `lock: clone`.
+        let mut temp = Config::new();
+        temp.insert("lock".into(), "clone".into());
         let now = sh.clock.now();
         st.vms.insert(
             plan.newid,
             Vm {
                 vmid: plan.newid,
                 node: plan.node.clone(),
-                conf,
+                conf: temp,
                 pending: Config::new(),
                 pending_delete: Vec::new(),
                 created_at: now,
@@ -346,6 +382,7 @@ async fn run_clone(ctx: TaskCtx, plan: ClonePlan, ordinal: usize) -> TaskResult 
                 draws: plan.draws,
                 execs: Default::default(),
                 next_exec_pid: 1000 + (plan.newid as i64 % 97) * 10,
+                ha: sh.scenario.cluster.ha_managed.contains(&ordinal),
             },
         );
         let f = &sh.scenario.faults;
@@ -357,37 +394,30 @@ async fn run_clone(ctx: TaskCtx, plan: ClonePlan, ordinal: usize) -> TaskResult 
             s.agent_never = f.agent_never_up.contains(&ordinal);
             s.ip_never = f.ip_never.contains(&ordinal);
         }
-    }
-    // From here the `lock: clone` property guards the target.
-    drop(tgt_guard);
-    ctx.log(format!(
-        "creating a clone of VM {} with ID {}",
-        plan.vmid, plan.newid
-    ));
-    if plan.source_has_pending {
-        ctx.warn("found pending changes, discarding for clone");
-    }
+        conf
+    };
     let mut created: Vec<(String, String)> = Vec::new();
-    let result = copy_drives(&ctx, &plan, &mut created).await;
+    let result = copy::copy_drives(&ctx, &plan, &mut newconf, &mut created).await;
     let now = sh.clock.now();
     match result {
-        Ok(new_drives) => {
+        Ok(()) => {
+            newconf.shift_remove("lock");
+            if !plan.source_pending.is_empty() {
+                // Perl's `warn`: a plain log line that does not make the task end in WARNINGS.
+                ctx.log(format!(
+                    "found pending changes for '{}', discarding for clone",
+                    plan.source_pending.join(",")
+                ));
+            }
             let mut st = sh.state();
-            let mut conf = plan.source_conf.clone();
-            conf.shift_remove("template");
-            conf.shift_remove("lock");
-            conf.retain(|k, _| !k.starts_with("unused"));
-            for (k, v) in new_drives {
-                conf.insert(k, v);
-            }
-            fresh_identity(&mut st, plan.newid, &mut conf);
-            conf.insert("name".into(), plan.name.clone());
-            if let Some(d) = &plan.description {
-                conf.insert("description".into(), d.clone());
-            }
             if let Some(vm) = st.vms.get_mut(&plan.newid) {
-                vm.conf = conf;
+                vm.conf = newconf;
                 vm.node = plan.target.clone();
+            }
+            if let Some(pool) = &plan.pool
+                && let Some(members) = st.pools.get_mut(pool)
+            {
+                members.insert(plan.newid);
             }
             if let Some(s) = st.vm_stats.get_mut(&plan.newid) {
                 s.clone_finished_at = Some(now);
@@ -408,144 +438,6 @@ async fn run_clone(ctx: TaskCtx, plan: ClonePlan, ordinal: usize) -> TaskResult 
             })
         }
     }
-}
-
-fn interrupted(_: Interrupted) -> TaskError {
-    TaskError::Interrupted
-}
-
-/// Allocates and copies every drive; returns the new drive strings.
-async fn copy_drives(
-    ctx: &TaskCtx,
-    plan: &ClonePlan,
-    created: &mut Vec<(String, String)>,
-) -> Result<Vec<(String, String)>, TaskError> {
-    let sh = &ctx.shared;
-    let frozen = sh
-        .state()
-        .vm_stats
-        .get(&plan.newid)
-        .and_then(|v| v.clone_index)
-        .is_some_and(|o| sh.scenario.faults.clone_freeze.contains(&o));
-    if plan.full {
-        ctx.sleep(plan.draws.clone_overhead_s).await?;
-    }
-    let mut out = Vec::new();
-    for d in &plan.drives {
-        let alloc_node = if d.storage.shared() {
-            plan.node.clone()
-        } else {
-            plan.target.clone()
-        };
-        let io = sh.io.get(
-            &storage_key(&d.storage.id, &alloc_node, d.storage.shared()),
-            d.storage.throughput_mb_s,
-        );
-        let kind = if plan.full || d.cloudinit {
-            "full"
-        } else {
-            "linked"
-        };
-        ctx.log(format!(
-            "create {kind} clone of drive {} ({})",
-            d.key, d.source.volume
-        ));
-        if sh.chance(sh.scenario.faults.p_storage_lock_timeout) {
-            ctx.sleep(STORAGE_LOCK_TIMEOUT_S).await?;
-            return Err(storage_lock_message(&d.storage.id, d.storage.shared()).into());
-        }
-        let hold = d.storage.alloc_s.min
-            + plan.draws.alloc_s * (d.storage.alloc_s.max - d.storage.alloc_s.min);
-        if io
-            .allocate(&sh.clock, hold, &ctx.cancel)
-            .await
-            .map_err(interrupted)?
-            .is_err()
-        {
-            return Err(storage_lock_message(&d.storage.id, d.storage.shared()).into());
-        }
-        let (volid, size) = {
-            let mut st = sh.state();
-            let vk = if d.cloudinit {
-                VolumeKind::CloudInit
-            } else {
-                VolumeKind::Disk
-            };
-            let size = if d.cloudinit { 4 << 20 } else { d.bytes };
-            let volid = st.alloc_volume(&d.storage, &alloc_node, plan.newid, vk, &d.format, size);
-            (volid, size)
-        };
-        created.push((volid.clone(), alloc_node.clone()));
-        let volname = volid
-            .split_once(':')
-            .map(|(_, n)| n)
-            .unwrap_or("")
-            .to_string();
-        match d.storage.kind {
-            StorageKind::Lvmthin => ctx.log(format!("  Logical volume \"{volname}\" created.")),
-            _ => ctx.log(format!(
-                "Formatting '/mnt/pve/{}/images/{volname}', fmt={} size={size}",
-                d.storage.id, d.format
-            )),
-        }
-        let mut drive = d.source.clone();
-        drive.volume = if !plan.full && !d.cloudinit {
-            // A linked clone references its base volume.
-            let base = d
-                .source
-                .volume
-                .split_once(':')
-                .map(|(_, n)| n)
-                .unwrap_or("");
-            format!("{}:{base}/{volname}", d.storage.id)
-        } else {
-            volid.clone()
-        };
-        if plan.full && !d.cloudinit {
-            let total = d.bytes as f64;
-            let human_total = vmconfig::human_bytes(total);
-            // PVE prints a line each time qemu-img's progress passes a whole percent.
-            let mut last_percent = -1i64;
-            let upid = ctx.upid.clone();
-            let shared = sh.clone();
-            let mut progress = move |done: f64| {
-                let percent = if total > 0.0 {
-                    (done / total * 100.0).floor() as i64
-                } else {
-                    100
-                };
-                if percent > last_percent {
-                    last_percent = percent;
-                    let pct = if total > 0.0 {
-                        done / total * 100.0
-                    } else {
-                        100.0
-                    };
-                    let line = format!(
-                        "transferred {} of {human_total} ({pct:.2}%)",
-                        vmconfig::human_bytes(done)
-                    );
-                    let mut st = shared.state();
-                    if let Some(t) = st.tasks.get_mut(&upid) {
-                        t.log.push(line);
-                    }
-                }
-            };
-            // A frozen copy moves its first tenth, then nothing until the task is stopped.
-            let copied = if frozen { total / 10.0 } else { total };
-            io.transfer(&sh.clock, copied, &ctx.cancel, &mut progress)
-                .await
-                .map_err(interrupted)?;
-            if frozen {
-                ctx.run(std::future::pending::<()>()).await?;
-            }
-        }
-        out.push((d.key.clone(), drive.render()));
-    }
-    if !plan.full {
-        ctx.sleep(plan.draws.linked_clone_s).await?;
-    }
-    Ok(out)
 }
 
 /// Copies a config a config and give it a new identity.

@@ -8,21 +8,77 @@ use serde::{Deserialize, Serialize};
 
 use super::SimError;
 
+mod faults;
+mod tokens;
+
+pub use faults::{Faults, NodeOutage, Window};
+pub use tokens::{AclSpec, AuthSpec, TokenSpec};
+
 const BUILTIN: &[(&str, &str)] = &[
-    ("fast", include_str!("../../assets/scenarios/fast.toml")),
+    ("fast", include_str!("../../../assets/scenarios/fast.toml")),
     (
         "realistic",
-        include_str!("../../assets/scenarios/realistic.toml"),
+        include_str!("../../../assets/scenarios/realistic.toml"),
     ),
-    ("flaky", include_str!("../../assets/scenarios/flaky.toml")),
-    ("stuck", include_str!("../../assets/scenarios/stuck.toml")),
+    (
+        "realistic-thick",
+        include_str!("../../../assets/scenarios/realistic-thick.toml"),
+    ),
+    (
+        "flaky",
+        include_str!("../../../assets/scenarios/flaky.toml"),
+    ),
+    (
+        "stuck",
+        include_str!("../../../assets/scenarios/stuck.toml"),
+    ),
     (
         "cluster",
-        include_str!("../../assets/scenarios/cluster.toml"),
+        include_str!("../../../assets/scenarios/cluster.toml"),
     ),
 ];
 
-const NAMES: &[&str] = &["fast", "realistic", "flaky", "stuck", "cluster"];
+const NAMES: &[&str] = &[
+    "fast",
+    "realistic",
+    "realistic-thick",
+    "flaky",
+    "stuck",
+    "cluster",
+];
+
+/// The PVE release the simulator answers as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PveVersion {
+    /// pve-manager 8.4.1, qemu-server 8.3: `qmp command` timeouts, agent calls need `VM.Monitor`,
+    /// the clone log starts with its first drive.
+    #[default]
+    #[serde(rename = "8.4")]
+    V8_4,
+    /// pve-manager 9.1.1, qemu-server 9.1: `qga command` timeouts, `VM.GuestAgent.*`
+    /// privileges, the clone log starts `creating a clone of VM X with ID Y`.
+    #[serde(rename = "9.1")]
+    V9_1,
+}
+
+impl PveVersion {
+    /// `VM N qmp command 'guest-x' failed - got timeout` (qga from qemu-server 9.0.26).
+    pub fn agent_timeout(self, vmid: u32, command: &str) -> String {
+        let via = match self {
+            PveVersion::V8_4 => "qmp",
+            PveVersion::V9_1 => "qga",
+        };
+        format!("VM {vmid} {via} command '{command}' failed - got timeout")
+    }
+
+    /// `(version, release, repoid)` as `GET /version` reports them.
+    pub fn strings(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            PveVersion::V8_4 => ("8.4.1", "8.4", "2a5fa54a8503f96d"),
+            PveVersion::V9_1 => ("9.1.1", "9.1", "42db4a6cf33dac83"),
+        }
+    }
+}
 
 /// A duration range in simulated seconds, drawn uniformly: `[min, max]` or a single number.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -83,6 +139,9 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The PVE release simulated: its version strings and the texts that changed between them.
+    #[serde(default)]
+    pub pve_version: PveVersion,
     #[serde(default)]
     pub cluster: ClusterSpec,
     #[serde(default = "default_storages")]
@@ -112,6 +171,13 @@ pub struct ClusterSpec {
     pub bridges: Vec<String>,
     /// Cluster name (shown in ticket responses); empty = standalone node.
     pub name: String,
+    /// Resource pools that exist (a clone's `pool` must be one of them).
+    pub pools: Vec<String>,
+    /// Clone ordinals (1 = the first clone accepted) whose new VM is an HA resource: start and
+    /// stop become `hastart`/`hastop` requests, delete needs `purge`.
+    pub ha_managed: Vec<usize>,
+    /// Simulated seconds the HA manager takes to act on a request.
+    pub ha_delay_s: f64,
 }
 
 impl Default for ClusterSpec {
@@ -122,6 +188,9 @@ impl Default for ClusterSpec {
             node_memory_gib: 256,
             bridges: vec!["vmbr0".into(), "vmbr1".into()],
             name: String::new(),
+            pools: Vec::new(),
+            ha_managed: Vec::new(),
+            ha_delay_s: 10.0,
         }
     }
 }
@@ -152,6 +221,15 @@ pub struct StorageSpec {
     /// Time one volume allocation holds the storage lock (simulated s).
     #[serde(default = "default_alloc")]
     pub alloc_s: Span,
+    /// `disable` in storage.cfg: every use fails `storage 'x' is disabled`.
+    #[serde(default)]
+    pub disabled: bool,
+    /// `nodes` in storage.cfg: where the storage exists (empty = every node).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Files under `snippets/` (listed as `<id>:snippets/<file>` when content has "snippets").
+    #[serde(default)]
+    pub snippets: Vec<String>,
 }
 
 fn default_alloc() -> Span {
@@ -165,6 +243,22 @@ impl StorageSpec {
     pub fn has_images(&self) -> bool {
         self.content.iter().any(|c| c == "images")
     }
+    pub fn on_node(&self, node: &str) -> bool {
+        self.nodes.is_empty() || self.nodes.iter().any(|n| n == node)
+    }
+    /// `storage_check_enabled` on `node`: PVE's text when the storage cannot be used there.
+    pub fn check_usable(&self, node: &str) -> Result<(), String> {
+        if self.disabled {
+            return Err(format!("storage '{}' is disabled", self.id));
+        }
+        if !self.on_node(node) {
+            return Err(format!(
+                "storage '{}' is not available on node '{node}'",
+                self.id
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `fast` scenario's storages (a scenario without `[[storages]]` gets these).
@@ -177,14 +271,25 @@ fn default_storages() -> Vec<StorageSpec> {
             size_gib: 3600,
             throughput_mb_s: 65536.0,
             alloc_s: default_alloc(),
+            disabled: false,
+            nodes: Vec::new(),
+            snippets: Vec::new(),
         },
         StorageSpec {
             id: "local".into(),
             kind: StorageKind::Dir,
-            content: vec!["iso".into(), "vztmpl".into(), "backup".into()],
+            content: vec![
+                "iso".into(),
+                "vztmpl".into(),
+                "backup".into(),
+                "snippets".into(),
+            ],
             size_gib: 94,
             throughput_mb_s: 150.0,
             alloc_s: default_alloc(),
+            disabled: false,
+            nodes: Vec::new(),
+            snippets: vec!["base.yml".into()],
         },
         StorageSpec {
             id: "shared".into(),
@@ -193,6 +298,9 @@ fn default_storages() -> Vec<StorageSpec> {
             size_gib: 16000,
             throughput_mb_s: 32768.0,
             alloc_s: default_alloc(),
+            disabled: false,
+            nodes: Vec::new(),
+            snippets: Vec::new(),
         },
     ]
 }
@@ -208,6 +316,9 @@ pub struct TemplateSpec {
     pub node: String,
     /// Boot disk (`scsi0`) size, PVE notation (`128G`).
     pub disk_size: String,
+    /// Data actually allocated in the boot disk (a cloud image: a few GiB of a large virtual
+    /// disk). A full clone copies only this much. Empty = fully allocated (a thick raw disk).
+    pub disk_allocated: String,
     pub memory_mib: u64,
     pub cores: u32,
     pub sockets: u32,
@@ -222,6 +333,7 @@ impl Default for TemplateSpec {
             storage: "ssd".into(),
             node: String::new(),
             disk_size: "128G".into(),
+            disk_allocated: String::new(),
             memory_mib: 2048,
             cores: 2,
             sockets: 1,
@@ -298,68 +410,6 @@ impl Default for GuestSpec {
             nic_name: "ens18".into(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeOutage {
-    pub node: String,
-    /// Simulated second the node drops off the network.
-    pub at_s: f64,
-    /// Simulated second it comes back (never, when absent).
-    #[serde(default)]
-    pub until_s: Option<f64>,
-}
-
-/// Fault injection. Probabilities are per request (or per clone task) and drawn from the seeded RNG.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Faults {
-    /// A protected request is never served: `596 Connection timed out` after the 30 s proxy timeout.
-    pub p_596: f64,
-    /// A node-bound request fails at once with `595 No route to host`.
-    pub p_595: f64,
-    /// A clone POST is performed, but its answer is lost: `596 Connection timed out`.
-    pub p_clone_response_lost: f64,
-    /// A config update waits 10 s for the config lock and fails `can't lock file … - got timeout`.
-    pub p_config_lock_timeout: f64,
-    /// A clone task waits 10 s for the storage allocation lock and fails.
-    pub p_storage_lock_timeout: f64,
-    /// A guest agent command (after a good ping) times out after 5 s.
-    pub p_agent_timeout: f64,
-    /// Clone ordinals (1 = the first clone accepted) whose guest agent never starts.
-    pub agent_never_up: Vec<usize>,
-    /// Clone ordinals whose guest never gets a DHCP lease.
-    pub ip_never: Vec<usize>,
-    /// Clone ordinals whose full copy freezes after a tenth: the task runs on, its log stops
-    /// growing (a hung NFS mount, a dead iSCSI path).
-    pub clone_freeze: Vec<usize>,
-    /// Nodes that go offline at a simulated time.
-    pub node_offline: Vec<NodeOutage>,
-}
-
-/// Extra identities (tests of permissions). Tokens from `SimOptions` always have full rights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSpec {
-    pub tokens: Vec<TokenSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenSpec {
-    /// `user@realm!tokenid`
-    pub id: String,
-    pub secret: String,
-    /// Privilege separation: the token has only `privileges` (on every path).
-    #[serde(default = "yes")]
-    pub privsep: bool,
-    #[serde(default)]
-    pub privileges: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Scenario {
@@ -451,6 +501,26 @@ impl Scenario {
                 self.template.disk_size
             ));
         }
+        let alloc = &self.template.disk_allocated;
+        if !alloc.is_empty() {
+            match super::vmconfig::parse_size(alloc) {
+                None => {
+                    return Err(format!(
+                        "template.disk_allocated = '{alloc}' is not a size like 3G (or empty for fully allocated)"
+                    ));
+                }
+                Some(a)
+                    if super::vmconfig::parse_size(&self.template.disk_size)
+                        .is_some_and(|d| a > d) =>
+                {
+                    return Err(format!(
+                        "template.disk_allocated = '{alloc}' is larger than template.disk_size = '{}'",
+                        self.template.disk_size
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if !(100..=999_999_999).contains(&self.template.vmid) {
             return Err(format!(
                 "template.vmid = {} is outside 100..=999999999",
@@ -474,6 +544,7 @@ impl Scenario {
             ("p_596", self.faults.p_596),
             ("p_595", self.faults.p_595),
             ("p_clone_response_lost", self.faults.p_clone_response_lost),
+            ("p_596_executed", self.faults.p_596_executed),
             ("p_config_lock_timeout", self.faults.p_config_lock_timeout),
             ("p_storage_lock_timeout", self.faults.p_storage_lock_timeout),
             ("p_agent_timeout", self.faults.p_agent_timeout),
@@ -486,6 +557,12 @@ impl Scenario {
             return Err("timing.pvestatd_interval_s must be > 0".into());
         }
         Ok(())
+    }
+
+    /// Bytes allocated in the template's boot disk.
+    pub fn template_allocated(&self) -> u64 {
+        let disk = super::vmconfig::parse_size(&self.template.disk_size).unwrap_or(128 << 30);
+        super::vmconfig::parse_size(&self.template.disk_allocated).map_or(disk, |a| a.min(disk))
     }
 
     pub fn template_node(&self) -> &str {
