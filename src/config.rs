@@ -17,6 +17,7 @@ pub use address::{AddressPool, Addressing, Cidr, HostAddress};
 
 mod address;
 mod command;
+mod discover;
 mod error;
 mod formats;
 mod parse;
@@ -25,6 +26,7 @@ mod secrets;
 mod tests;
 
 pub use command::{Placeholder, ProgramLookup, check_placeholders, expand, find_program};
+pub use discover::{CONFIG_ENV, CONFIG_FILE, Lookup, resolve_config_path};
 pub use error::{ConfigError, Problem};
 pub use formats::{format_duration, format_size, parse_duration, parse_size};
 pub use secrets::{PASSWORD_ENV, TOKEN_SECRET_ENV};

@@ -12,6 +12,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use crate::engine::event::{Command, Event, Level, Phase, PlannedVm, Progress, VmState};
 use crate::report::{Summary, format_elapsed};
 
+pub mod json;
+
 /// Exit code when the operator stopped the run with a second Ctrl-C (or signal): 128 + SIGINT,
 /// as shells report it.
 pub const EXIT_FORCED: i32 = 130;

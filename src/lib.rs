@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod headless;
+pub mod onboard;
 pub mod pve;
 pub mod report;
 pub mod sim;

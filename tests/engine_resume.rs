@@ -209,6 +209,7 @@ async fn a_journal_of_another_rollout_is_refused() {
     j.append(journal::Entry::RolloutStarted {
         rollout: "other".into(),
         settings: "x".into(),
+        values: None,
     })
     .await
     .unwrap();

@@ -12,6 +12,8 @@ use pve_rollout::engine::{self, Clock, Rollout, plan};
 use pve_rollout::pve::Client;
 use pve_rollout::{headless, sim, ui};
 
+use super::logfile::LogFile;
+use super::watch::{self, EventsFormat};
 use super::{ConfigArg, Exit, connect, load_config, make_plan, positive_f64};
 
 #[derive(Args)]
@@ -24,6 +26,18 @@ pub struct DeployArgs {
     /// Where the summary files go (overrides [output] dir).
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Resume even when the settings differ from the journal's last run (without a terminal to
+    /// ask on, a changed config is refused otherwise).
+    #[arg(long)]
+    accept_changes: bool,
+    /// Write the engine's events on stdout in this machine-readable form (implies --headless;
+    /// the human lines go to stderr).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub events: Option<EventsFormat>,
+    /// Where the run's log records go (info and above; RUST_LOG sets the filter).
+    /// [default: <output dir>/pve-rollout.log]
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// Scale the engine's own clock (delays, timeouts, poll intervals), e.g. 0.01 against a
     /// simulator started with the same time scale.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_f64)]
@@ -53,26 +67,118 @@ pub struct DemoArgs {
     /// Checks mode: pipelined (default) or sequential (the original wait_for_vm.sh flow's order).
     #[arg(long, default_value = "pipelined", value_parser = ["pipelined", "sequential"])]
     mode: String,
+    /// Write the engine's events on stdout in this machine-readable form (as for deploy).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub events: Option<EventsFormat>,
+    /// Where the run's log records go. [default: <output dir>/pve-rollout.log]
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
-pub async fn deploy(args: DeployArgs, dashboard: bool) -> Result<u8, Exit> {
-    let mut config = load_config(&args.config.config)?;
+/// How a rollout is watched.
+pub struct Watch {
+    pub dashboard: bool,
+    pub events: Option<EventsFormat>,
+}
+
+/// Opens the log file (`--log-file`, or in the output dir); a failure is said and the run goes on.
+pub fn open_log(log: &LogFile, explicit: Option<&Path>, output_dir: &Path) {
+    match log.open(explicit, output_dir) {
+        Ok(path) => tracing::info!(
+            "pve-rollout {} logging to {}",
+            env!("CARGO_PKG_VERSION"),
+            path.display()
+        ),
+        Err(e) => eprintln!("warning: no log file: {e}"),
+    }
+}
+
+pub async fn deploy(args: DeployArgs, dashboard: bool, log: &LogFile) -> Result<u8, Exit> {
+    let mut config = load_config(args.config.config.as_deref())?;
     if let Some(dir) = args.output {
         config.output.dir = dir;
     }
+    open_log(log, args.log_file.as_deref(), &config.output.dir);
     let client = connect(&config, args.time_scale).await?;
     let plan = make_plan(&client, &config).await?;
+    confirm_changes(&plan, &config, args.accept_changes)?;
     if plan.already_done() && !hooks_pending(&config, &plan) {
         // Run again after it finished: everything is verified and still running; touch nothing.
-        println!(
+        // stdout carries only JSON lines with --events.
+        let say = |text: String| match args.events {
+            Some(_) => eprintln!("{text}"),
+            None => println!("{text}"),
+        };
+        say(format!(
             "rollout '{}' is already complete: all {} VM(s) were verified (journal {}) and are running; nothing to do",
             plan.rollout_id,
             plan.vms.len(),
             engine::journal::path_in(&config.output.dir).display()
-        );
+        ));
         return Ok(0);
     }
-    roll_out(client, config, plan, args.time_scale, dashboard).await
+    let watch = Watch {
+        dashboard,
+        events: args.events,
+    };
+    roll_out(client, config, plan, args.time_scale, watch).await
+}
+
+/// A resume whose settings differ from the journal's last run lists what changed, then asks on
+/// a terminal (no: exit 1), or refuses without one (exit 2) unless `accept`.
+fn confirm_changes(plan: &plan::Plan, config: &Config, accept: bool) -> Result<(), Exit> {
+    use std::io::{BufRead, Write};
+    let path = engine::journal::path_in(&config.output.dir);
+    let history = engine::journal::History::read(&path).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(1)
+    })?;
+    // Only a rollout with VMs still standing is resumed; after `destroy` it starts afresh.
+    let standing = history
+        .vms
+        .values()
+        .any(|vm| vm.step != engine::journal::Step::Destroyed);
+    let engine::settings::Comparison::Changed(changes) = engine::settings::compare(plan, &history)
+    else {
+        return Ok(());
+    };
+    if !standing {
+        return Ok(());
+    }
+    eprintln!(
+        "the settings differ from the last run of rollout '{}' (journal {}):",
+        plan.rollout_id,
+        path.display()
+    );
+    if changes.is_empty() {
+        eprintln!(
+            "  (that run's journal holds only a digest of them, so what changed cannot be listed)"
+        );
+    }
+    for change in &changes {
+        eprintln!("  {change}");
+    }
+    eprintln!("VMs that exist already keep what they were created with.");
+    if accept {
+        eprintln!("going on with the new settings (--accept-changes)");
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: not resuming: stdin is not a terminal to confirm on; pass --accept-changes to go on with the new settings, or restore the old ones"
+        );
+        return Err(Exit(2));
+    }
+    eprint!("Go on with the new settings? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        eprintln!("nothing was done");
+        Err(Exit(1))
+    }
 }
 
 /// Some VM's `on_verified` hook has not ended ok in any run so far (cut off, failed, never
@@ -98,10 +204,13 @@ async fn roll_out(
     config: Config,
     plan: plan::Plan,
     time_scale: f64,
-    dashboard: bool,
+    watch: Watch,
 ) -> Result<u8, Exit> {
+    let dashboard = watch.dashboard;
     let title = format!("pve-rollout · {}", plan.rollout_id);
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (event_tx, engine_events) = mpsc::unbounded_channel();
+    let (watcher_tx, event_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch::tee(engine_events, watcher_tx, watch.events));
     let (command_tx, command_rx) = mpsc::unbounded_channel();
     let rollout = Rollout {
         client,
@@ -128,8 +237,14 @@ async fn roll_out(
         let summary = engine.await.map_err(|_| Exit(1))?;
         Ok(u8::try_from(headless::exit_code(&summary)).unwrap_or(1))
     } else {
-        let color = headless::color_enabled(std::io::stdout().is_terminal());
-        let outcome = headless::run(event_rx, command_tx, std::io::stdout(), color).await;
+        let outcome = if watch.events.is_some() {
+            // stdout is the event stream; the human lines go to stderr.
+            let color = headless::color_enabled(std::io::stderr().is_terminal());
+            headless::run(event_rx, command_tx, std::io::stderr(), color).await
+        } else {
+            let color = headless::color_enabled(std::io::stdout().is_terminal());
+            headless::run(event_rx, command_tx, std::io::stdout(), color).await
+        };
         if !outcome.forced {
             // Let the engine finish its last writes.
             let _ = engine.await;
@@ -138,7 +253,8 @@ async fn roll_out(
     }
 }
 
-pub async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
+pub async fn demo(args: DemoArgs, dashboard: bool, log: &LogFile) -> Result<u8, Exit> {
+    open_log(log, args.log_file.as_deref(), &args.output);
     let scenario = sim::Scenario::builtin(&args.scenario)
         .or_else(|_| sim::Scenario::load(Path::new(&args.scenario)))
         .map_err(|e| {
@@ -183,7 +299,11 @@ pub async fn demo(args: DemoArgs, dashboard: bool) -> Result<u8, Exit> {
         Exit(2)
     })?;
     let plan = make_plan(&client, &config).await?;
-    let code = roll_out(client, config, plan, time_scale, dashboard).await;
+    let watch = Watch {
+        dashboard,
+        events: args.events,
+    };
+    let code = roll_out(client, config, plan, time_scale, watch).await;
     simulator.shutdown().await;
     code
 }

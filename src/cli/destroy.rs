@@ -7,6 +7,7 @@ use clap::Args;
 
 use pve_rollout::engine::{self, Clock};
 
+use super::logfile::LogFile;
 use super::{ConfigArg, Exit, connect, load_config, positive_f64};
 
 #[derive(Args)]
@@ -19,6 +20,9 @@ pub struct DestroyArgs {
     /// The output dir holding the rollout's journal (overrides [output] dir).
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Where the run's log records go. [default: <output dir>/pve-rollout.log]
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// Scale the clock of the task polling (as for deploy).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_f64)]
     time_scale: f64,
@@ -27,12 +31,13 @@ pub struct DestroyArgs {
 /// Lists this rollout's VMs, asks, then stops and deletes them. Safe to run again: a second run
 /// finds nothing and exits 0. Exit 1 when a removal failed or the operator said no, 2 when it
 /// cannot ask (no terminal, no --yes), 3 when Proxmox cannot be used.
-pub async fn destroy(args: DestroyArgs) -> Result<u8, Exit> {
+pub async fn destroy(args: DestroyArgs, log: &LogFile) -> Result<u8, Exit> {
     use std::io::{BufRead, Write};
-    let mut config = load_config(&args.config.config)?;
+    let mut config = load_config(args.config.config.as_deref())?;
     if let Some(dir) = args.output {
         config.output.dir = dir;
     }
+    super::deploy::open_log(log, args.log_file.as_deref(), &config.output.dir);
     let client = connect(&config, args.time_scale).await?;
     let found = engine::destroy::find(&client, &config).await.map_err(|e| {
         eprintln!("error: {e}");

@@ -2,9 +2,22 @@
 
 use std::path::Path;
 
-use super::{Exit, connect, load_config, make_plan};
+use clap::Args;
 
-pub async fn check(path: &Path) -> Result<u8, Exit> {
+use pve_rollout::headless::json::plan_json;
+
+use super::{ConfigArg, Exit, connect, load_config, make_plan};
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the plan as one JSON document (schema version 1) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn check(path: Option<&Path>) -> Result<u8, Exit> {
     let config = load_config(path)?;
     let client = connect(&config, 1.0).await?;
     let report = client.check().await.map_err(|e| {
@@ -35,10 +48,14 @@ pub async fn check(path: &Path) -> Result<u8, Exit> {
     Ok(0)
 }
 
-pub async fn plan_only(path: &Path) -> Result<u8, Exit> {
-    let config = load_config(path)?;
+pub async fn plan_only(args: PlanArgs) -> Result<u8, Exit> {
+    let config = load_config(args.config.config.as_deref())?;
     let client = connect(&config, 1.0).await?;
     let plan = make_plan(&client, &config).await?;
+    if args.json {
+        println!("{:#}", plan_json(&plan));
+        return Ok(0);
+    }
     print!("{}", plan.table());
     for (storage, clones, bytes) in plan.copy_per_storage() {
         println!(

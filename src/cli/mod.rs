@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{Result, WrapErr};
 
-use pve_rollout::config::Config;
+use pve_rollout::config::{self, Config};
 use pve_rollout::engine::plan;
 use pve_rollout::pve::Client;
 use pve_rollout::sim;
 
 mod deploy;
 mod destroy;
+mod docs;
 mod inspect;
+mod logfile;
+mod onboard;
+mod watch;
+
+pub use logfile::LogFile;
+pub use watch::EVENTS_TARGET;
 
 #[derive(Parser)]
 #[command(
@@ -35,10 +42,16 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Write a commented deploy.toml from what the cluster has (nodes, cloud-init templates,
+    /// bridges, storages, free memory), checked with plan's preflight before it is written.
+    Init(onboard::InitArgs),
+    /// Write a deploy.toml from the original Terraform/OpenTofu setup (terraform.tfvars,
+    /// variable defaults, the proxmox_vm_qemu resource), listing what it could not translate.
+    ImportTf(onboard::ImportTfArgs),
     /// Roll out the VMs described in deploy.toml and verify each one.
     Deploy(deploy::DeployArgs),
     /// Dry run: resolve names, VM ids, nodes and resources, check the cluster, change nothing.
-    Plan(ConfigArg),
+    Plan(inspect::PlanArgs),
     /// Connect and authenticate, then show the PVE version, the nodes and the template.
     Check(ConfigArg),
     /// A whole rollout against the built-in Proxmox simulator: no cluster needed.
@@ -47,6 +60,10 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Stop and delete (purge) exactly the VMs this rollout created, after confirmation.
     Destroy(destroy::DestroyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write every page into a directory.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -54,18 +71,31 @@ impl Command {
     pub fn wants_dashboard(&self) -> bool {
         use std::io::IsTerminal;
         match self {
-            Command::Deploy(a) => !a.headless && std::io::stdout().is_terminal(),
-            Command::Demo(a) => !a.headless && std::io::stdout().is_terminal(),
+            Command::Deploy(a) => {
+                !a.headless && a.events.is_none() && std::io::stdout().is_terminal()
+            }
+            Command::Demo(a) => {
+                !a.headless && a.events.is_none() && std::io::stdout().is_terminal()
+            }
             _ => false,
         }
+    }
+
+    /// Whether this command keeps a log file (the ones with an output dir).
+    pub fn keeps_log_file(&self) -> bool {
+        matches!(
+            self,
+            Command::Deploy(_) | Command::Demo(_) | Command::Destroy(_)
+        )
     }
 }
 
 #[derive(Args)]
 pub struct ConfigArg {
-    /// The rollout description (see deploy.toml.example).
-    #[arg(short, long, value_name = "FILE", default_value = "deploy.toml")]
-    pub config: PathBuf,
+    /// The rollout description (see deploy.toml.example). Without it: $PVE_ROLLOUT_CONFIG,
+    /// then ./deploy.toml, then $XDG_CONFIG_HOME/pve-rollout/deploy.toml (~/.config when unset).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 fn positive_f64(text: &str) -> Result<f64, String> {
@@ -78,17 +108,21 @@ fn positive_f64(text: &str) -> Result<f64, String> {
 /// An error that already says everything, with the exit code it calls for.
 pub struct Exit(pub u8);
 
-pub async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
+pub async fn dispatch(command: Command, dashboard: bool, log: LogFile) -> Result<u8> {
     let result = match command {
         Command::Sim(args) => {
             sim::run_cli(args).await.wrap_err("simulator")?;
             Ok(0)
         }
-        Command::Check(a) => inspect::check(&a.config).await,
-        Command::Plan(a) => inspect::plan_only(&a.config).await,
-        Command::Deploy(a) => deploy::deploy(a, dashboard).await,
-        Command::Demo(a) => deploy::demo(a, dashboard).await,
-        Command::Destroy(a) => destroy::destroy(a).await,
+        Command::Init(a) => onboard::init(a).await,
+        Command::ImportTf(a) => onboard::import_tf(a),
+        Command::Check(a) => inspect::check(a.config.as_deref()).await,
+        Command::Plan(a) => inspect::plan_only(a).await,
+        Command::Deploy(a) => deploy::deploy(a, dashboard, &log).await,
+        Command::Demo(a) => deploy::demo(a, dashboard, &log).await,
+        Command::Destroy(a) => destroy::destroy(a, &log).await,
+        Command::Completions(a) => docs::completions(&a),
+        Command::Man(a) => docs::man(&a),
     };
     match result {
         Ok(code) => Ok(code),
@@ -96,8 +130,13 @@ pub async fn dispatch(command: Command, dashboard: bool) -> Result<u8> {
     }
 }
 
-fn load_config(path: &Path) -> Result<Config, Exit> {
-    let config = Config::load(path).map_err(|e| {
+/// Finds the config (`-c`, or the discovery order), loads it and prints its warnings.
+fn load_config(explicit: Option<&Path>) -> Result<Config, Exit> {
+    let path = config::resolve_config_path(explicit).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit(e.exit_code() as u8)
+    })?;
+    let config = Config::load(&path).map_err(|e| {
         eprintln!("error: {e}");
         Exit(e.exit_code() as u8)
     })?;

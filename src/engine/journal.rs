@@ -43,7 +43,11 @@ pub enum Entry {
     /// A run of the rollout began (first run or a resume).
     RolloutStarted {
         rollout: String,
+        /// The digest of `values`.
         settings: String,
+        /// The settings themselves (absent in journals of older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        values: Option<super::settings::Settings>,
     },
     /// The VM `name` gets `vmid` on `node` and, when taken from an `ip_pool`, net0's static
     /// `address` (written before its clone is asked for, so a rerun keeps both).
@@ -178,6 +182,8 @@ pub struct VmRecord {
 pub struct History {
     pub rollout: Option<String>,
     pub settings: Option<String>,
+    /// The last run's settings, when its journal line holds them.
+    pub settings_values: Option<super::settings::Settings>,
     pub vms: BTreeMap<String, VmRecord>,
     /// A torn last line (the writer died mid-line) was dropped.
     pub torn_tail: bool,
@@ -208,9 +214,14 @@ impl History {
             r
         }
         match entry {
-            Entry::RolloutStarted { rollout, settings } => {
+            Entry::RolloutStarted {
+                rollout,
+                settings,
+                values,
+            } => {
                 self.rollout = Some(rollout);
                 self.settings = Some(settings);
+                self.settings_values = values;
             }
             Entry::Assigned {
                 name,
@@ -569,6 +580,7 @@ mod tests {
         j.append(Entry::RolloutStarted {
             rollout: "r".into(),
             settings: "abc".into(),
+            values: None,
         })
         .await
         .unwrap();

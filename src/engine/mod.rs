@@ -23,6 +23,7 @@ mod poll;
 pub mod provision;
 pub mod record;
 pub mod schedule;
+pub mod settings;
 mod snippets;
 mod vm;
 
@@ -99,10 +100,12 @@ pub async fn run(
 /// for, so a rerun finds the same ones.
 async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError> {
     let journal = Journal::open(&rollout.config.output.dir)?;
+    let values = settings::of(&rollout.plan);
     journal
         .append(Entry::RolloutStarted {
             rollout: rollout.plan.rollout_id.clone(),
-            settings: settings_digest(&rollout.plan),
+            settings: settings::digest(&values),
+            values: Some(values),
         })
         .await?;
     // Queued together, on disk together: one wait for the last.
@@ -119,22 +122,6 @@ async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::Journa
         last.await?;
     }
     Ok(Arc::new(journal))
-}
-
-/// What a journal's `rollout-started` line pins: the VMs and their settings, hashed (a rerun
-/// with other settings is told so in the journal, never shown a secret: none is in the plan).
-fn settings_digest(plan: &Plan) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(plan.template_name.as_bytes());
-    for vm in &plan.vms {
-        h.update(format!("{}|{}|{}|{:?}\n", vm.name, vm.vmid, vm.node, vm.spec).as_bytes());
-    }
-    h.finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Without a journal nothing is started (a crash could not be resumed): every VM fails at once.

@@ -89,7 +89,7 @@ impl Client {
         })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, request: Request) -> Result<T> {
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(&self, request: Request) -> Result<T> {
         let data = self.inner.call(&request).await?;
         decode(&request.call(), data)
     }

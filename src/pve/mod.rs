@@ -33,6 +33,7 @@ mod auth;
 mod bad_input_tests;
 mod calls;
 mod decode;
+pub mod discovery;
 mod encode;
 mod error;
 mod props;

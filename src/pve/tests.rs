@@ -953,14 +953,14 @@ async fn secrets_never_appear_in_errors_debug_or_logs() {
 }
 
 #[tokio::test]
-async fn insecure_mode_warns_at_start() {
+async fn insecure_mode_is_logged_at_start() {
     let captured = CapturedLog::default();
     let _guard = captured.set_default();
     let server = test_server::start(pve_like).await;
     let api = Client::new(config(&server, token(), TlsTrust::Insecure)).expect("client");
     let logs = captured.text();
     assert!(
-        logs.contains("WARN") && logs.contains("TLS certificate verification is OFF"),
+        logs.contains("INFO") && logs.contains("TLS certificate verification is OFF"),
         "{logs}"
     );
     assert_eq!(

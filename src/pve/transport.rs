@@ -171,8 +171,10 @@ impl Inner {
         }
         let auth = Authenticator::new(&config.auth)?;
         let (tls_config, seen) = tls::client_config(&config.tls)?;
+        // The operator is warned where they asked for it (the config's `insecure` key, `init
+        // --insecure`); here the fact goes to the log only, so it is said once on the terminal.
         if config.tls == TlsTrust::Insecure {
-            tracing::warn!(
+            tracing::info!(
                 "TLS certificate verification is OFF (insecure = true): anyone on the path to {base} can read the API \
                  credentials. Pin the certificate with `fingerprint` instead."
             );

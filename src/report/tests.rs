@@ -433,3 +433,51 @@ fn the_per_vm_inventory_holds_that_vm_alone_as_verified() {
         assert!(!text.contains(&other.name), "{text}");
     }
 }
+
+#[test]
+fn summary_md_ends_with_a_mermaid_gantt_of_every_vms_phases() {
+    let md = markdown(&sample());
+    let start = md.find("```mermaid\n").expect("a mermaid block");
+    let chart = &md[start..];
+    assert!(
+        chart.ends_with("```\n"),
+        "the chart is the last thing:\n{chart}"
+    );
+    let lines: Vec<&str> = chart.lines().collect();
+    assert_eq!(lines[1], "gantt");
+    assert!(lines.contains(&"    dateFormat x"));
+    assert!(lines.contains(&"    axisFormat %H:%M:%S"));
+    let sections: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("    section "))
+        .collect();
+    assert_eq!(sections, ["web-1 (101)", "web-2 (102)", "web-3 (103)"]);
+    // Every task line: `<phase> :<tag>, <unique id>, <start ms>, <end ms>` with start <= end.
+    let mut ids = std::collections::BTreeSet::new();
+    let mut tasks = Vec::new();
+    for line in lines.iter().filter(|l| l.contains(" :")) {
+        let (name, rest) = line.trim().split_once(" :").expect("name :spec");
+        let parts: Vec<&str> = rest.split(", ").collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        assert!(["done", "active", "crit"].contains(&parts[0]), "{line}");
+        assert!(ids.insert(parts[1].to_string()), "duplicate id in {line}");
+        let start: i64 = parts[2].parse().expect("start ms");
+        let end: i64 = parts[3].parse().expect("end ms");
+        assert!(start <= end, "{line}");
+        tasks.push((name.to_string(), parts[0].to_string(), start, end));
+    }
+    // web-1's six phases, web-2's two (the open one where it failed is crit, up to the end).
+    assert_eq!(tasks.len(), 8, "{chart}");
+    assert_eq!(
+        tasks[0],
+        (
+            "cloning".to_string(),
+            "done".to_string(),
+            at("2026-11-25T17:00:00.000Z").as_millisecond(),
+            at("2026-11-25T17:00:40.500Z").as_millisecond()
+        )
+    );
+    assert_eq!(tasks[7].0, "awaiting-agent");
+    assert_eq!(tasks[7].1, "crit");
+    assert_eq!(tasks[7].3, at("2026-11-25T17:05:30.250Z").as_millisecond());
+}

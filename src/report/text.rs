@@ -106,6 +106,60 @@ pub(super) fn markdown(summary: &Summary) -> String {
             }
         }
     }
+    out.push_str(&gantt(summary));
+    out
+}
+
+/// Text safe in a Mermaid gantt line (`:` ends a task name, `#` and `;` start comments or
+/// statements).
+fn mermaid_text(text: &str) -> String {
+    text.replace([':', '#', ';', '\n', '\r'], " ")
+}
+
+/// A Mermaid `gantt` chart of every VM's phases (a section per VM), as GitHub, GitLab and most
+/// wikis render it. Times are Unix milliseconds (`dateFormat x`). A phase still open ends at the
+/// rollout's end (or its own start when the rollout has not ended) and is `active`, or `crit`
+/// when the VM failed in it.
+fn gantt(summary: &Summary) -> String {
+    let r = &summary.rollout;
+    let mut out = String::from("\n## Timeline\n\n```mermaid\ngantt\n");
+    let _ = writeln!(out, "    title Rollout {}", mermaid_text(&r.id));
+    out.push_str("    dateFormat x\n");
+    let span = r
+        .finished
+        .map(|f| between(r.started, f))
+        .unwrap_or_default();
+    let axis = if span >= Duration::from_secs(6 * 3600) {
+        "%d %H:%M"
+    } else {
+        "%H:%M:%S"
+    };
+    let _ = writeln!(out, "    axisFormat {axis}");
+    out.push_str("    todayMarker off\n");
+    for (v, vm) in summary.vms.iter().enumerate() {
+        let _ = writeln!(out, "    section {} ({})", mermaid_text(&vm.name), vm.vmid);
+        let last = vm.phases.len().saturating_sub(1);
+        for (p, (phase, times)) in vm.phases.iter().enumerate() {
+            let Some(started) = times.started else {
+                continue;
+            };
+            let (finished, tag) = match times.finished {
+                Some(finished) => (finished, "done"),
+                None if vm.state == "failed" && p == last => {
+                    (r.finished.unwrap_or(started).max(started), "crit")
+                }
+                None => (r.finished.unwrap_or(started).max(started), "active"),
+            };
+            let _ = writeln!(
+                out,
+                "    {} :{tag}, vm{v}p{p}, {}, {}",
+                mermaid_text(phase),
+                started.as_millisecond(),
+                finished.as_millisecond()
+            );
+        }
+    }
+    out.push_str("```\n");
     out
 }
 
