@@ -82,7 +82,7 @@ async fn rollout(case: &Case, mode: &str, baseline: bool) -> Run {
     }
     if baseline && let Ok(text) = std::env::var("BENCH_BASELINE_CLONE_TIMEOUT") {
         h.config.checks.clone_timeout =
-            pve_rollout::config::parse_duration(&text).expect("BENCH_BASELINE_CLONE_TIMEOUT");
+            Some(pve_rollout::config::parse_duration(&text).expect("BENCH_BASELINE_CLONE_TIMEOUT"));
         eprintln!("# baseline clone_timeout raised to {text}");
     }
     let delay = h.config.rollout.deployment_delay.as_secs_f64();

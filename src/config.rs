@@ -342,7 +342,12 @@ pub struct ChecksConfig {
     pub pings: u32,
     pub stabilization: Duration,
     pub cloud_init: bool,
-    pub clone_timeout: Duration,
+    /// A hard ceiling on a clone, however it progresses; none by default (a thick template on
+    /// slow shared storage legitimately copies for hours).
+    pub clone_timeout: Option<Duration>,
+    /// A clone (any task whose log reports progress), and the lock waits around it, fail when
+    /// nothing moved for this long.
+    pub clone_stall_timeout: Duration,
     pub boot_timeout: Duration,
     pub agent_timeout: Duration,
     pub verify_timeout: Duration,

@@ -1,7 +1,8 @@
 //! The headless runner: the engine's events as the original wait_for_vm.sh flow's coloured
 //! lines (`[INFO]`, `[SUCCESS]`, `[WARNING]`, `[ERROR]`, each naming the VM), a progress line now
 //! and then, a final table, and Ctrl-C handling (first = abort gracefully and write the outputs, second =
-//! stop now).
+//! stop now); SIGTERM and SIGHUP (a CI job's time limit, a systemd stop, a closed SSH session)
+//! count as Ctrl-C.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,11 +14,66 @@ use crate::report::{Summary, format_elapsed};
 
 pub mod json;
 
-/// Exit code when the operator stopped the run with a second Ctrl-C (128 + SIGINT, as shells
-/// report it).
+/// Exit code when the operator stopped the run with a second Ctrl-C (or signal): 128 + SIGINT,
+/// as shells report it.
 pub const EXIT_FORCED: i32 = 130;
 /// Every VM verified, but the `on_finished` hook failed.
 pub const EXIT_ON_FINISHED_FAILED: i32 = 4;
+
+/// Exit code of a rollout aborted (Ctrl-C, SIGTERM, SIGHUP) before every VM was verified: the
+/// outputs were written, and the same `deploy` resumes it.
+pub const EXIT_ABORTED: i32 = 5;
+
+/// What asked the run to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    CtrlC,
+    Terminate,
+    Hangup,
+}
+
+impl Interrupt {
+    fn name(self) -> &'static str {
+        match self {
+            Interrupt::CtrlC => "Ctrl-C",
+            Interrupt::Terminate => "SIGTERM",
+            Interrupt::Hangup => "SIGHUP",
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP, each time one comes, until `to` is gone.
+pub async fn forward_interrupts(to: UnboundedSender<Interrupt>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        loop {
+            let got = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => Interrupt::CtrlC,
+                    Err(_) => return,
+                },
+                _ = term.recv() => Interrupt::Terminate,
+                _ = hangup.recv() => Interrupt::Hangup,
+            };
+            if to.send(got).is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if to.send(Interrupt::CtrlC).is_err() {
+            return;
+        }
+    }
+}
 
 /// Print a progress line at least every this many `Progress` events, even when no VM settled.
 const PROGRESS_EVERY: u64 = 10;
@@ -127,9 +183,18 @@ impl<W: Write> Printer<W> {
                     );
                 }
             }
-            // Task logs are for the dashboard's detail pane; failures reach us as Log lines, as
-            // do every check's and hook's results and output.
-            Event::TaskLog { .. } | Event::Check { .. } | Event::Hook { .. } => {}
+            // Task logs, copy percentages, checks and hooks are for the dashboard; failures, and
+            // every check's and hook's results and output, reach us as Log lines, the rollout's
+            // ETA as part of the progress line.
+            Event::TaskLog { .. }
+            | Event::CopyProgress { .. }
+            | Event::Check { .. }
+            | Event::Hook { .. } => {}
+            Event::VmReported { vm, addresses } => self.line(
+                Level::Info,
+                Some(*vm),
+                &format!("no usable IP yet; the agent reports: {addresses}"),
+            ),
             Event::Progress(progress) => self.progress(progress),
             Event::Attempt { vm, attempt } => {
                 self.line(
@@ -144,14 +209,19 @@ impl<W: Write> Printer<W> {
         let _ = self.out.flush();
     }
 
-    /// Tells the operator what the first Ctrl-C does.
-    pub fn aborting(&mut self) {
-        self.line(
-            Level::Warning,
-            None,
-            "aborting: no new work starts, calls in flight finish, then the outputs are \
-             written. Press Ctrl-C again to stop now.",
-        );
+    /// Tells the operator what the first Ctrl-C (or signal) does.
+    pub fn aborting(&mut self, by: Interrupt) {
+        let text = match by {
+            Interrupt::CtrlC => "aborting: no new work starts, calls in flight finish, then the \
+                                 outputs are written. Press Ctrl-C again to stop now."
+                .to_string(),
+            other => format!(
+                "{} received; aborting: no new work starts, calls in flight finish, then the \
+                 outputs are written. A second signal (or Ctrl-C) stops at once.",
+                other.name()
+            ),
+        };
+        self.line(Level::Warning, None, &text);
         let _ = self.out.flush();
     }
 
@@ -187,6 +257,7 @@ impl<W: Write> Printer<W> {
             }
             | VmState::Failed { .. }
             | VmState::Skipped { .. }
+            | VmState::Aborted { .. }
             | VmState::HookFailed { .. } => return,
             VmState::Active { phase } => (Level::Info, phase.as_str().to_string()),
             VmState::Paused { phase } => (Level::Warning, format!("paused (in {phase})")),
@@ -204,11 +275,17 @@ impl<W: Write> Printer<W> {
             return;
         }
         self.last_settled = Some(settled);
-        let text = format!(
+        let mut text = format!(
             "progress: {}/{} verified, {} failed, {} skipped, {} in flight, {} queued, {} paused; \
              {} API requests",
             p.verified, p.total, p.failed, p.skipped, p.in_flight, p.queued, p.paused, p.requests
         );
+        if let Some(eta) = p.eta_s {
+            text.push_str(&format!(
+                "; ETA {}",
+                format_elapsed(std::time::Duration::from_secs(eta))
+            ));
+        }
         self.line(Level::Info, None, &text);
     }
 
@@ -293,14 +370,19 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// 0 when every VM verified, 1 otherwise.
+/// 0 when every VM verified, [`EXIT_ABORTED`] when an abort cut the rollout short, 1
+/// otherwise.
 pub fn exit_code(summary: &Summary) -> i32 {
-    if !summary.vms.iter().all(|vm| vm.state == "verified") {
-        1
-    } else if summary.on_finished.as_ref().is_some_and(|h| h.failed()) {
-        EXIT_ON_FINISHED_FAILED
+    if summary.vms.iter().all(|vm| vm.state == "verified") {
+        if summary.on_finished.as_ref().is_some_and(|h| h.failed()) {
+            EXIT_ON_FINISHED_FAILED
+        } else {
+            0
+        }
+    } else if summary.rollout.aborted {
+        EXIT_ABORTED
     } else {
-        0
+        1
     }
 }
 
@@ -308,7 +390,7 @@ pub fn exit_code(summary: &Summary) -> i32 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadlessOutcome {
     /// 0 all verified, 1 some failed or skipped (or the engine stopped without a summary),
-    /// `EXIT_FORCED` after a second Ctrl-C.
+    /// `EXIT_ABORTED` after an abort, `EXIT_FORCED` after a second Ctrl-C or signal.
     pub exit_code: i32,
     /// The summary from `Finished`, if it came.
     pub summary: Option<Summary>,
@@ -318,8 +400,8 @@ pub struct HeadlessOutcome {
     pub forced: bool,
 }
 
-/// Prints every event until `Finished`; the first Ctrl-C sends `Command::Abort`, the second
-/// returns at once.
+/// Prints every event until `Finished`; the first Ctrl-C, SIGTERM or SIGHUP sends
+/// `Command::Abort`, the second returns at once.
 pub async fn run<W: Write>(
     events: UnboundedReceiver<Event>,
     commands: UnboundedSender<Command>,
@@ -327,25 +409,19 @@ pub async fn run<W: Write>(
     color: bool,
 ) -> HeadlessOutcome {
     let (interrupt_tx, interrupts) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if interrupt_tx.send(()).is_err() {
-                break;
-            }
-        }
-    });
+    let watcher = tokio::spawn(forward_interrupts(interrupt_tx));
     let outcome = run_with_interrupts(events, commands, out, color, interrupts).await;
     watcher.abort();
     outcome
 }
 
-/// `run` with the Ctrl-C presses coming from `interrupts` (so tests can press it).
+/// `run` with the Ctrl-C presses and signals coming from `interrupts` (so tests can send them).
 pub async fn run_with_interrupts<W: Write>(
     mut events: UnboundedReceiver<Event>,
     commands: UnboundedSender<Command>,
     out: W,
     color: bool,
-    mut interrupts: UnboundedReceiver<()>,
+    mut interrupts: UnboundedReceiver<Interrupt>,
 ) -> HeadlessOutcome {
     let mut printer = Printer::new(out, color);
     let mut aborted = false;
@@ -373,13 +449,13 @@ pub async fn run_with_interrupts<W: Write>(
                 }
             },
             pressed = interrupts.recv(), if interrupts_open => match pressed {
-                Some(()) if !aborted => {
+                Some(by) if !aborted => {
                     aborted = true;
                     // The engine may already be gone; then Finished or the closed channel ends us.
                     let _ = commands.send(Command::Abort);
-                    printer.aborting();
+                    printer.aborting(by);
                 }
-                Some(()) => {
+                Some(_) => {
                     printer.line(Level::Error, None, "stopped at once; outputs may be incomplete");
                     let _ = printer.out.flush();
                     return HeadlessOutcome {

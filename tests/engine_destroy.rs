@@ -82,6 +82,7 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
             node: src.node.clone(),
             address: None,
         })
+        .await
         .unwrap();
 
     let found = destroy::find(&h.client, &h.config).await.unwrap();

@@ -211,6 +211,7 @@ async fn a_journal_of_another_rollout_is_refused() {
         settings: "x".into(),
         values: None,
     })
+    .await
     .unwrap();
     let err = pve_rollout::engine::plan::build(&h.client, &h.config)
         .await

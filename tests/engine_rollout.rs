@@ -439,8 +439,17 @@ async fn abort_stops_new_work_and_still_writes_the_outputs() {
         })
         .await;
     assert!(summary.rollout.aborted);
-    // The last VMs never started cloning (the stagger held them when the abort came).
-    assert_eq!(summary.vms[5].state, "queued");
+    // The last VMs never started cloning (the stagger held them when the abort came): each is
+    // marked aborted, with the phase it was in.
+    assert_eq!(summary.vms[5].state, "aborted");
+    assert!(
+        summary.vms[5]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("aborted in queued")),
+        "{:?}",
+        summary.vms[5]
+    );
     let json = std::fs::read_to_string(h.out.path().join("summary.json")).unwrap();
     assert!(json.contains("\"aborted\": true"), "{json}");
 }

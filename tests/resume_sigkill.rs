@@ -3,82 +3,15 @@
 //! every VM is verified and was cloned exactly once (the simulator's own `/sim/stats` says so).
 //! Then a finished rollout run again says so, and `destroy` removes it, safely twice.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod sim_process;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 
-use rustls_pki_types::pem::PemObject;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pve-rollout");
+use sim_process::{BIN, SimProcess, sim_stats, start_sim};
 const SCALE: &str = "0.02";
 const VMS: usize = 3;
-
-/// The simulator child, killed when dropped.
-struct SimProcess {
-    child: Child,
-    url: String,
-    fingerprint: String,
-    token_id: String,
-    secret_file: PathBuf,
-    ca_file: PathBuf,
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `pve-rollout sim` on an ephemeral loopback port and reads what it serves from its
-/// banner.
-fn start_sim() -> SimProcess {
-    let mut child = Command::new(BIN)
-        .args([
-            "sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--scenario",
-            "fast",
-            "--time-scale",
-            SCALE,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sim starts");
-    let stdout = child.stdout.take().expect("sim stdout");
-    let mut fields = std::collections::BTreeMap::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("sim banner");
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-        for key in ["URL", "Fingerprint", "Token", "Secret file", "CA cert"] {
-            if let Some(rest) = line.trim_start().strip_prefix(key)
-                && rest.starts_with("  ")
-            {
-                fields.insert(key, rest.trim().to_string());
-            }
-        }
-    }
-    let get = |k: &str| {
-        fields
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| panic!("{k} in the sim banner: {fields:?}"))
-    };
-    SimProcess {
-        url: get("URL"),
-        fingerprint: get("Fingerprint"),
-        token_id: get("Token"),
-        secret_file: get("Secret file").into(),
-        ca_file: get("CA cert").into(),
-        child,
-    }
-}
 
 /// The test's deploy.toml: `defaults` lines go into `[defaults]`, `extra` sections at the end.
 fn write_config(dir: &Path, sim: &SimProcess, defaults: &str, extra: &str) -> PathBuf {
@@ -179,47 +112,9 @@ fn output(args: &[&str], config: &Path) -> (i32, String, String) {
     )
 }
 
-/// `GET /sim/stats` over TLS, trusting the simulator's CA file.
-fn sim_stats(sim: &SimProcess) -> serde_json::Value {
-    let pem = std::fs::read(&sim.ca_file).expect("ca file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let addr = sim
-        .url
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
-    let ip: std::net::IpAddr = addr
-        .rsplit_once(':')
-        .and_then(|(h, _)| h.trim_matches(['[', ']']).parse().ok())
-        .expect("ip in the sim url");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), ip.into()).expect("tls");
-    let mut tcp = std::net::TcpStream::connect(&addr).expect("connect");
-    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
-    write!(
-        tls,
-        "GET /sim/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut raw = Vec::new();
-    let _ = tls.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    let (_, body) = text.split_once("\r\n\r\n").expect("http response");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("stats json: {e}: {body}"))
-}
-
 #[test]
 fn sigkilled_deploy_resumes_and_clones_each_vm_once() {
-    let sim = start_sim();
+    let sim = start_sim("fast", SCALE);
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), &sim, "", "");
 
@@ -298,7 +193,7 @@ impl Drop for Release {
 
 #[test]
 fn sigkill_while_hooks_run_then_resume_runs_only_the_cut_off_hooks() {
-    let sim = start_sim();
+    let sim = start_sim("fast", SCALE);
     let dir = tempfile::tempdir().expect("temp dir");
     let hooks = dir.path().join("hooks");
     std::fs::create_dir(&hooks).expect("hooks dir");
@@ -390,7 +285,7 @@ fn sigkill_while_hooks_run_then_resume_runs_only_the_cut_off_hooks() {
 
 #[test]
 fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
-    let sim = start_sim();
+    let sim = start_sim("fast", SCALE);
     let dir = tempfile::tempdir().expect("temp dir");
     let before = sim_stats(&sim)["requests_total"].clone();
     assert!(before.is_u64(), "requests_total in /sim/stats: {before}");
@@ -430,7 +325,7 @@ fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
 /// was widened in between (handing out in order afresh would renumber every VM).
 #[test]
 fn sigkilled_deploy_keeps_pool_addresses() {
-    let sim = start_sim();
+    let sim = start_sim("fast", SCALE);
     let dir = tempfile::tempdir().expect("temp dir");
     let pool = |range: &str| {
         format!(

@@ -9,6 +9,8 @@
 
 #![cfg(unix)]
 
+mod sim_process;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -390,6 +392,142 @@ fn a_panic_in_the_dashboard_restores_the_terminal() {
         !screen.contains("VMs (3)"),
         "the dashboard is gone from the screen:\n{screen}"
     );
+}
+
+impl Tmux {
+    /// The pid of the program the pane runs (the child of the pane's `sh`).
+    fn program_pid(&self) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "e2e", "#{pane_pid}"]);
+        let shell = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = Command::new("pgrep")
+            .args(["-P", &shell])
+            .output()
+            .expect("pgrep runs");
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            !pid.is_empty() && !pid.contains('\n'),
+            "one child of {shell}: {pid:?}"
+        );
+        pid
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.program_pid()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {signal}");
+    }
+}
+
+/// SIGTERM and SIGHUP reach the dashboard like a confirmed Ctrl-C: the rollout is aborted, the
+/// outputs written, the terminal restored, the exit code the documented 5; then the same
+/// `deploy` resumes and verifies every VM.
+#[test]
+#[ignore = "needs tmux"]
+fn sigterm_and_sighup_abort_the_dashboard_and_the_same_deploy_resumes() {
+    let sim = sim_process::start_sim("fast", "0.02");
+    for (run, signal) in ["TERM", "HUP"].into_iter().enumerate() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = sim_process::write_config(dir.path(), &sim, &format!("tui{run}"), 3);
+        let config = config.to_str().expect("utf-8 path");
+        let argv = [
+            sim_process::BIN,
+            "deploy",
+            "-c",
+            config,
+            "--time-scale",
+            "0.02",
+        ];
+        let tmux = Tmux::start(dir.path(), 120, 40, &argv);
+        tmux.wait_for("a VM cloning", |s| {
+            s.contains("VMs (3)") && count(s, "cloning") > 0
+        });
+        tmux.signal(signal);
+        assert_eq!(tmux.wait_for_exit(), "5", "SIG{signal}: {}", tmux.screen());
+        let screen =
+            tmux.wait_for_last_output("the summary's path", |s| s.contains("summary.json"));
+        assert_eq!(tmux.modes(), (false, false), "terminal restored:\n{screen}");
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+        )
+        .expect("summary json");
+        assert_eq!(summary["rollout"]["aborted"], true, "{summary:#}");
+        let vms = summary["vms"].as_array().expect("vms");
+        assert!(
+            vms.iter().any(|v| v["state"] == "aborted"
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("aborted in "))),
+            "{summary:#}"
+        );
+        drop(tmux);
+
+        // The same deploy resumes and verifies all.
+        let out = Command::new(sim_process::BIN)
+            .args(["deploy", "--headless", "--time-scale", "0.02", "-c", config])
+            .output()
+            .expect("deploy runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+        )
+        .expect("summary json");
+        let vms = summary["vms"].as_array().expect("vms");
+        assert!(vms.iter().all(|v| v["state"] == "verified"), "{summary:#}");
+    }
+}
+
+/// A panic inside one VM's task (the debug-build hook `PVE_ROLLOUT_TEST_VM_PANIC`) fails that VM
+/// alone: the dashboard keeps the terminal (nothing printed over it), `r` on the VM verifies it,
+/// and the panic's report is printed once the terminal is given back.
+#[test]
+#[ignore = "needs tmux"]
+fn a_panic_in_a_vm_task_fails_that_vm_and_r_retries_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8 path");
+    let tmux = Tmux::start(
+        dir.path(),
+        140,
+        45,
+        &demo_argv(
+            out,
+            &[
+                "RUST_BACKTRACE=0",
+                "PVE_ROLLOUT_TEST_VM_PANIC=demo-2:booting",
+            ],
+        ),
+    );
+    let screen = tmux.wait_for("VM 2 failed", |s| count(s, "failed") == 1);
+    assert_eq!(
+        tmux.modes(),
+        (true, true),
+        "the dashboard goes on:\n{screen}"
+    );
+    assert!(
+        !screen.contains("panicked at"),
+        "nothing printed over it:\n{screen}"
+    );
+    // Select the second VM and retry it.
+    tmux.send("j");
+    tmux.wait_for("the detail of demo-2", |s| s.contains("internal error"));
+    tmux.send("r");
+    let done = tmux.wait_for("every VM verified", |s| {
+        title_row(s).contains("FINISHED") && count(s, "verified") == 3
+    });
+    assert_eq!(tmux.modes(), (true, true), "{done}");
+    tmux.send("q");
+    assert_eq!(tmux.wait_for_exit(), "0", "{}", tmux.screen());
+    let screen = tmux.wait_for_last_output("the held panic report", |s| {
+        s.contains("a background task panicked") && s.contains("deliberate panic in demo-2")
+    });
+    assert_eq!(tmux.modes(), (false, false), "{screen}");
 }
 
 /// The `on_verified` hook's output in the dashboard: `deploy` in tmux against a simulator in

@@ -221,17 +221,19 @@ async fn roll_out(
     };
     let engine = tokio::spawn(engine::run(rollout, event_tx, command_rx));
     if dashboard {
-        let outcome = ui::run(event_rx, command_tx, ui::UiOptions::new(title))
-            .await
-            .map_err(|e| {
-                eprintln!("error: the dashboard failed: {e}");
-                Exit(1)
-            })?;
-        if outcome.forced {
-            eprintln!("stopped at once (second Ctrl-C); outputs may be incomplete");
-            return Ok(1);
+        // After SIGHUP the terminal is gone: writes to it fail, and must not panic (`println!`
+        // would) before the engine's outputs are on disk.
+        match ui::run(event_rx, command_tx, ui::UiOptions::new(title)).await {
+            Ok(outcome) if outcome.forced => {
+                say_err("stopped at once (second Ctrl-C or signal); outputs may be incomplete");
+                return Ok(headless::EXIT_FORCED as u8);
+            }
+            Ok(outcome) => print_outputs(&outcome.exported),
+            // The UI told the engine to abort on its way out; its outputs still get written.
+            Err(e) => say_err(&format!(
+                "error: the dashboard failed: {e}; the rollout is aborted and its outputs written"
+            )),
         }
-        print_outputs(&outcome.exported);
         let summary = engine.await.map_err(|_| Exit(1))?;
         Ok(u8::try_from(headless::exit_code(&summary)).unwrap_or(1))
     } else {
@@ -306,22 +308,32 @@ pub async fn demo(args: DemoArgs, dashboard: bool, log: &LogFile) -> Result<u8, 
     code
 }
 
+/// A line on stderr, never a panic when the terminal is gone.
+fn say_err(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// The summary files by path, the original wait_for_vm.sh flow's per-VM files as a count: a
-/// 50-VM rollout's 100 per-VM files would push the summary's path off the screen.
+/// 50-VM rollout's 100 per-VM files would push the summary's path off the screen. Write errors
+/// (a terminal gone with SIGHUP) are ignored: the files are what matters.
 fn print_outputs(paths: &[PathBuf]) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
     // Under tmux the first line printed right after leaving the alternate screen was sometimes
     // lost (about 1 run in 3 of the tmux test); a blank line takes that place.
-    println!();
+    let _ = writeln!(out);
     let (per_vm, main): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| {
         p.file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with("vm_"))
     });
     for path in main {
-        println!("wrote {}", path.display());
+        let _ = writeln!(out, "wrote {}", path.display());
     }
     if let Some(dir) = per_vm.first().and_then(|p| p.parent()) {
-        println!(
+        let _ = writeln!(
+            out,
             "wrote {} per-VM files (vm_<VMID>_ip.txt, vm_<VMID>_summary.txt) in {}",
             per_vm.len(),
             dir.display()

@@ -57,6 +57,12 @@ pub async fn plan_only(args: PlanArgs) -> Result<u8, Exit> {
         return Ok(0);
     }
     print!("{}", plan.table());
+    for (storage, clones, bytes) in plan.copy_per_storage() {
+        println!(
+            "storage {storage}: {clones} full clone(s), at most {:.1} GiB to copy",
+            bytes as f64 / f64::from(1u32 << 30)
+        );
+    }
     println!(
         "{} VM(s) from template '{}'; nothing was changed.",
         plan.vms.len(),

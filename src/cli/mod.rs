@@ -31,7 +31,9 @@ pub use watch::EVENTS_TARGET;
     clone, then proves it healthy through the QEMU guest agent (IP, pings, guest-exec, \
     `uname -a`), all through the Proxmox VE API. Exit codes: 0 every VM verified, 1 some VM \
     failed or was skipped, 2 bad config or usage, 3 cannot reach or authenticate to Proxmox, \
-    or preflight failed."
+    or preflight failed, 4 every VM verified but the on_finished hook failed, 5 aborted (Ctrl-C, \
+    SIGTERM, SIGHUP; outputs written, the same deploy resumes), 130 stopped at once by a second \
+    Ctrl-C or signal."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -92,6 +92,12 @@ fn record(event: &Event, vms: &mut Vec<PlannedVm>) {
         Event::TaskLog { vm, lines } => {
             tracing::debug!(target: EVENTS_TARGET, vm = %name(*vm), ?lines, "task log");
         }
+        Event::CopyProgress { vm, percent, eta_s } => {
+            tracing::debug!(target: EVENTS_TARGET, vm = %name(*vm), percent, ?eta_s, "copy progress");
+        }
+        Event::VmReported { vm, addresses } => {
+            tracing::info!(target: EVENTS_TARGET, vm = %name(*vm), "no usable IP yet; the agent reports: {addresses}");
+        }
         Event::Progress(p) => tracing::debug!(target: EVENTS_TARGET, ?p, "progress"),
         Event::Attempt { vm, attempt } => {
             tracing::info!(target: EVENTS_TARGET, vm = %name(*vm), attempt, "attempt");

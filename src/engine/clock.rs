@@ -55,6 +55,12 @@ impl Clock {
         Instant::now() + self.wall(d)
     }
 
+    /// The wall instant `d` of rollout time from now, or one no rollout reaches without `d`.
+    pub fn deadline_within(&self, d: Option<Duration>) -> Instant {
+        const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        self.deadline(d.unwrap_or(NEVER))
+    }
+
     /// Rollout time left until `deadline` (zero when past).
     pub fn left(&self, deadline: Instant) -> Duration {
         deadline

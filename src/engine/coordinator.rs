@@ -2,7 +2,7 @@
 //! the watchers (keeping the record the summary is made from), carries out the watchers'
 //! commands (pause, retry, skip, abort, export) and writes the outputs when every VM settled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -23,7 +23,9 @@ use super::provision::{self, HookVm, Provisioner};
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
 use super::task_watch::TaskWatch;
-use super::vm::{Outcome, Shared, VmTask};
+use super::vm::{Outcome, Prelude, Shared, VmTask};
+
+mod restart;
 
 /// What woke the coordinator.
 enum Wake {
@@ -32,9 +34,15 @@ enum Wake {
     /// A watcher's command; `None` when the watchers are gone.
     Command(Option<Command>),
     /// A VM task ended (`None`: it was killed for a retry or a skip); `Err` if it panicked.
-    Ended(Result<(usize, Option<Outcome>), tokio::task::JoinError>),
-    Nothing,
+    Ended(Result<(tokio::task::Id, (usize, Option<Outcome>)), tokio::task::JoinError>),
+    /// Time to tell the watchers what changed without a state change (requests, the ETA).
+    Tick,
 }
+
+/// How often counts that change without a state change (the API requests, the ETA) are sent,
+/// at most: a watcher's screen stays true within this, and a busy rollout's thousands of
+/// requests become two events a second.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(super) struct Coordinator {
     rollout: Rollout,
@@ -49,8 +57,10 @@ pub(super) struct Coordinator {
     /// Per VM, the token that kills its running task.
     kills: Vec<Option<CancellationToken>>,
     tasks: JoinSet<(usize, Option<Outcome>)>,
-    /// Killed to be started again, or to be skipped, once their task has ended.
-    retry_pending: HashSet<usize>,
+    /// Which VM each running task is for (a panicking task's VM is known only through this).
+    task_vm: HashMap<tokio::task::Id, usize>,
+    /// Killed to be started again (how), or to be skipped, once their task has ended.
+    retry_pending: HashMap<usize, Prelude>,
     skip_pending: HashSet<usize>,
     commands_open: bool,
     aborted: bool,
@@ -59,6 +69,8 @@ pub(super) struct Coordinator {
     /// run), with its result, which every later summary carries too.
     on_finished: Option<Option<HookReport>>,
     last_summary: Option<Summary>,
+    /// The progress the watchers were sent last.
+    progress_sent: Option<super::event::Progress>,
 }
 
 impl Coordinator {
@@ -123,13 +135,15 @@ impl Coordinator {
             paused: (0..n).map(|_| watch::channel(false).0).collect(),
             kills: vec![None; n],
             tasks: JoinSet::new(),
-            retry_pending: HashSet::new(),
+            task_vm: HashMap::new(),
+            retry_pending: HashMap::new(),
             skip_pending: HashSet::new(),
             commands_open: true,
             aborted: false,
             finished_sent: false,
             on_finished: None,
             last_summary: None,
+            progress_sent: None,
             rollout,
         }
     }
@@ -155,25 +169,27 @@ impl Coordinator {
             ),
         });
         for i in 0..plan.vms.len() {
-            self.spawn(i, Phase::Queued, true);
+            self.spawn(i, Phase::Queued, true, Prelude::None);
         }
     }
 
     /// Serves the tasks and the watchers until the end; returns the final summary.
     pub async fn serve(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Summary {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = tokio::select! {
                 Some(e) = self.from_tasks.recv() => Wake::Event(e),
                 cmd = commands.recv(), if self.commands_open => Wake::Command(cmd),
-                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => Wake::Ended(ended),
-                else => Wake::Nothing,
+                Some(ended) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Wake::Ended(ended),
+                _ = tick.tick() => Wake::Tick,
             };
             match wake {
                 Wake::Event(e) => self.forward(e),
                 Wake::Command(None) => self.watchers_gone(),
                 Wake::Command(Some(cmd)) => self.command(cmd),
                 Wake::Ended(ended) => self.task_ended(ended),
-                Wake::Nothing => {}
+                Wake::Tick => self.send_progress(false),
             }
             if self.tasks.is_empty() {
                 if !self.finished_sent {
@@ -190,7 +206,7 @@ impl Coordinator {
 
     // ---- spawn scheduling -----------------------------------------------------------------
 
-    fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool) {
+    fn spawn(&mut self, i: usize, from: Phase, first_attempt: bool, prelude: Prelude) {
         let kill = CancellationToken::new();
         self.kills[i] = Some(kill.clone());
         let mut task = VmTask::new(
@@ -200,45 +216,47 @@ impl Coordinator {
             from,
             first_attempt,
         );
+        task.prelude = prelude;
         if from == Phase::Provisioning {
             // The hook alone runs again: it is told the IP the VM was verified with.
             task.ip = self.record.ip(i);
         }
-        self.tasks.spawn(async move {
+        let handle = self.tasks.spawn(async move {
             tokio::select! {
                 outcome = task.run(from) => (i, Some(outcome)),
                 _ = kill.cancelled() => (i, None),
             }
         });
+        self.task_vm.insert(handle.id(), i);
     }
 
-    /// Starts VM `i` again from where its last attempt stopped.
-    fn respawn(&mut self, i: usize, phase: Phase) {
-        let attempt = self.record.attempts(i) + 1;
-        self.forward(Event::Attempt { vm: i, attempt });
-        let from = retry_from(phase);
-        self.emit(Event::Log {
-            vm: Some(i),
-            level: Level::Info,
-            text: format!("retry #{attempt} from {from}"),
-        });
-        self.spawn(i, from, false);
-    }
-
-    fn task_ended(&mut self, ended: Result<(usize, Option<Outcome>), tokio::task::JoinError>) {
+    fn task_ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, (usize, Option<Outcome>)), tokio::task::JoinError>,
+    ) {
         // Everything the task said before it ended comes first.
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
-        let Ok((i, outcome)) = ended else {
-            // A panicking VM task is a bug; its VM cannot be trusted to a state.
-            return;
+        let (i, outcome) = match ended {
+            Ok((id, ended)) => {
+                self.task_vm.remove(&id);
+                ended
+            }
+            Err(e) => match self.task_vm.remove(&e.id()) {
+                Some(i) => (i, Some(self.panicked(i, e))),
+                None => return,
+            },
         };
         self.kills[i] = None;
         let phase = self.phase_of(i);
         let lane = &self.shared.agent_lane;
         match outcome {
-            Some(Outcome::Verified) | Some(Outcome::Aborted { .. }) => lane.pass(i),
+            Some(Outcome::Verified) => lane.pass(i),
+            Some(Outcome::Aborted { phase }) => {
+                self.settle(i, VmState::Aborted { phase });
+                self.shared.agent_lane.pass(i);
+            }
             Some(Outcome::Failed { phase, reason }) => {
                 self.settle(i, VmState::Failed { phase, reason });
                 self.shared.agent_lane.pass(i);
@@ -258,11 +276,20 @@ impl Coordinator {
                 self.shared.agent_lane.pass(i);
                 self.shared.stagger.release(i);
             }
-            None if self.retry_pending.remove(&i) => {
+            None if self.retry_pending.contains_key(&i) => {
+                let how = self.retry_pending.remove(&i).unwrap_or(Prelude::None);
                 self.shared.stagger.release(i);
-                self.respawn(i, phase);
+                self.respawn(i, phase, how);
             }
             None => {}
+        }
+        // A restart asked for while the attempt was ending on its own (the kill came too late):
+        // start it now.
+        if let Some(how) = self.retry_pending.remove(&i)
+            && !self.aborted
+        {
+            let phase = self.phase_of(i);
+            self.respawn(i, phase, how);
         }
     }
 
@@ -294,9 +321,12 @@ impl Coordinator {
             Command::Export => {
                 let mut summary = self.record.summary(None, self.aborted);
                 summary.on_finished = self.on_finished.clone().flatten();
-                super::export(&self.rollout.config.output.dir, &summary, &self.events);
+                let (dir, events) = (self.rollout.config.output.dir.clone(), self.events.clone());
+                tokio::spawn(async move { super::export(&dir, summary, &events).await });
             }
             Command::Retry(i) if i < n && !self.aborted => self.retry(i),
+            Command::RebootAndWait(i) if i < n && !self.aborted => self.restart(i, Prelude::Reboot),
+            Command::Recreate(i) if i < n && !self.aborted => self.restart(i, Prelude::Recreate),
             Command::Skip(i) if i < n => self.skip(i),
             _ => {}
         }
@@ -319,35 +349,6 @@ impl Coordinator {
     fn abort(&mut self) {
         self.aborted = true;
         self.shared.abort.cancel();
-    }
-
-    fn retry(&mut self, i: usize) {
-        match (self.record.state(i), &self.kills[i]) {
-            (
-                Some(VmState::Active {
-                    phase: Phase::Verified,
-                }),
-                _,
-            ) => self.emit(Event::Log {
-                vm: Some(i),
-                level: Level::Info,
-                text: "already verified; nothing to retry".into(),
-            }),
-            (
-                Some(VmState::Failed { .. } | VmState::Skipped { .. } | VmState::HookFailed { .. }),
-                None,
-            ) => {
-                let phase = self.phase_of(i);
-                self.respawn(i, phase);
-                self.finished_sent = false;
-            }
-            (Some(_), Some(kill)) => {
-                // Stuck: stop the current attempt, then start again from its phase.
-                kill.cancel();
-                self.retry_pending.insert(i);
-            }
-            _ => {}
-        }
     }
 
     fn skip(&mut self, i: usize) {
@@ -436,13 +437,38 @@ impl Coordinator {
         let state_change = matches!(e, Event::VmState { .. });
         self.emit(e);
         if state_change {
-            self.emit(Event::Progress(self.progress()));
+            self.send_progress(true);
+        }
+    }
+
+    /// Sends the progress when `always` (a state changed) or when anything in it changed.
+    fn send_progress(&mut self, always: bool) {
+        let progress = self.progress();
+        if always || self.progress_sent != Some(progress) {
+            self.emit(Event::Progress(progress));
+            self.progress_sent = Some(progress);
         }
     }
 
     fn progress(&self) -> super::event::Progress {
         self.record
             .progress(self.shared.client.stats().requests_total)
+    }
+
+    /// Queued now (so it precedes whatever the VM's next attempt journals), confirmed in the
+    /// background: the coordinator never waits for a disk.
+    fn journal_in_background(&self, i: usize, entry: Entry) {
+        let on_disk = self.journal.submit(entry);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = on_disk.await {
+                let _ = events.send(Event::Log {
+                    vm: Some(i),
+                    level: Level::Error,
+                    text: format!("cannot write the journal: {e}"),
+                });
+            }
+        });
     }
 
     /// A VM that ended here (failed or skipped): journaled, recorded, forwarded and logged.
@@ -465,16 +491,13 @@ impl Coordinator {
             VmState::Skipped { .. } => Some(Entry::Skipped { name, vmid }),
             _ => None,
         };
-        if let Some(Err(e)) = entry.map(|e| self.journal.append(e)) {
-            self.emit(Event::Log {
-                vm: Some(i),
-                level: Level::Error,
-                text: format!("cannot write the journal: {e}"),
-            });
+        if let Some(entry) = entry {
+            self.journal_in_background(i, entry);
         }
         let text = match &state {
             VmState::Failed { phase, reason } => format!("failed in {phase}: {}", reason.trim()),
             VmState::Skipped { phase } => format!("skipped in {phase}"),
+            VmState::Aborted { phase } => format!("aborted in {phase}"),
             VmState::HookFailed { reason } => format!("hook-failed: {}", reason.trim()),
             other => other.label().to_string(),
         };
@@ -501,36 +524,24 @@ impl Coordinator {
         }
         let mut summary = self.record.summary(Some(SystemTime::now()), self.aborted);
         summary.on_finished = self.on_finished.clone().flatten();
-        let dir = &self.rollout.config.output.dir;
-        super::export(dir, &summary, &self.events);
+        let dir = self.rollout.config.output.dir.clone();
+        super::export(&dir, summary.clone(), &self.events).await;
         if self.on_finished.is_none() {
             let hooks = &self.rollout.config.hooks;
             let report =
-                provision::after_the_outputs(hooks, dir, self.aborted, commands, &self.events)
+                provision::after_the_outputs(hooks, &dir, self.aborted, commands, &self.events)
                     .await;
             if report.is_some() {
                 summary.on_finished = report.clone();
-                super::export(dir, &summary, &self.events);
+                super::export(&dir, summary.clone(), &self.events).await;
             }
             self.on_finished = Some(report);
         }
-        self.emit(Event::Progress(self.progress()));
+        self.send_progress(true);
         self.emit(Event::Finished {
             summary: Box::new(summary.clone()),
         });
         self.last_summary = Some(summary);
         self.finished_sent = true;
-    }
-}
-
-/// Where a retry re-enters: the failed phase, with the agent checks restarting as a whole.
-fn retry_from(phase: Phase) -> Phase {
-    match phase {
-        Phase::Queued | Phase::Cloning => Phase::Cloning,
-        Phase::Configuring => Phase::Configuring,
-        Phase::Booting => Phase::Booting,
-        // The hook only: the VM was verified.
-        Phase::Provisioning => Phase::Provisioning,
-        _ => Phase::AwaitingAgent,
     }
 }

@@ -120,10 +120,12 @@ pub async fn remove(
     for target in targets {
         let mut result = remove_one(client, clock, &target).await;
         if result.is_ok()
-            && let Err(e) = journal.append(Entry::Destroyed {
-                name: target.name.clone(),
-                vmid: target.vmid,
-            })
+            && let Err(e) = journal
+                .append(Entry::Destroyed {
+                    name: target.name.clone(),
+                    vmid: target.vmid,
+                })
+                .await
         {
             result = Err(format!("removed, but {e}"));
         }
@@ -132,7 +134,7 @@ pub async fn remove(
     out
 }
 
-async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), String> {
+pub(super) async fn remove_one(client: &Client, clock: Clock, t: &Target) -> Result<(), String> {
     let status = match client.vm_status(&t.node, t.vmid).await {
         Ok(s) => s,
         // Gone already (removed by hand, or a second destroy racing this one).

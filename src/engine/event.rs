@@ -12,8 +12,10 @@ use crate::report::Summary;
 pub type VmIndex = usize;
 
 /// Where a VM is in its life. `Queued -> Cloning -> Configuring -> Booting -> AwaitingAgent ->
-/// IpFound -> Verifying [-> Provisioning] -> Verified` (provisioning: the `on_verified` hook); the five states the mission names are shown as
-/// `cloning`, `booting`, `awaiting-agent`, `IP-found`, `verified`.
+/// AwaitingIp -> IpFound -> Verifying [-> Provisioning] -> Verified` (provisioning: the
+/// `on_verified` hook); the five states the mission names are shown as `cloning`, `booting`,
+/// `awaiting-agent`, `IP-found`, `verified`. `awaiting-ip` is the wait for a usable address once
+/// the agent answered (DHCP, not the agent, is then what is slow).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
@@ -22,6 +24,7 @@ pub enum Phase {
     Configuring,
     Booting,
     AwaitingAgent,
+    AwaitingIp,
     IpFound,
     Verifying,
     /// Proven healthy; the `on_verified` hook runs.
@@ -31,12 +34,13 @@ pub enum Phase {
 
 impl Phase {
     /// Phases in order; `Verified` is terminal.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Queued,
         Phase::Cloning,
         Phase::Configuring,
         Phase::Booting,
         Phase::AwaitingAgent,
+        Phase::AwaitingIp,
         Phase::IpFound,
         Phase::Verifying,
         Phase::Provisioning,
@@ -51,6 +55,7 @@ impl Phase {
             Phase::Configuring => "configuring",
             Phase::Booting => "booting",
             Phase::AwaitingAgent => "awaiting-agent",
+            Phase::AwaitingIp => "awaiting-ip",
             Phase::IpFound => "IP-found",
             Phase::Verifying => "verifying",
             Phase::Provisioning => "provisioning",
@@ -85,6 +90,9 @@ pub enum VmState {
     Failed { phase: Phase, reason: String },
     /// Left the rollout on the operator's word.
     Skipped { phase: Phase },
+    /// Cut off in `phase` when the rollout was aborted (Ctrl-C, SIGTERM, SIGHUP); not
+    /// journaled as an end, so the same `deploy` resumes it.
+    Aborted { phase: Phase },
     /// Verified, but its `on_verified` hook failed (non-zero exit, timeout); `Retry` runs the
     /// hook again, `Skip` goes on without it.
     HookFailed { reason: String },
@@ -96,7 +104,8 @@ impl VmState {
             VmState::Active { phase }
             | VmState::Paused { phase }
             | VmState::Failed { phase, .. }
-            | VmState::Skipped { phase } => *phase,
+            | VmState::Skipped { phase }
+            | VmState::Aborted { phase } => *phase,
             VmState::HookFailed { .. } => Phase::Provisioning,
         }
     }
@@ -109,17 +118,20 @@ impl VmState {
                 phase: Phase::Verified
             } | VmState::Failed { .. }
                 | VmState::Skipped { .. }
+                | VmState::Aborted { .. }
                 | VmState::HookFailed { .. }
         )
     }
 
-    /// The word for this state in summaries: `verified`, `failed`, `skipped`, `paused`, or the phase.
+    /// The word for this state in summaries: `verified`, `failed`, `skipped`, `aborted`,
+    /// `paused`, or the phase.
     pub fn label(&self) -> &'static str {
         match self {
             VmState::Active { phase } => phase.as_str(),
             VmState::Paused { .. } => "paused",
             VmState::Failed { .. } => "failed",
             VmState::Skipped { .. } => "skipped",
+            VmState::Aborted { .. } => "aborted",
             VmState::HookFailed { .. } => "hook-failed",
         }
     }
@@ -165,8 +177,13 @@ pub struct Progress {
     pub failed: usize,
     pub skipped: usize,
     pub paused: usize,
+    /// Cut off by an abort.
+    pub aborted: usize,
     /// API requests sent so far by this process.
     pub requests: u64,
+    /// Wall seconds predicted until every VM is verified, once the clones' throughput is
+    /// known ([`crate::engine::record::Record::progress`] says how).
+    pub eta_s: Option<u64>,
 }
 
 /// Engine -> watcher.
@@ -196,11 +213,21 @@ pub enum Event {
         ip: String,
         candidates: Vec<String>,
     },
+    /// While the IP is awaited: the addresses the agent reports, when they changed (`lo
+    /// 127.0.0.1 ::1; eth0 fe80::…`), so the operator sees why none is usable.
+    VmReported { vm: VmIndex, addresses: String },
     /// What the guest said about itself during verification.
     VmGuest {
         vm: VmIndex,
         uname: Option<String>,
         os: Option<String>,
+    },
+    /// How far a VM's clone copied (its task log's last percentage) and, once a rate is
+    /// known, the wall seconds it is predicted to take still.
+    CopyProgress {
+        vm: VmIndex,
+        percent: f64,
+        eta_s: Option<f64>,
     },
     /// A guest check of `[[checks.exec]]` ran (or ran again) on a VM.
     Check {
@@ -234,6 +261,11 @@ pub enum Command {
     /// Re-run a failed (or stuck) VM from the phase it failed in, reusing the VM when it exists.
     Retry(VmIndex),
     Skip(VmIndex),
+    /// Stop the VM (it keeps its name, id and disks) and go through booting and the checks
+    /// again: for a guest whose agent never answered.
+    RebootAndWait(VmIndex),
+    /// Destroy the VM and clone it again with the same name and id, then on as usual.
+    Recreate(VmIndex),
     /// Stop new work, let calls in flight finish, write the outputs.
     Abort,
     /// Write the summary files now, keep going.

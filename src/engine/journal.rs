@@ -1,6 +1,8 @@
 //! The rollout journal: one JSON line per transition that matters, appended to
 //! `<output dir>/journal.jsonl` and flushed to disk (`sync_data`) before the engine takes the next
 //! step, so a run killed at any point (SIGKILL, power loss) is resumed by running it again.
+//! The writes and syncs run on the journal's own thread (a slow disk never stalls the async
+//! threads' timers and polls); an append is awaited until that thread says the line is on disk.
 //!
 //! The journal says which VM ids and clone tasks this rollout owns; it is never trusted alone:
 //! resume looks every VM up on the cluster and adopts only those carrying our marker.
@@ -10,7 +12,8 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -27,6 +30,16 @@ pub fn path_in(output_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Entry {
+    /// The operator asked to reboot the VM and wait for it again.
+    RebootRequested {
+        name: String,
+        vmid: u32,
+    },
+    /// The operator asked to destroy the VM and clone it again (same name and id).
+    RecreateRequested {
+        name: String,
+        vmid: u32,
+    },
     /// A run of the rollout began (first run or a resume).
     RolloutStarted {
         rollout: String,
@@ -246,6 +259,14 @@ impl History {
             Entry::Skipped { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Skipped);
             }
+            // It exists and is configured; a resume goes on from booting.
+            Entry::RebootRequested { name, vmid } => {
+                set(&mut self.vms, name, vmid, Step::Configured);
+            }
+            // It may be gone: a resume looks it up, and clones it when it is.
+            Entry::RecreateRequested { name, vmid } => {
+                set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
+            }
             Entry::HookStarted { name, vmid } => {
                 if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
                     r.hook_done = false;
@@ -319,12 +340,53 @@ impl History {
     }
 }
 
-/// The open journal. Appends are serialised by a mutex and each is on disk when `append`
-/// returns. The write is blocking, but it is one small line and one `fdatasync`.
-#[derive(Debug)]
+/// The open journal. Appends go, in order, to the journal's writer thread, which owns the file;
+/// each is on disk when `append`'s future resolves.
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    /// To the writer thread; `None` once dropped (the thread then ends).
+    to_writer: Option<mpsc::Sender<LineToWrite>>,
+    writer: Option<JoinHandle<()>>,
+    before_sync: SyncHook,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+/// A test seam: runs on the writer thread before each `sync_data` (a slow disk, in tests).
+type SyncHook = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
+
+/// One line for the writer, and where to say it is on disk.
+struct LineToWrite {
+    line: String,
+    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+/// The writer thread: each line written and synced in arrival order, each caller told.
+fn write_lines(mut file: File, lines: mpsc::Receiver<LineToWrite>, before_sync: SyncHook) {
+    for w in lines {
+        let result = file.write_all(w.line.as_bytes()).and_then(|()| {
+            if let Some(hook) = &*before_sync.lock().unwrap_or_else(|e| e.into_inner()) {
+                hook();
+            }
+            file.sync_data()
+        });
+        let _ = w.done.send(result);
+    }
+}
+
+impl Drop for Journal {
+    /// Ends the writer (every line sent is written first) and releases the file's lock before
+    /// returning, so the same journal can be opened again at once.
+    fn drop(&mut self) {
+        self.to_writer.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Journal {
@@ -367,32 +429,71 @@ impl Journal {
                 .map_err(io)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io)?;
+        let (to_writer, lines) = mpsc::channel();
+        let before_sync: SyncHook = Arc::default();
+        let hook = before_sync.clone();
+        let writer = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || write_lines(file, lines, hook))
+            .map_err(io)?;
         Ok(Journal {
             path,
-            file: Mutex::new(file),
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+            before_sync,
         })
+    }
+
+    /// Test seam: `hook` runs on the writer thread before each sync (to make a disk slow).
+    #[doc(hidden)]
+    pub fn before_sync(&self, hook: impl Fn() + Send + 'static) {
+        *self.before_sync.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one record and waits until it is on disk.
-    pub fn append(&self, entry: Entry) -> Result<(), JournalError> {
-        let io = |source| JournalError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let mut line = serde_json::to_string(&Line {
+    /// Appends one record; resolves once it is on disk.
+    pub async fn append(&self, entry: Entry) -> Result<(), JournalError> {
+        self.submit(entry).await
+    }
+
+    /// Queues one record now (records are written in the order they are submitted) and
+    /// returns what resolves once it is on disk; for callers that cannot wait here.
+    pub fn submit(
+        &self,
+        entry: Entry,
+    ) -> impl std::future::Future<Output = Result<(), JournalError>> + Send + 'static {
+        let path = self.path.display().to_string();
+        let io = move |source| JournalError::Io { path, source };
+        let queued = serde_json::to_string(&Line {
             at: Timestamp::now(),
             entry,
         })
-        .map_err(|e| io(std::io::Error::other(e)))?;
-        line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(line.as_bytes()).map_err(io)?;
-        file.sync_data().map_err(io)
+        .map_err(std::io::Error::other)
+        .and_then(|mut line| {
+            line.push('\n');
+            let (done, on_disk) = tokio::sync::oneshot::channel();
+            let writer = self.to_writer.as_ref().ok_or_else(gone)?;
+            writer
+                .send(LineToWrite { line, done })
+                .map_err(|_| gone())?;
+            Ok(on_disk)
+        });
+        async move {
+            let on_disk = queued.map_err(io.clone())?;
+            match on_disk.await {
+                Ok(written) => written.map_err(io),
+                Err(_) => Err(io(gone())),
+            }
+        }
     }
+}
+
+/// The writer thread is gone (it panicked): nothing more reaches the disk.
+fn gone() -> std::io::Error {
+    std::io::Error::other("the journal's writer stopped")
 }
 
 /// One run per journal: an advisory lock the kernel drops when the holder dies (even SIGKILL).
@@ -420,8 +521,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_hook_is_done_once_it_ended_ok_or_was_skipped_for_that_vmid() {
+    #[tokio::test]
+    async fn a_hook_is_done_once_it_ended_ok_or_was_skipped_for_that_vmid() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         let hook = |name: &str, vmid, ok: Option<bool>| match ok {
@@ -459,7 +560,7 @@ mod tests {
             hook("moved", 105, Some(true)),
             assigned("moved", 106),
         ] {
-            j.append(e).unwrap();
+            j.append(e).await.unwrap();
         }
         let h = History::read(j.path()).unwrap();
         assert!(h.hook_done("ok", 100));
@@ -472,8 +573,8 @@ mod tests {
         assert!(!h.hook_done("never", 107));
     }
 
-    #[test]
-    fn appends_survive_reopen_and_fold_into_a_history() {
+    #[tokio::test]
+    async fn appends_survive_reopen_and_fold_into_a_history() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         j.append(Entry::RolloutStarted {
@@ -481,13 +582,15 @@ mod tests {
             settings: "abc".into(),
             values: None,
         })
+        .await
         .unwrap();
-        j.append(assigned("a", 100)).unwrap();
+        j.append(assigned("a", 100)).await.unwrap();
         j.append(Entry::CloneAccepted {
             name: "a".into(),
             vmid: 100,
             upid: "UPID:pve1:1".into(),
         })
+        .await
         .unwrap();
         drop(j);
         let j = Journal::open(dir.path()).unwrap();
@@ -495,6 +598,7 @@ mod tests {
             name: "a".into(),
             vmid: 100,
         })
+        .await
         .unwrap();
         let h = History::read(&path_in(dir.path())).unwrap();
         assert_eq!(h.rollout.as_deref(), Some("r"));
@@ -506,11 +610,11 @@ mod tests {
         assert!(!h.torn_tail);
     }
 
-    #[test]
-    fn a_torn_last_line_is_dropped_and_cut_before_the_next_append() {
+    #[tokio::test]
+    async fn a_torn_last_line_is_dropped_and_cut_before_the_next_append() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
-        j.append(assigned("a", 100)).unwrap();
+        j.append(assigned("a", 100)).await.unwrap();
         drop(j);
         let path = path_in(dir.path());
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -522,10 +626,40 @@ mod tests {
         assert_eq!(h.vms["a"].step, Step::Assigned);
 
         let j = Journal::open(dir.path()).unwrap();
-        j.append(assigned("b", 101)).unwrap();
+        j.append(assigned("b", 101)).await.unwrap();
         let h = History::read(&path).unwrap();
         assert!(!h.torn_tail);
         assert_eq!(h.vms.len(), 2);
+    }
+
+    /// A disk whose sync takes 200 ms, on a runtime of one thread (the worst case: a VM task
+    /// and the others' polls share it): while an append waits for its sync, the other task
+    /// keeps polling. Had the append blocked the thread, not one poll would run meanwhile.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_slow_sync_does_not_hold_up_other_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.before_sync(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = polls.clone();
+        let poller = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        tokio::task::yield_now().await;
+        let before = polls.load(std::sync::atomic::Ordering::SeqCst);
+        j.append(assigned("a", 100)).await.unwrap();
+        let during = polls.load(std::sync::atomic::Ordering::SeqCst) - before;
+        poller.abort();
+        assert!(during >= 5, "{during} polls while the sync ran");
+        let h = History::read(&path_in(dir.path())).unwrap();
+        assert_eq!(
+            h.vms["a"].step,
+            Step::Assigned,
+            "on disk when append returned"
+        );
     }
 
     #[test]

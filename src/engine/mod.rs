@@ -89,7 +89,7 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
 ) -> Summary {
-    let journal = match journal_plan(&rollout) {
+    let journal = match journal_plan(&rollout).await {
         Ok(journal) => journal,
         Err(e) => return refuse_without_journal(&rollout, &events, &e.to_string()),
     };
@@ -100,21 +100,28 @@ pub async fn run(
 
 /// Opens the journal and records the plan: every id is on disk before any clone is asked
 /// for, so a rerun finds the same ones.
-fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError> {
+async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError> {
     let journal = Journal::open(&rollout.config.output.dir)?;
     let values = settings::of(&rollout.plan);
-    journal.append(Entry::RolloutStarted {
-        rollout: rollout.plan.rollout_id.clone(),
-        settings: settings::digest(&values),
-        values: Some(values),
-    })?;
+    journal
+        .append(Entry::RolloutStarted {
+            rollout: rollout.plan.rollout_id.clone(),
+            settings: settings::digest(&values),
+            values: Some(values),
+        })
+        .await?;
+    // Queued together, on disk together: one wait for the last.
+    let mut last = None;
     for vm in rollout.plan.vms.iter().filter(|vm| vm.journaled.is_none()) {
-        journal.append(Entry::Assigned {
+        last = Some(journal.submit(Entry::Assigned {
             name: vm.name.clone(),
             vmid: vm.vmid,
             node: vm.node.clone(),
             address: vm.static_address().map(|a| a.to_string()),
-        })?;
+        }));
+    }
+    if let Some(last) = last {
+        last.await?;
     }
     Ok(Arc::new(journal))
 }
@@ -157,9 +164,19 @@ fn refuse_without_journal(
     summary
 }
 
-/// Writes the summary files and tells the watchers where (or why not).
-pub(crate) fn export(dir: &Path, summary: &Summary, events: &mpsc::UnboundedSender<Event>) {
-    match crate::report::write_all(dir, summary) {
+/// Writes the summary files (each fsynced, on a blocking thread: a slow disk never stalls the
+/// async threads) and tells the watchers where (or why not).
+pub(crate) async fn export(dir: &Path, summary: Summary, events: &mpsc::UnboundedSender<Event>) {
+    let to = dir.to_path_buf();
+    let written = tokio::task::spawn_blocking(move || crate::report::write_all(&to, &summary))
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::report::ReportError::Write {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(e),
+            })
+        });
+    match written {
         Ok(paths) => {
             let _ = events.send(Event::Exported { paths });
         }

@@ -34,6 +34,9 @@ pub struct CloneSource {
     pub vmid: u32,
     /// `target` for a cross-node clone from a template on shared storage.
     pub target: Option<String>,
+    /// The template's disk as the cluster reports it (`maxdisk`): what a full clone copies at
+    /// most (a sparse disk copies only its allocated data).
+    pub bytes: Option<u64>,
 }
 
 /// A VM this rollout found already on the cluster and recognised as its own (resume).
@@ -108,6 +111,21 @@ impl Plan {
     }
 
     /// A fixed-width table for `plan` and the headless start.
+    /// Per target storage: the clones this run will make and the bytes they copy (the
+    /// template's disk each; VMs adopted from an earlier run copy nothing). Clones sharing a
+    /// storage share its throughput, so this over its speed is the copying's lower bound.
+    pub fn copy_per_storage(&self) -> Vec<(String, usize, u64)> {
+        let mut per: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+        for vm in self.vms.iter().filter(|vm| vm.adopted.is_none()) {
+            let e = per.entry(vm.spec.storage.as_str()).or_default();
+            e.0 += 1;
+            e.1 += vm.source.bytes.unwrap_or(0);
+        }
+        per.into_iter()
+            .map(|(storage, (clones, bytes))| (storage.to_string(), clones, bytes))
+            .collect()
+    }
+
     pub fn table(&self) -> String {
         let mut out = format!(
             "{:<24} {:>7} {:<10} {:>5} {:>7} {:>9} {:>8} {:<10} {}\n",
@@ -435,6 +453,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 node: node.clone(),
                 vmid,
                 target: None,
+                bytes: t.maxdisk,
             }),
             (None, Some((tnode, tvmid))) => {
                 if !shared_storages.contains(entry.spec.storage.as_str())
@@ -450,6 +469,10 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                     node: tnode.clone(),
                     vmid: *tvmid,
                     target: Some(node.clone()),
+                    bytes: templates
+                        .iter()
+                        .find(|t| t.vmid == Some(*tvmid))
+                        .and_then(|t| t.maxdisk),
                 })
             }
             (None, None) => {

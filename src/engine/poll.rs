@@ -36,13 +36,38 @@ pub enum Attempt<T> {
     Pending(String),
     /// A step toward the goal (one of N answers): ask again at once.
     Again,
-    /// A copy under way, `Some(seconds)` predicted to its end: the next ask follows the
-    /// prediction ([`next_poll`]) rather than the back-off.
-    Copying(Option<f64>),
-    /// A copy under way that cannot end sooner than this many seconds from now (its rate could
+    /// A copy under way: the next ask follows the prediction ([`next_poll`]) rather than the
+    /// back-off, and a poller that [stalls](Poller::stalls_after) watches its percentage.
+    Copying(Copy),
+    /// A copy under way that cannot end sooner than `at_least` seconds from now (its rate could
     /// at most grow to the whole storage's): the next ask comes at 0.7 of it, at least every
-    /// 2 s near the end ([`next_poll_bounded`]).
-    CopyingAtLeast(f64),
+    /// 2 s near the end ([`next_poll_bounded`]). `percent` is the one read at this ask, if any.
+    CopyingAtLeast {
+        at_least: f64,
+        percent: Option<f64>,
+    },
+}
+
+/// What a copying task's log said at one ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Copy {
+    /// Seconds predicted to the end, once a rate is known.
+    pub remaining: Option<f64>,
+    /// The percentage the log reported last (each drive's copy counts from 0 again).
+    pub percent: Option<f64>,
+}
+
+/// Progress watch: the time of the last move, and where it moved to.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    limit: Duration,
+    /// Rollout second of the last move (or of the first ask: a first wait learned from a
+    /// slower VM says nothing about this copy).
+    since: Option<f64>,
+    best: Option<f64>,
+    /// This answer read the percentage and found it where it was: only then is a stall judged
+    /// (a copy whose log is read rarely has not stalled between two reads that saw it move).
+    unmoved: bool,
 }
 
 /// The rollout was aborted while a poller slept.
@@ -116,6 +141,7 @@ pub struct Poller<'a> {
     /// Rollout second the wait began (its length is learned from there).
     origin: f64,
     learn: Option<(&'a Learned, Wait)>,
+    stall: Option<Stall>,
 }
 
 impl<'a> Poller<'a> {
@@ -132,7 +158,21 @@ impl<'a> Poller<'a> {
             last: backoff.start,
             origin: clock.now_s(),
             learn: None,
+            stall: None,
         }
+    }
+
+    /// The wait also ends (through `timed_out`, with a text saying so) when no answer moved the
+    /// copy's percentage for `limit`: a copy that progresses is never cut off by the deadline
+    /// of a slower one, a frozen one is noticed whatever its deadline.
+    pub fn stalls_after(mut self, limit: Duration) -> Self {
+        self.stall = Some(Stall {
+            limit,
+            since: None,
+            best: None,
+            unmoved: false,
+        });
+        self
     }
 
     /// Sleeps end early, with [`Aborted`], when `abort` is cancelled.
@@ -192,6 +232,30 @@ impl<'a> Poller<'a> {
         }
     }
 
+    /// A percentage read at this answer (none when the log was not read): a new one is a move,
+    /// the same one means the copy stood still since the last move.
+    fn note_percent(&mut self, now: f64, percent: Option<f64>) {
+        if let Some(stall) = &mut self.stall
+            && let Some(p) = percent
+        {
+            // Any other percentage is a move: a drive's copy grows it, the next drive's starts
+            // it from 0 again.
+            if stall.best == Some(p) {
+                stall.unmoved = true;
+            } else {
+                stall.best = Some(p);
+                stall.since = Some(now);
+            }
+        }
+    }
+
+    /// Seconds until the copy would count as stalled (a poll comes by then to read it again).
+    fn stall_left(&self, now: f64) -> f64 {
+        self.stall.map_or(f64::INFINITY, |s| {
+            s.limit.as_secs_f64() - (now - s.since.unwrap_or(now))
+        })
+    }
+
     /// What an ask found. `Some(value)` when done (its wait learned); `None` to ask again once
     /// [`Self::due`]; past the deadline (checked after a `Pending` or `Copying`) `timed_out`
     /// decides, from the last `Pending` text, what the wait gives: mostly an error saying what
@@ -201,6 +265,10 @@ impl<'a> Poller<'a> {
         attempt: Attempt<T>,
         timed_out: impl FnOnce(String) -> Result<T, E>,
     ) -> Result<Option<T>, E> {
+        if let Some(stall) = &mut self.stall {
+            stall.since.get_or_insert(self.clock.now_s());
+            stall.unmoved = false;
+        }
         let wait = match attempt {
             Attempt::Done(value) => {
                 if let Some((learned, wait)) = self.learn {
@@ -213,19 +281,40 @@ impl<'a> Poller<'a> {
                 self.waiting_for = why;
                 self.next
             }
-            Attempt::CopyingAtLeast(remaining) => {
-                let waited = self.clock.now_s() - self.origin;
+            Attempt::CopyingAtLeast { at_least, percent } => {
+                let now = self.clock.now_s();
+                self.note_percent(now, percent);
+                let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                let secs = next_poll_bounded(remaining, waited);
-                Duration::from_secs_f64(secs.min(left.max(0.2)))
+                let secs = next_poll_bounded(at_least, waited);
+                Duration::from_secs_f64(secs.min(left.min(self.stall_left(now)).max(0.2)))
             }
-            Attempt::Copying(remaining) => {
-                let waited = self.clock.now_s() - self.origin;
+            Attempt::Copying(copy) => {
+                let now = self.clock.now_s();
+                self.note_percent(now, copy.percent);
+                let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                let secs = next_poll(remaining, self.last.as_secs_f64(), waited, 0.5);
-                Duration::from_secs_f64(secs.min(left.max(0.2)))
+                // Ask again by the time the copy would count as stalled.
+                let stall_left = self.stall_left(now);
+                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5);
+                Duration::from_secs_f64(secs.min(left.min(stall_left).max(0.2)))
             }
         };
+        if let Some(stall) = self.stall
+            && stall.unmoved
+            && let Some(since) = stall.since
+            && self.clock.now_s() - since >= stall.limit.as_secs_f64()
+        {
+            let at = match stall.best {
+                Some(p) => format!("stuck at {p:.2}%"),
+                None => "no progress reported".to_string(),
+            };
+            return timed_out(format!(
+                "made no progress for {} ({at})",
+                crate::config::format_duration(stall.limit)
+            ))
+            .map(Some);
+        }
         if self.clock.left(self.deadline).is_zero() {
             return timed_out(std::mem::take(&mut self.waiting_for)).map(Some);
         }
@@ -266,6 +355,7 @@ pub enum Wait {
     /// A task (clone, start, resize) from its UPID to `stopped`.
     CloneTask,
     StartTask,
+    StopTask,
     ResizeTask,
     /// From the VM's start to its agent's first answer.
     Agent,
@@ -312,7 +402,8 @@ impl Learned {
 /// Progress of a task that copies data, from the percentages of its log.
 #[derive(Debug, Default, Clone)]
 pub struct CopyProgress {
-    /// (rollout second first seen, percent) each time the percentage moved.
+    /// (rollout second first seen, percent) each time the percentage moved, for the drive
+    /// being copied.
     samples: Vec<(f64, f64)>,
 }
 
@@ -342,6 +433,11 @@ impl CopyProgress {
     pub fn remaining_at(&self, now: f64) -> Option<f64> {
         let (last, _) = *self.samples.last()?;
         self.remaining().map(|r| (r - (now - last)).max(0.0))
+    }
+
+    /// The percentage of the drive being copied.
+    pub fn percent(&self) -> Option<f64> {
+        self.samples.last().map(|(_, p)| *p)
     }
 
     /// Seconds until 100 % at the rate between the last two moves seen, once there are two
@@ -542,7 +638,10 @@ mod tests {
             // 100 s predicted at 2 s: 8x the last wait (2 s) at most, and 5 s at most this
             // early; then done.
             let attempt = match at.len() {
-                1 => Attempt::Copying(Some(100.0)),
+                1 => Attempt::Copying(Copy {
+                    remaining: Some(100.0),
+                    percent: Some(1.0),
+                }),
                 _ => Attempt::Done(()),
             };
             let answer: Result<_, String> = poll.answer(attempt, |_| Err("timed out".into()));

@@ -136,10 +136,13 @@ impl Provisioner {
                 ),
             ],
         );
-        if let Err(e) = journal.append(Entry::HookStarted {
-            name: name.clone(),
-            vmid,
-        }) {
+        if let Err(e) = journal
+            .append(Entry::HookStarted {
+                name: name.clone(),
+                vmid,
+            })
+            .await
+        {
             return Provisioned::Journal(e.to_string());
         }
         send(report("running", None));
@@ -166,7 +169,7 @@ impl Provisioner {
             return Provisioned::Aborted;
         }
         let ok = result.succeeded();
-        if let Err(e) = journal.append(Entry::HookEnded { name, vmid, ok }) {
+        if let Err(e) = journal.append(Entry::HookEnded { name, vmid, ok }).await {
             return Provisioned::Journal(e.to_string());
         }
         if ok {
@@ -182,12 +185,16 @@ impl Provisioner {
     /// The operator went on without the hook: journaled so a resumed run does not run it.
     /// Returns the event that says so.
     pub fn skip(vm: HookVm<'_>, journal: &Journal) -> Result<Event, String> {
-        journal
-            .append(Entry::HookSkipped {
-                name: vm.name.to_string(),
-                vmid: vm.vmid,
-            })
-            .map_err(|e| e.to_string())?;
+        // Queued in order now; its sync is confirmed in the background (the caller cannot wait).
+        let on_disk = journal.submit(Entry::HookSkipped {
+            name: vm.name.to_string(),
+            vmid: vm.vmid,
+        });
+        tokio::spawn(async move {
+            if let Err(e) = on_disk.await {
+                tracing::error!("cannot write the journal: {e}");
+            }
+        });
         Ok(Event::Hook {
             vm: vm.index,
             hook: HookReport {

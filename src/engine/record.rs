@@ -24,6 +24,8 @@ struct VmRecord {
     phases: IndexMap<String, PhaseTimes>,
     /// The phase whose timing is open.
     open: Option<Phase>,
+    /// While cloning: the copy's percentage and its predicted wall seconds to go.
+    copy: Option<(f64, Option<f64>)>,
     checks: Vec<CheckReport>,
     hook: Option<HookReport>,
 }
@@ -56,6 +58,7 @@ impl Record {
                     attempts: 1,
                     phases: IndexMap::new(),
                     open: None,
+                    copy: None,
                     checks: Vec::new(),
                     hook: None,
                 })
@@ -85,7 +88,10 @@ impl Record {
                 let phase = state.phase();
                 let ends = matches!(
                     state,
-                    VmState::Failed { .. } | VmState::Skipped { .. } | VmState::HookFailed { .. }
+                    VmState::Failed { .. }
+                        | VmState::Skipped { .. }
+                        | VmState::Aborted { .. }
+                        | VmState::HookFailed { .. }
                 ) || phase == Phase::Verified;
                 if r.open != Some(phase) || ends {
                     if let Some(t) = r
@@ -107,7 +113,15 @@ impl Record {
                         r.open = Some(phase);
                     }
                 }
+                if phase != Phase::Cloning {
+                    r.copy = None;
+                }
                 r.state = state.clone();
+            }
+            Event::CopyProgress { vm, percent, eta_s } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    r.copy = Some((*percent, *eta_s));
+                }
             }
             Event::VmIp { vm, ip, candidates } => {
                 if let Some(r) = self.vms.get_mut(*vm) {
@@ -156,6 +170,7 @@ impl Record {
         let mut p = Progress {
             total: self.vms.len(),
             requests,
+            eta_s: self.eta().map(|s| s.round() as u64),
             ..Progress::default()
         };
         for r in &self.vms {
@@ -170,9 +185,67 @@ impl Record {
                 VmState::Paused { .. } => p.paused += 1,
                 VmState::Failed { .. } | VmState::HookFailed { .. } => p.failed += 1,
                 VmState::Skipped { .. } => p.skipped += 1,
+                VmState::Aborted { .. } => p.aborted += 1,
             }
         }
         p
+    }
+
+    /// Wall seconds until every VM still under way is verified, once the clones' throughput
+    /// is known: the copying left (a whole clone for each VM not copying yet) at the rate the
+    /// copies run at now, their rates summed (clones sharing a storage share its throughput,
+    /// so the sum is what the storage delivers), plus the time from a clone's end to
+    /// verified that the VMs verified so far took (the slowest of them).
+    pub fn eta(&self) -> Option<f64> {
+        let mut left = 0.0;
+        let mut rate = 0.0;
+        let mut after_clone: Option<f64> = None;
+        for r in &self.vms {
+            match (&r.state, r.copy) {
+                (
+                    VmState::Active {
+                        phase: Phase::Queued,
+                    },
+                    _,
+                ) => left += 100.0,
+                (
+                    VmState::Active {
+                        phase: Phase::Cloning,
+                    }
+                    | VmState::Paused {
+                        phase: Phase::Cloning,
+                    },
+                    copy,
+                ) => {
+                    let (percent, eta) = copy.unwrap_or((0.0, None));
+                    left += 100.0 - percent;
+                    if let Some(eta) = eta.filter(|e| *e > 0.0) {
+                        rate += (100.0 - percent) / eta;
+                    }
+                }
+                (
+                    VmState::Active {
+                        phase: Phase::Verified,
+                    },
+                    _,
+                ) => {
+                    let cloned = r
+                        .phases
+                        .get(Phase::Cloning.summary_key())
+                        .and_then(|t| t.finished);
+                    let verified = r
+                        .phases
+                        .get(Phase::Verifying.summary_key())
+                        .and_then(|t| t.finished);
+                    if let (Some(c), Some(v)) = (cloned, verified) {
+                        let s = v.duration_since(c).as_secs_f64();
+                        after_clone = Some(after_clone.map_or(s, |a| a.max(s)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        (rate > 0.0).then(|| left / rate + after_clone.unwrap_or(0.0))
     }
 
     pub fn summary(&self, finished: Option<SystemTime>, aborted: bool) -> Summary {
@@ -199,6 +272,10 @@ impl Record {
                         VmState::Failed { reason, .. } | VmState::HookFailed { reason } => {
                             Some(reason.clone())
                         }
+                        // Where it was cut off: the same `deploy` goes on from there.
+                        VmState::Aborted { phase } => Some(format!(
+                            "aborted in {phase}: the rollout was stopped; run the same deploy to resume"
+                        )),
                         _ => None,
                     },
                     phases: r.phases.clone(),

@@ -84,6 +84,14 @@ impl EventEncoder {
             Event::Check { vm, check } => ("check", Some(*vm), json!(check)),
             Event::Hook { vm, hook } => ("hook", Some(*vm), json!(hook)),
             Event::TaskLog { vm, lines } => ("task-log", Some(*vm), json!({"lines": lines})),
+            Event::CopyProgress { vm, percent, eta_s } => (
+                "copy-progress",
+                Some(*vm),
+                json!({"percent": percent, "eta_s": eta_s}),
+            ),
+            Event::VmReported { vm, addresses } => {
+                ("agent-reports", Some(*vm), json!({"addresses": addresses}))
+            }
             Event::Progress(p) => ("progress", None, json!(p)),
             Event::Attempt { vm, attempt } => ("attempt", Some(*vm), json!({"attempt": attempt})),
             Event::Exported { paths } => (

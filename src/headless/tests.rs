@@ -33,7 +33,9 @@ fn progress(
         failed,
         skipped: 0,
         paused: 0,
+        aborted: 0,
         requests,
+        eta_s: None,
     })
 }
 
@@ -357,7 +359,12 @@ fn exit_codes_follow_the_summary() {
     assert_eq!(exit_code(&summary(false, "verified")), 0);
     assert_eq!(exit_code(&summary(false, "failed")), 1);
     assert_eq!(exit_code(&summary(false, "skipped")), 1);
-    assert_eq!(exit_code(&summary(true, "booting")), 1);
+    assert_eq!(exit_code(&summary(true, "aborted")), EXIT_ABORTED);
+    assert_eq!(
+        exit_code(&summary(true, "verified")),
+        0,
+        "aborted after the last VM verified"
+    );
 }
 
 #[test]
@@ -412,7 +419,7 @@ async fn first_ctrl_c_aborts_gracefully() {
     let (command_tx, mut command_rx) = unbounded_channel();
     let (interrupt_tx, interrupt_rx) = unbounded_channel();
     event_tx.send(state(0, Phase::Cloning)).unwrap();
-    interrupt_tx.send(()).unwrap();
+    interrupt_tx.send(Interrupt::CtrlC).unwrap();
     // The "engine": on Abort, finish in-flight work and report an aborted summary.
     let engine = tokio::spawn(async move {
         assert_eq!(command_rx.recv().await, Some(Command::Abort));
@@ -425,7 +432,7 @@ async fn first_ctrl_c_aborts_gracefully() {
     });
     let mut out = Vec::new();
     let outcome = run_with_interrupts(event_rx, command_tx, &mut out, false, interrupt_rx).await;
-    assert_eq!(outcome.exit_code, 1);
+    assert_eq!(outcome.exit_code, EXIT_ABORTED);
     assert!(outcome.aborted && !outcome.forced);
     assert_eq!(outcome.summary.map(|s| s.rollout.aborted), Some(true));
     let mut command_rx = engine.await.unwrap();
@@ -446,8 +453,8 @@ async fn second_ctrl_c_stops_at_once() {
     let (_event_tx, event_rx) = unbounded_channel::<Event>();
     let (command_tx, mut command_rx) = unbounded_channel();
     let (interrupt_tx, interrupt_rx) = unbounded_channel();
-    interrupt_tx.send(()).unwrap();
-    interrupt_tx.send(()).unwrap();
+    interrupt_tx.send(Interrupt::CtrlC).unwrap();
+    interrupt_tx.send(Interrupt::CtrlC).unwrap();
     let mut out = Vec::new();
     let outcome = run_with_interrupts(event_rx, command_tx, &mut out, false, interrupt_rx).await;
     assert_eq!(outcome.exit_code, EXIT_FORCED);
@@ -465,7 +472,7 @@ async fn second_ctrl_c_stops_at_once() {
 async fn an_engine_that_vanishes_is_an_error() {
     let (event_tx, event_rx) = unbounded_channel::<Event>();
     let (command_tx, _command_rx) = unbounded_channel();
-    let (_interrupt_tx, interrupt_rx) = unbounded_channel();
+    let (_interrupt_tx, interrupt_rx) = unbounded_channel::<Interrupt>();
     drop(event_tx);
     let mut out = Vec::new();
     let outcome = run_with_interrupts(event_rx, command_tx, &mut out, false, interrupt_rx).await;

@@ -17,6 +17,9 @@ pub enum Action {
     TogglePauseAll,
     Retry,
     Skip,
+    RebootAndWait,
+    Recreate,
+    ConfirmVmYes,
     ToggleTimeline,
     Search,
     NextMatch,
@@ -57,6 +60,7 @@ pub enum Context {
     Dashboard,
     Help,
     Confirm,
+    ConfirmVm,
     SearchInput,
     Diagnostics,
 }
@@ -67,6 +71,7 @@ impl Context {
             Overlay::None => Context::Dashboard,
             Overlay::Help => Context::Help,
             Overlay::ConfirmQuit { .. } => Context::Confirm,
+            Overlay::ConfirmVm { .. } => Context::ConfirmVm,
             Overlay::SearchInput => Context::SearchInput,
             Overlay::Diagnostics => Context::Diagnostics,
         }
@@ -77,6 +82,7 @@ impl Context {
             Context::Dashboard => "Dashboard",
             Context::Help => "Help",
             Context::Confirm => "Quit confirmation",
+            Context::ConfirmVm => "Reboot or recreate confirmation",
             Context::SearchInput => "Typing a search",
             Context::Diagnostics => "Diagnostics pane",
         }
@@ -94,6 +100,8 @@ pub enum When {
     CanPause,
     CanRetry,
     CanSkip,
+    /// The selected VM was cloned (it can be rebooted or recreated).
+    CanRestart,
     SearchActive,
     /// The search view or a paged log is open.
     CanGoBack,
@@ -112,6 +120,7 @@ impl When {
             When::CanPause => running && selected.is_some_and(can_pause),
             When::CanRetry => running && selected.is_some_and(can_retry),
             When::CanSkip => running && selected.is_some_and(can_skip),
+            When::CanRestart => running && selected.is_some_and(can_restart),
             When::SearchActive => m.search.query.is_some(),
             When::CanGoBack => m.search.query.is_some() || m.log_page.is_some(),
             When::TargetsShown => !m.diagnostics.targets_hidden,
@@ -121,7 +130,8 @@ impl When {
     /// For the help overlay.
     pub fn describe(self) -> &'static str {
         match self {
-            When::Always | When::HasVms | When::TargetsShown => "",
+            // Reboot and recreate say why not when pressed on a VM they do not apply to.
+            When::Always | When::HasVms | When::TargetsShown | When::CanRestart => "",
             When::Running => "while the rollout runs",
             When::CanPause => "a VM not yet settled",
             When::CanRetry => "a failed or stuck VM",
@@ -140,6 +150,14 @@ pub fn can_pause(kind: StateKind) -> bool {
 /// Retry re-runs a failed VM, or one stuck in a phase (a hook-failed one: its hook).
 pub fn can_retry(kind: StateKind) -> bool {
     matches!(kind, StateKind::Failed | StateKind::HookFailed) || kind.is_busy()
+}
+
+/// Reboot and recreate act on a VM that exists: one past cloning, not skipped.
+pub fn can_restart(kind: StateKind) -> bool {
+    !matches!(
+        kind,
+        StateKind::Queued | StateKind::Cloning | StateKind::Skipped | StateKind::Aborted
+    )
 }
 
 pub fn can_skip(kind: StateKind) -> bool {
@@ -212,7 +230,7 @@ impl Binding {
 }
 
 use Action as A;
-use Context::{Confirm, Dashboard, Diagnostics, Help, SearchInput};
+use Context::{Confirm, ConfirmVm, Dashboard, Diagnostics, Help, SearchInput};
 use TuiWidgetEvent as Tw;
 
 macro_rules! bind {
@@ -237,10 +255,12 @@ pub const KEYMAP: &[Binding] = &[
     bind!(Dashboard, [code(KeyCode::Home), k('g')], "g/Home", A::Top, "", "select the first VM", When::HasVms),
     bind!(Dashboard, [code(KeyCode::End), k('G')], "G/End", A::Bottom, "", "select the last VM", When::HasVms),
     bind!(Dashboard, [k('p')], "p", A::TogglePause, "pause", "pause or resume the selected VM", When::CanPause),
-    bind!(Dashboard, [k('P')], "P", A::TogglePauseAll, "pause all", "pause or resume the whole rollout (no new clones or checks)", When::Running),
+    bind!(Dashboard, [k('P')], "P", A::TogglePauseAll, "pause all", "pause or resume the whole rollout", When::Running),
     bind!(Dashboard, [k('r')], "r", A::Retry, "retry", "retry the selected VM from the phase it failed in", When::CanRetry),
+    bind!(Dashboard, [k('b')], "b", A::RebootAndWait, "", "reboot the VM, wait for it again (asks)", When::CanRestart),
+    bind!(Dashboard, [k('R')], "R", A::Recreate, "", "destroy and re-clone, same name and id (asks)", When::CanRestart),
     bind!(Dashboard, [k('s')], "s", A::Skip, "skip", "skip the selected VM (reported as skipped)", When::CanSkip),
-    bind!(Dashboard, [k('t')], "t", A::ToggleTimeline, "timeline", "switch between the grid and the timeline (phases over time)", When::Always),
+    bind!(Dashboard, [k('t')], "t", A::ToggleTimeline, "timeline", "switch between the grid and the phase timeline", When::Always),
     bind!(Dashboard, [k('/')], "/", A::Search, "search", "search the logs", When::Always),
     bind!(Dashboard, [k('n')], "n", A::NextMatch, "next", "next search match (newer)", When::SearchActive),
     bind!(Dashboard, [k('N')], "N", A::PrevMatch, "prev", "previous search match (older)", When::SearchActive),
@@ -261,6 +281,9 @@ pub const KEYMAP: &[Binding] = &[
     bind!(Confirm, [code(KeyCode::Tab), code(KeyCode::Left), code(KeyCode::Right)], "Tab/←/→", A::ConfirmSwitch, "", "move between the buttons", When::Always),
     bind!(Confirm, [code(KeyCode::Enter)], "Enter", A::ConfirmEnter, "", "press the focused button (Cancel by default)", When::Always),
     bind!(Confirm, [ctrl('c')], "Ctrl-C", A::Interrupt, "", "again: force the exit", When::Always),
+    bind!(ConfirmVm, [k('y')], "y", A::ConfirmVmYes, "yes", "reboot (or recreate) the VM", When::Always),
+    bind!(ConfirmVm, [k('n'), code(KeyCode::Esc), k('q')], "n/Esc", A::ConfirmNo, "cancel", "leave it as it is", When::Always),
+    bind!(ConfirmVm, [ctrl('c')], "Ctrl-C", A::Interrupt, "", "quit; press twice to force", When::Always),
     bind!(SearchInput, [code(KeyCode::Enter)], "Enter", A::SearchSubmit, "search", "search for what you typed", When::Always),
     bind!(SearchInput, [code(KeyCode::Esc)], "Esc", A::SearchCancel, "cancel", "stop typing", When::Always),
     bind!(SearchInput, [code(KeyCode::Backspace)], "Backspace", A::SearchBackspace, "", "delete a character", When::Always),

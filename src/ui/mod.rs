@@ -131,6 +131,7 @@ async fn event_loop(
     signals: &mut Signals,
 ) -> Result<Quit, UiError> {
     let mut input = EventStream::new();
+    let mut input_open = true;
     let mut engine_open = true;
     let mut dirty = true;
     // A deadline that survives loop turns: events that change nothing (mouse motion) must not
@@ -151,13 +152,17 @@ async fn event_loop(
             (Some(every), None) => Some(Instant::now() + every),
         };
         let msg = tokio::select! {
-            term = input.next() => match term {
+            term = input.next(), if input_open => match term {
                 Some(Ok(event)) => match to_msg(event) {
                     Some(msg) => msg,
                     None => continue,
                 },
                 Some(Err(e)) => return Err(UiError::Input(e)),
-                None => Msg::Terminate,
+                // The terminal is gone (as with SIGHUP): abort, once.
+                None => {
+                    input_open = false;
+                    Msg::Terminate
+                }
             },
             engine = events.recv(), if engine_open => match engine {
                 Some(event) => Msg::Engine(event),
@@ -272,8 +277,8 @@ mod test_panic {
     }
 }
 
-/// SIGTERM and SIGHUP (the terminal went away) end the UI like a forced quit, so the terminal
-/// is restored and the engine is told to abort.
+/// SIGTERM and SIGHUP (the terminal went away) act like a confirmed Ctrl-C: the engine aborts
+/// and writes the outputs, then the UI ends; a second one forces the exit.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,

@@ -42,6 +42,34 @@ pub struct VmRow {
     pub last_error: Option<String>,
     pub task_log: VecDeque<String>,
     pub log: VecDeque<Arc<LogLine>>,
+    /// While cloning: how far the copy got, from the task log the engine reads.
+    pub copy: Option<CopyShown>,
+    /// While the IP is awaited: the addresses the agent reports (none of them usable).
+    pub reported: Option<String>,
+}
+
+/// A clone's copy as last reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CopyShown {
+    pub percent: f64,
+    /// Wall seconds predicted to go when reported.
+    pub eta_s: Option<f64>,
+    /// When it was reported (the ETA counts down from there).
+    pub at: SystemTime,
+}
+
+impl CopyShown {
+    /// Whole percents copied ("42%"; a copy at 99.6 % is not called done).
+    pub fn percent_text(&self) -> String {
+        format!("{:.0}%", self.percent.floor())
+    }
+
+    /// The ETA counted down to `now`, once a rate is known.
+    pub fn left(&self, now: SystemTime) -> Option<std::time::Duration> {
+        let passed = text::since(self.at, now).as_secs_f64();
+        self.eta_s
+            .map(|eta| std::time::Duration::from_secs_f64((eta - passed).max(0.0).round()))
+    }
 }
 
 impl VmRow {
@@ -67,6 +95,8 @@ impl VmRow {
             last_error: None,
             task_log: VecDeque::new(),
             log: VecDeque::new(),
+            copy: None,
+            reported: None,
         }
     }
 
@@ -80,6 +110,12 @@ impl VmRow {
         }
         if let VmState::Failed { reason, .. } | VmState::HookFailed { reason } = &state {
             self.last_error = Some(text::clean(reason));
+        }
+        if state.phase() != Phase::Cloning {
+            self.copy = None;
+        }
+        if state.phase() != Phase::AwaitingIp {
+            self.reported = None;
         }
         if kind != self.kind || state != self.state {
             self.since = at;
@@ -116,6 +152,7 @@ impl VmRow {
                 StateKind::Failed
                 | StateKind::HookFailed
                 | StateKind::Skipped
+                | StateKind::Aborted
                 | StateKind::Verified => None,
                 StateKind::Queued => None,
                 busy => Some(phase_of(*busy)),
@@ -159,6 +196,15 @@ impl VmRow {
 }
 
 /// What sits on top of the dashboard and takes the keys.
+/// What the operator may do to one VM beyond retry and skip; each asks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmAction {
+    /// Stop it, start it, and check it again.
+    Reboot,
+    /// Destroy it and clone it again with the same name and id.
+    Recreate,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlay {
     None,
@@ -166,6 +212,11 @@ pub enum Overlay {
     /// "Abort and quit?"; Cancel has the focus unless `abort_focused`.
     ConfirmQuit {
         abort_focused: bool,
+    },
+    /// "Reboot (or recreate) this VM?"
+    ConfirmVm {
+        action: VmAction,
+        vm: usize,
     },
     /// Typing a search query.
     SearchInput,
@@ -224,6 +275,8 @@ pub struct Model {
     pub counts: [usize; StateKind::COUNT],
     /// API requests so far, from the engine's `Progress`.
     pub requests: u64,
+    /// Wall seconds to the rollout's end as the engine last predicted, once it can.
+    pub eta_s: Option<u64>,
     pub paused_all: bool,
     pub selected: usize,
     /// First VM row shown in the grid and the timeline.
@@ -267,6 +320,7 @@ impl Model {
             node_width: 4,
             counts: [0; StateKind::COUNT],
             requests: 0,
+            eta_s: None,
             paused_all: false,
             selected: 0,
             offset: 0,
@@ -299,6 +353,7 @@ impl Model {
             - self.count(StateKind::Failed)
             - self.count(StateKind::HookFailed)
             - self.count(StateKind::Skipped)
+            - self.count(StateKind::Aborted)
     }
 
     /// VMs started and not settled (busy or paused).

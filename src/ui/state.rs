@@ -11,6 +11,7 @@ pub enum StateKind {
     Configuring,
     Booting,
     AwaitingAgent,
+    AwaitingIp,
     IpFound,
     Verifying,
     /// The `on_verified` hook runs.
@@ -21,16 +22,18 @@ pub enum StateKind {
     /// Verified, but its `on_verified` hook failed.
     HookFailed,
     Skipped,
+    Aborted,
 }
 
 impl StateKind {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     pub const ALL: [StateKind; StateKind::COUNT] = [
         StateKind::Queued,
         StateKind::Cloning,
         StateKind::Configuring,
         StateKind::Booting,
         StateKind::AwaitingAgent,
+        StateKind::AwaitingIp,
         StateKind::IpFound,
         StateKind::Verifying,
         StateKind::Provisioning,
@@ -39,6 +42,7 @@ impl StateKind {
         StateKind::Failed,
         StateKind::HookFailed,
         StateKind::Skipped,
+        StateKind::Aborted,
     ];
 
     pub fn of(state: &VmState) -> Self {
@@ -47,6 +51,7 @@ impl StateKind {
             VmState::Paused { .. } => StateKind::Paused,
             VmState::Failed { .. } => StateKind::Failed,
             VmState::Skipped { .. } => StateKind::Skipped,
+            VmState::Aborted { .. } => StateKind::Aborted,
             VmState::HookFailed { .. } => StateKind::HookFailed,
         }
     }
@@ -58,6 +63,7 @@ impl StateKind {
             Phase::Configuring => StateKind::Configuring,
             Phase::Booting => StateKind::Booting,
             Phase::AwaitingAgent => StateKind::AwaitingAgent,
+            Phase::AwaitingIp => StateKind::AwaitingIp,
             Phase::IpFound => StateKind::IpFound,
             Phase::Verifying => StateKind::Verifying,
             Phase::Provisioning => StateKind::Provisioning,
@@ -73,6 +79,7 @@ impl StateKind {
             StateKind::Configuring => Phase::Configuring.as_str(),
             StateKind::Booting => Phase::Booting.as_str(),
             StateKind::AwaitingAgent => Phase::AwaitingAgent.as_str(),
+            StateKind::AwaitingIp => Phase::AwaitingIp.as_str(),
             StateKind::IpFound => Phase::IpFound.as_str(),
             StateKind::Verifying => Phase::Verifying.as_str(),
             StateKind::Provisioning => Phase::Provisioning.as_str(),
@@ -81,6 +88,7 @@ impl StateKind {
             StateKind::Failed => "failed",
             StateKind::HookFailed => "hook-failed",
             StateKind::Skipped => "skipped",
+            StateKind::Aborted => "aborted",
         }
     }
 
@@ -96,6 +104,7 @@ impl StateKind {
                 | StateKind::Configuring
                 | StateKind::Booting
                 | StateKind::AwaitingAgent
+                | StateKind::AwaitingIp
                 | StateKind::IpFound
                 | StateKind::Verifying
                 | StateKind::Provisioning
@@ -106,7 +115,11 @@ impl StateKind {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            StateKind::Verified | StateKind::Failed | StateKind::HookFailed | StateKind::Skipped
+            StateKind::Verified
+                | StateKind::Failed
+                | StateKind::HookFailed
+                | StateKind::Skipped
+                | StateKind::Aborted
         )
     }
 }
@@ -118,6 +131,7 @@ pub fn phase_of(kind: StateKind) -> Phase {
         StateKind::Configuring => Phase::Configuring,
         StateKind::Booting => Phase::Booting,
         StateKind::AwaitingAgent => Phase::AwaitingAgent,
+        StateKind::AwaitingIp => Phase::AwaitingIp,
         StateKind::IpFound => Phase::IpFound,
         StateKind::Verifying => Phase::Verifying,
         StateKind::Provisioning => Phase::Provisioning,

@@ -42,6 +42,7 @@ impl Theme {
             Configuring => Color::LightCyan,
             Booting => Color::LightBlue,
             AwaitingAgent => Color::Yellow,
+            AwaitingIp => Color::LightYellow,
             IpFound => Color::LightMagenta,
             Verifying => Color::LightGreen,
             Provisioning => Color::Blue,
@@ -50,6 +51,7 @@ impl Theme {
             Failed => Color::Red,
             HookFailed => Color::LightRed,
             Skipped => Color::Gray,
+            Aborted => Color::Indexed(208),
         };
         let style = self.fg(colour);
         match kind {
@@ -159,7 +161,8 @@ impl Theme {
             StateKind::Verified
             | StateKind::Failed
             | StateKind::HookFailed
-            | StateKind::Skipped => state_glyph(kind),
+            | StateKind::Skipped
+            | StateKind::Aborted => state_glyph(kind),
             StateKind::Queued => "·",
             _ if self.colour => "█",
             _ => timeline_letter(kind),
@@ -177,6 +180,7 @@ pub fn state_glyph(kind: StateKind) -> &'static str {
         Configuring => "◓",
         Booting => "◑",
         AwaitingAgent => "◒",
+        AwaitingIp => "◇",
         IpFound => "◆",
         Verifying => "◈",
         Provisioning => "◎",
@@ -185,6 +189,7 @@ pub fn state_glyph(kind: StateKind) -> &'static str {
         Failed => "✗",
         HookFailed => "⊗",
         Skipped => "⊘",
+        Aborted => "■",
     }
 }
 
@@ -196,6 +201,7 @@ fn timeline_letter(kind: StateKind) -> &'static str {
         Configuring => "f",
         Booting => "b",
         AwaitingAgent => "a",
+        AwaitingIp => "l",
         IpFound => "i",
         Verifying => "v",
         Provisioning => "p",

@@ -8,15 +8,13 @@ use std::time::SystemTime;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use tui_logger::TuiWidgetEvent;
 
-use crate::engine::event::{Command, Event, Level};
-use crate::report::Summary;
+use crate::engine::event::{Command, Event};
 
-use super::keymap::{self, Action, Context, can_pause, can_retry, can_skip};
+use super::keymap::{self, Action, Context, can_pause, can_restart, can_retry, can_skip};
 use super::layout::{self, ViewMode};
 use super::logs::PaneShape;
-use super::model::{Model, Overlay, VmRow};
+use super::model::{Model, Overlay, VmAction};
 use super::state::StateKind;
-use super::text;
 
 /// Longest VM name column; longer names are cut with `…`.
 const MAX_NAME_WIDTH: usize = 24;
@@ -35,7 +33,8 @@ pub enum Msg {
     EngineGone,
     /// Time passed (only scheduled while something animates).
     Tick(SystemTime),
-    /// SIGTERM/SIGHUP: leave now.
+    /// SIGTERM or SIGHUP (or the terminal's input ended): the first acts like a confirmed
+    /// Ctrl-C (abort, write the outputs, then leave), a second forces the exit.
     Terminate,
 }
 
@@ -43,7 +42,7 @@ pub enum Msg {
 pub enum Quit {
     /// The rollout finished (or was aborted and the engine confirmed).
     Normal,
-    /// Double Ctrl-C or a signal: out without waiting for the engine.
+    /// Double Ctrl-C or a second signal: out without waiting for the engine.
     Forced,
 }
 
@@ -68,7 +67,7 @@ pub fn update(m: &mut Model, msg: Msg) -> UpdateResult {
             m.keep_selection_visible();
             r.dirty = true;
         }
-        Msg::Engine(event) => on_engine(m, event, &mut r),
+        Msg::Engine(event) => engine::on_engine(m, event, &mut r),
         Msg::EngineGone => {
             m.engine_gone = true;
             if m.aborting {
@@ -82,9 +81,32 @@ pub fn update(m: &mut Model, msg: Msg) -> UpdateResult {
             m.now = now;
             r.dirty = m.tick_interval().is_some();
         }
-        Msg::Terminate => force_quit(m, &mut r),
+        Msg::Terminate => on_signal(m, &mut r),
     }
     r
+}
+
+/// Nobody may be at the keyboard (a systemd stop, a closed SSH session): no confirmation, the
+/// rollout is aborted and its outputs written; the quit follows the engine's `Finished`.
+fn on_signal(m: &mut Model, r: &mut UpdateResult) {
+    r.dirty = true;
+    if m.interrupts > 0 {
+        force_quit(m, r);
+        return;
+    }
+    m.interrupts = 1;
+    if m.is_over() {
+        r.quit = Some(Quit::Normal);
+        return;
+    }
+    if !m.aborting {
+        start_abort(m, r);
+    }
+    m.flash = Some(
+        "signal received: aborting; calls in flight finish, then the summary is written · a \
+         second signal or Ctrl-C forces the exit"
+            .into(),
+    );
 }
 
 fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
@@ -118,6 +140,20 @@ fn on_key(m: &mut Model, key: KeyEvent, r: &mut UpdateResult) {
             "retry",
             "a failed or stuck VM",
         ),
+        Action::RebootAndWait => ask_vm_action(m, VmAction::Reboot),
+        Action::Recreate => ask_vm_action(m, VmAction::Recreate),
+        Action::ConfirmVmYes => {
+            if let Overlay::ConfirmVm { action, vm } = m.overlay {
+                m.overlay = Overlay::None;
+                let name = m.vms.get(vm).map(|v| v.name.clone()).unwrap_or_default();
+                let (command, verb) = match action {
+                    VmAction::Reboot => (Command::RebootAndWait(vm), "reboot-and-wait"),
+                    VmAction::Recreate => (Command::Recreate(vm), "recreate"),
+                };
+                r.commands.push(command);
+                m.flash = Some(format!("{verb} requested: {name}"));
+            }
+        }
         Action::Skip => on_selected(
             m,
             r,
@@ -277,6 +313,25 @@ fn on_selected(
     } else {
         format!("{verb} applies to {applies_to}; {name} is {}", kind.label())
     });
+}
+
+/// Asks before a reboot or a recreate of the selected VM (both undo work).
+fn ask_vm_action(m: &mut Model, action: VmAction) {
+    let Some(vm) = m.selected_vm() else { return };
+    let (name, kind) = (vm.name.clone(), vm.kind);
+    if !running(m) {
+        m.flash = Some(not_running_note(m));
+    } else if can_restart(kind) {
+        m.overlay = Overlay::ConfirmVm {
+            action,
+            vm: m.selected,
+        };
+    } else {
+        m.flash = Some(format!(
+            "reboot and recreate apply to a VM past cloning; {name} is {}",
+            kind.label()
+        ));
+    }
 }
 
 fn step_match(m: &mut Model, newer: bool) {
@@ -444,146 +499,7 @@ fn on_mouse(m: &mut Model, mouse: MouseEvent, r: &mut UpdateResult) {
     }
 }
 
-fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
-    r.dirty = true;
-    match event {
-        Event::Planned {
-            rollout,
-            cluster,
-            vms,
-        } => {
-            m.rollout = text::clean(&rollout);
-            m.cluster = text::clean(&cluster);
-            m.started.get_or_insert(m.now);
-            m.vms = vms.iter().map(|vm| VmRow::new(vm, m.now)).collect();
-            m.counts = Default::default();
-            m.counts[StateKind::Queued.index()] = m.vms.len();
-            m.name_width = m
-                .vms
-                .iter()
-                .map(|v| v.name.chars().count())
-                .max()
-                .unwrap_or(0)
-                .clamp(6, MAX_NAME_WIDTH);
-            m.node_width = m
-                .vms
-                .iter()
-                .map(|v| v.node.chars().count())
-                .max()
-                .unwrap_or(0)
-                .clamp(4, MAX_NODE_WIDTH);
-            m.selected = 0;
-            m.offset = 0;
-        }
-        Event::VmState { vm, state, at } => m.set_vm_state(vm, state, at),
-        Event::Log { vm, level, text } => push_log(m, vm, level, &text),
-        Event::VmIp { vm, ip, candidates } => {
-            if let Some(row) = m.vms.get_mut(vm) {
-                row.ip = Some(text::clean(&ip));
-                row.candidates = candidates.iter().map(|c| text::clean(c)).collect();
-            }
-        }
-        Event::VmGuest { vm, uname, os } => {
-            if let Some(row) = m.vms.get_mut(vm) {
-                if let Some(uname) = uname {
-                    row.uname = Some(text::clean(&uname));
-                }
-                if let Some(os) = os {
-                    row.os = Some(text::clean(&os));
-                }
-            }
-        }
-        Event::TaskLog { vm, lines } => {
-            if let Some(row) = m.vms.get_mut(vm) {
-                let skip = lines.len().saturating_sub(super::model::TASK_LOG_CAPACITY);
-                row.task_log = lines[skip..].iter().map(|l| text::clean(l)).collect();
-            }
-        }
-        // Each check's and hook's result and output come as the VM's log lines too.
-        Event::Check { .. } | Event::Hook { .. } => {}
-        Event::Progress(progress) => {
-            r.dirty = m.requests != progress.requests;
-            m.requests = progress.requests;
-        }
-        Event::Attempt { vm, attempt } => {
-            if let Some(row) = m.vms.get_mut(vm) {
-                row.set_attempts(attempt);
-            }
-        }
-        Event::Exported { paths } => {
-            m.exported = paths;
-            m.flash = Some(exported_note(m));
-        }
-        Event::Finished { summary } => {
-            m.finished = true;
-            m.finished_at = Some(m.now);
-            m.paused_all = false;
-            m.outcome = Some(outcome(m, &summary));
-            if m.aborting {
-                r.quit = Some(Quit::Normal);
-            }
-        }
-    }
-}
-
-fn push_log(m: &mut Model, vm: Option<usize>, level: Level, raw: &str) {
-    let vm = vm.filter(|i| *i < m.vms.len());
-    let text = text::clean(raw);
-    if level == Level::Error
-        && let Some(row) = vm.and_then(|i| m.vms.get_mut(i))
-    {
-        row.last_error = Some(text.clone());
-    }
-    let elapsed = m.elapsed();
-    let (line, evicted) = m.logs.push(vm, level, elapsed, text);
-    if let Some(row) = vm.and_then(|i| m.vms.get_mut(i)) {
-        row.push_log(line.clone());
-    }
-    let search = &mut m.search;
-    if let Some(gone) = evicted
-        && search.matches.front() == Some(&gone)
-    {
-        search.matches.pop_front();
-        search.current = search.current.saturating_sub(1);
-    }
-    if let Some(query) = &search.query
-        && text::contains_ignore_case(&line.text, query)
-    {
-        search.matches.push_back(line.seq);
-    }
-}
-
-/// "4 verified, 1 failed" from the final summary (or from what the grid shows, when the summary
-/// lists no VMs).
-fn outcome(m: &Model, summary: &Summary) -> String {
-    let states: Vec<&str> = if summary.vms.is_empty() {
-        m.vms.iter().map(|vm| vm.kind.label()).collect()
-    } else {
-        summary.vms.iter().map(|vm| vm.state.as_str()).collect()
-    };
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    for state in states {
-        let word = match state {
-            s @ ("verified" | "failed" | "skipped") => s,
-            _ => "unfinished",
-        };
-        match counts.iter_mut().find(|(w, _)| *w == word) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((word, 1)),
-        }
-    }
-    counts.sort_by_key(|(w, _)| {
-        ["verified", "failed", "skipped", "unfinished"]
-            .iter()
-            .position(|x| x == w)
-    });
-    let parts: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
-    if parts.is_empty() {
-        "no VMs".into()
-    } else {
-        parts.join(", ")
-    }
-}
+mod engine;
 
 #[cfg(test)]
 mod tests;

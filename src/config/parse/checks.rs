@@ -13,6 +13,7 @@ pub(in crate::config) const CHECKS_KEYS: &[&str] = &[
     "stabilization",
     "cloud_init",
     "clone_timeout",
+    "clone_stall_timeout",
     "boot_timeout",
     "agent_timeout",
     "verify_timeout",
@@ -38,6 +39,7 @@ impl Doc<'_> {
         let stabilization = self.duration(&s, "stabilization", false);
         let cloud_init = self.boolean(&s, "cloud_init");
         let clone_timeout = self.duration(&s, "clone_timeout", true);
+        let clone_stall_timeout = self.duration(&s, "clone_stall_timeout", true);
         let boot_timeout = self.duration(&s, "boot_timeout", true);
         let agent_timeout = self.duration(&s, "agent_timeout", true);
         let verify_timeout = self.duration(&s, "verify_timeout", true);
@@ -70,7 +72,8 @@ impl Doc<'_> {
             pings: pings.unwrap_or(3) as u32,
             stabilization: stabilization.unwrap_or(Duration::from_secs(30)),
             cloud_init: cloud_init.unwrap_or(false),
-            clone_timeout: clone_timeout.unwrap_or(minutes(30)),
+            clone_timeout,
+            clone_stall_timeout: clone_stall_timeout.unwrap_or(minutes(10)),
             boot_timeout: boot_timeout.unwrap_or(minutes(5)),
             agent_timeout: agent_timeout.unwrap_or(minutes(15)),
             verify_timeout: verify_timeout.unwrap_or(minutes(10)),

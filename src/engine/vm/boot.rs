@@ -30,7 +30,11 @@ impl VmTask {
                     return Ok(());
                 };
                 let state = self
-                    .wait_task(&upid, self.shared.checks.boot_timeout, Wait::StartTask)
+                    .wait_task(
+                        &upid,
+                        Some(self.shared.checks.boot_timeout),
+                        Wait::StartTask,
+                    )
                     .await?;
                 // bpg's lesson: qmstart can fail yet the VM runs; a VM already running is started.
                 if let TaskState::Failed(text) = &state

@@ -106,7 +106,9 @@ impl VmTask {
     /// ours; `None` when the VM vanished (and may be cloned again).
     async fn await_unlocked(&mut self) -> Step<Option<VmConfig>> {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
-        let timeout = self.shared.checks.clone_timeout;
+        // The clone task has ended (or an earlier run's was judged over): a lock that outlives
+        // it this long is stuck.
+        let timeout = self.shared.checks.clone_stall_timeout;
         let shared = self.shared.clone();
         let mut poll = Self::poller(&shared, shared.clock.deadline(timeout), CLONE_LOOKUP);
         // Each `Pending` says what kept us waiting: the lock, or a node that did not answer.
@@ -143,7 +145,8 @@ impl VmTask {
         self.journal(Entry::Cloned {
             name: self.vm.name.clone(),
             vmid,
-        })?;
+        })
+        .await?;
         self.seen.mac = Some(cfg.net0_mac());
         Ok(Some(cfg))
     }
@@ -152,11 +155,14 @@ impl VmTask {
     /// flight (its answer lost, or a retry right after) is waited for: until its task ends the
     /// new VM is locked, lacks the marker and, for a cross-node clone, sits on the source node,
     /// so judging it earlier would call our own clone someone else's.
+    ///
+    /// Such a clone's task is not ours to follow (its answer was lost), so no progress tells a
+    /// stall: only `clone_timeout`, when set, ends the wait; an operator sees it and can skip.
     async fn lookup_ours(&mut self) -> Step<bool> {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         let timeout = self.shared.checks.clone_timeout;
         let shared = self.shared.clone();
-        let mut poll = Self::poller(&shared, shared.clock.deadline(timeout), CLONE_LOOKUP);
+        let mut poll = Self::poller(&shared, shared.clock.deadline_within(timeout), CLONE_LOOKUP);
         let mut waiting_for = "being cloned".to_string();
         loop {
             poll.due().await?;
@@ -193,7 +199,7 @@ impl VmTask {
             let timed_out = |waiting_for| {
                 Err(Stop::Failed(format!(
                     "VM {vmid} still {waiting_for} after {}",
-                    format_duration(timeout)
+                    timeout.map_or_else(|| "ever".into(), format_duration)
                 )))
             };
             let attempt: Attempt<bool> = Attempt::Pending(waiting_for.clone());
@@ -277,14 +283,16 @@ impl VmTask {
             self.journal(Entry::CloneRequested {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
             let upid = match self.shared.client.clone_vm(&snode, svmid, &request).await {
                 Ok(upid) => {
                     self.journal(Entry::CloneAccepted {
                         name: self.vm.name.clone(),
                         vmid: self.vm.vmid,
                         upid: upid.0.clone(),
-                    })?;
+                    })
+                    .await?;
                     upid
                 }
                 Err(e) if e.class == ErrorClass::AlreadyExists => {

@@ -39,7 +39,11 @@ impl VmTask {
             return Ok(());
         }
         let update = config_update(&self.vm, &config);
-        let deadline = self.shared.clock.deadline(self.shared.checks.clone_timeout);
+        // The clone's lock is gone by now; a config lock held this long is a stall.
+        let deadline = self
+            .shared
+            .clock
+            .deadline(self.shared.checks.clone_stall_timeout);
         loop {
             let e = match self.shared.client.set_config(&node, vmid, &update).await {
                 Ok(()) => break,
@@ -79,7 +83,8 @@ impl VmTask {
     }
 
     /// Waits until the VM's config has no `lock` (a clone holds the new VM's lock for as long
-    /// as it copies, and its config says `lock: clone`), within the clone timeout.
+    /// as it copies, and its config says `lock: clone`), within `clone_timeout` when one is set
+    /// (a copy may take hours; its own task's stall is judged where the task is followed).
     pub(super) async fn wait_unlocked(&mut self, because: &str) -> Step {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         self.log(
@@ -87,7 +92,7 @@ impl VmTask {
             format!("VM {vmid} is still being cloned ({because}); waiting for its lock"),
         );
         let timeout = self.shared.checks.clone_timeout;
-        let deadline = self.shared.clock.deadline(timeout);
+        let deadline = self.shared.clock.deadline_within(timeout);
         let mut interval = Duration::from_millis(500);
         loop {
             match self.shared.client.vm_config(&node, vmid).await {
@@ -99,7 +104,7 @@ impl VmTask {
             if self.shared.clock.left(deadline).is_zero() {
                 return Err(Stop::Failed(format!(
                     "VM {vmid} still locked after {}",
-                    crate::config::format_duration(timeout)
+                    timeout.map_or_else(|| "ever".into(), crate::config::format_duration)
                 )));
             }
             self.sleep(interval).await?;
@@ -138,7 +143,11 @@ impl VmTask {
                 };
                 if let Some(upid) = resized {
                     match self
-                        .wait_task(&upid, self.shared.checks.clone_timeout, Wait::ResizeTask)
+                        .wait_task(
+                            &upid,
+                            Some(self.shared.checks.clone_stall_timeout),
+                            Wait::ResizeTask,
+                        )
                         .await?
                     {
                         TaskState::Ok | TaskState::Warnings(_) => {}

@@ -32,6 +32,8 @@ impl VmTask {
         let mut poll = Self::poller(&shared, shared.clock.deadline(timeout), LEASE_POLLS)
             .first_wait(first)
             .learning(&shared.learned, Wait::Ip, None);
+        self.enter(Phase::AwaitingIp);
+        let mut reported = String::new();
         let (ip, candidates) = loop {
             poll.due().await?;
             let n = node.clone();
@@ -62,7 +64,17 @@ impl VmTask {
                         }
                         _ => match choice.ip {
                             Some(ip) => Attempt::Done((ip, choice.candidates)),
-                            None => Attempt::Pending(String::new()),
+                            None => {
+                                let now = addresses_of(&interfaces);
+                                if now != reported {
+                                    self.send(Event::VmReported {
+                                        vm: self.vm.index,
+                                        addresses: now.clone(),
+                                    });
+                                    reported = now;
+                                }
+                                Attempt::Pending(String::new())
+                            }
                         },
                     }
                 }
@@ -78,8 +90,12 @@ impl VmTask {
                 Err(e) => return Err(e.into()),
             };
             let timed_out = |_| {
+                let seen = match reported.as_str() {
+                    "" => "nothing".to_string(),
+                    r => r.to_string(),
+                };
                 Err(Stop::Failed(format!(
-                    "no usable IP address reported within {}",
+                    "no usable IP address reported within {} (the agent reports: {seen})",
                     format_duration(timeout)
                 )))
             };
@@ -108,4 +124,23 @@ impl VmTask {
         self.ip = Some(ip.to_string());
         Ok(())
     }
+}
+
+/// `lo 127.0.0.1 ::1; eth0 fe80::1` (interfaces without addresses: `eth0 -`).
+fn addresses_of(interfaces: &[crate::pve::AgentInterface]) -> String {
+    interfaces
+        .iter()
+        .map(|i| {
+            let ips: Vec<&str> = i
+                .ip_addresses
+                .iter()
+                .map(|a| a.ip_address.as_str())
+                .collect();
+            match ips.is_empty() {
+                true => format!("{} -", i.name),
+                false => format!("{} {}", i.name, ips.join(" ")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -76,6 +76,16 @@ pub(super) struct Seen {
     pub pings: u32,
 }
 
+/// What an attempt does before its first phase, on the operator's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Prelude {
+    None,
+    /// Stop the VM; the attempt then starts it again (booting) and checks it anew.
+    Reboot,
+    /// Destroy the VM; the attempt then clones it again (same name and id).
+    Recreate,
+}
+
 /// How a VM task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
@@ -131,6 +141,7 @@ pub(super) struct VmTask {
     /// The IP chosen (for the verified line).
     pub ip: Option<String>,
     pub seen: Seen,
+    pub prelude: Prelude,
 }
 
 impl VmTask {
@@ -153,6 +164,7 @@ impl VmTask {
             reclones: 0,
             ip: None,
             seen: Seen::default(),
+            prelude: Prelude::None,
         }
     }
 
@@ -176,6 +188,7 @@ impl VmTask {
     }
 
     async fn phases(&mut self, from: Phase) -> Step {
+        self.run_prelude().await?;
         let mut config = None;
         if from <= Phase::Cloning {
             config = Some(self.clone_phase().await?);
@@ -185,14 +198,16 @@ impl VmTask {
             self.journal(Entry::Configured {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
         }
         if from <= Phase::Booting {
             self.boot_phase().await?;
             self.journal(Entry::Started {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
         }
         if from <= Phase::Verifying {
             // From here on the guest agent is talked to; in sequential mode the lane is held
@@ -209,7 +224,8 @@ impl VmTask {
             self.journal(Entry::Verified {
                 name: self.vm.name.clone(),
                 vmid: self.vm.vmid,
-            })?;
+            })
+            .await?;
         }
         self.provision_phase().await?;
         self.set(VmState::Active {
@@ -218,12 +234,52 @@ impl VmTask {
         Ok(())
     }
 
+    /// The operator's reboot (stop, then the boot phase starts it) or recreate (destroy, then
+    /// the clone phase clones it anew: nothing is adopted).
+    async fn run_prelude(&mut self) -> Step {
+        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        match self.prelude {
+            Prelude::None => Ok(()),
+            Prelude::Reboot => {
+                self.enter(Phase::Booting);
+                self.log(Level::Info, "rebooting: stopping the VM");
+                let upid = self.shared.client.stop(&node, vmid).await?;
+                let timeout = Some(self.shared.checks.boot_timeout);
+                if let crate::pve::TaskState::Failed(text) = self
+                    .wait_task(&upid, timeout, super::poll::Wait::StopTask)
+                    .await?
+                {
+                    return Err(Stop::Failed(format!("reboot: stop failed: {text}")));
+                }
+                self.seen.stopped = true;
+                Ok(())
+            }
+            Prelude::Recreate => {
+                self.enter(Phase::Cloning);
+                self.log(Level::Info, "recreating: destroying the VM");
+                let target = super::destroy::Target {
+                    name: self.vm.name.clone(),
+                    vmid,
+                    node,
+                    status: String::new(),
+                };
+                super::destroy::remove_one(&self.shared.client, self.shared.clock, &target)
+                    .await
+                    .map_err(|e| Stop::Failed(format!("recreate: {e}")))?;
+                self.vm.adopted = None;
+                self.vm.clone_upid = None;
+                Ok(())
+            }
+        }
+    }
+
     /// Records a transition durably; a journal that cannot be written stops the VM, since
     /// going on would leave a VM a later run could not account for.
-    fn journal(&self, entry: Entry) -> Step {
+    async fn journal(&self, entry: Entry) -> Step {
         self.shared
             .journal
             .append(entry)
+            .await
             .map_err(|e| Stop::Failed(format!("cannot write the journal: {e}")))
     }
 
@@ -245,6 +301,8 @@ impl VmTask {
 
     fn enter(&mut self, phase: Phase) {
         self.set(VmState::Active { phase });
+        #[cfg(debug_assertions)]
+        test_panic::on_enter(&self.vm.name, phase);
     }
 
     fn log(&self, level: Level, text: impl Into<String>) {
@@ -312,5 +370,33 @@ impl VmTask {
             Some(self.enter_agent_lane().await?)
         };
         Ok(call(self.shared.client.clone()).await)
+    }
+}
+
+/// Test hook, debug builds only (compiled out of release builds):
+/// `PVE_ROLLOUT_TEST_VM_PANIC=<vm name>:<phase>` panics that VM's task as it enters the phase,
+/// once (so a retry can verify it), to prove a panicking VM task fails that VM alone.
+#[cfg(debug_assertions)]
+mod test_panic {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use super::Phase;
+
+    pub const ENV: &str = "PVE_ROLLOUT_TEST_VM_PANIC";
+
+    pub fn on_enter(name: &str, phase: Phase) {
+        static FIRED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        let Ok(wanted) = std::env::var(ENV) else {
+            return;
+        };
+        let here = format!("{name}:{phase}");
+        if wanted.trim() != here {
+            return;
+        }
+        if !FIRED.lock().unwrap_or_else(|e| e.into_inner()).insert(here) {
+            return;
+        }
+        panic!("{ENV}: deliberate panic in {name} entering {phase} (test hook)");
     }
 }

@@ -7,7 +7,7 @@ use crate::pve::{ErrorClass, TaskState, Upid};
 
 use super::super::clone_slots::StoragePace;
 use super::super::event::{Event, Level};
-use super::super::poll::{Attempt, Backoff, CopyProgress, Wait};
+use super::super::poll::{Attempt, Backoff, Copy, CopyProgress, Wait};
 use super::super::task_watch::Listed;
 use super::{Step, Stop, VmTask};
 
@@ -29,10 +29,14 @@ impl VmTask {
     /// slow pace: its percentages predict the end (the list is asked near it) and give the
     /// dashboard its progress; the first clone onto a storage also measures the storage's pace
     /// for `max_clones_per_storage = "auto"`.
+    ///
+    /// A copy ends in failure only when its percentage, read again, stands where it stood
+    /// `clone_stall_timeout` before (or past `timeout`, a ceiling a copy need not have); other
+    /// tasks end past `timeout`.
     pub(super) async fn wait_task(
         &mut self,
         upid: &Upid,
-        timeout: Duration,
+        timeout: Option<Duration>,
         wait: Wait,
     ) -> Step<TaskState> {
         let shared = self.shared.clone();
@@ -44,10 +48,14 @@ impl VmTask {
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
         let backoff = Backoff::growing(first, 1.5, Duration::from_secs(10));
-        let mut poll = Self::poller(&shared, clock.deadline(timeout), backoff)
+        let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
             .starting_at(first)
             .learning(&shared.learned, wait, None);
         let copying = wait == Wait::CloneTask;
+        let stall_limit = shared.checks.clone_stall_timeout;
+        if copying {
+            poll = poll.stalls_after(stall_limit);
+        }
         let mut progress = CopyProgress::default();
         let mut lines_read = 0u64;
         let mut next_log_at = t0;
@@ -70,12 +78,20 @@ impl VmTask {
                         break 'ask Attempt::Pending(String::new());
                     }
                     let now = clock.now_s();
+                    let mut fresh = None;
                     if read_log && (now >= next_log_at || progress.remaining().is_none()) {
-                        self.read_copy_log(upid, &mut lines_read, &mut progress)
+                        let before = progress.percent();
+                        fresh = self
+                            .read_copy_log(upid, &mut lines_read, &mut progress)
                             .await;
                         let now = clock.now_s();
                         let rest = progress.remaining_at(now).unwrap_or(0.0);
                         next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
+                        // Standing still: read again within half the stall limit, so a frozen
+                        // copy is named soon after the limit.
+                        if fresh.is_some() && fresh == before {
+                            next_log_at = next_log_at.min(now + stall_limit.as_secs_f64() / 2.0);
+                        }
                     }
                     if measuring && let Some((copy_s, began)) = progress.pace(PACE_MIN_PERCENT) {
                         measuring = false;
@@ -93,8 +109,14 @@ impl VmTask {
                     // most as many times as our clones share the storage (others' load aside).
                     let sharing = shared.clone_slots.copying(&self.vm.clone_storage) as f64;
                     break 'ask match progress.remaining_at(clock.now_s()) {
-                        Some(rest) => Attempt::CopyingAtLeast(rest / sharing),
-                        None => Attempt::Copying(None),
+                        Some(rest) => Attempt::CopyingAtLeast {
+                            at_least: rest / sharing,
+                            percent: fresh,
+                        },
+                        None => Attempt::Copying(Copy {
+                            remaining: None,
+                            percent: fresh,
+                        }),
                     };
                 }
                 if let Listed::Ended(Some(state)) = listed {
@@ -103,7 +125,10 @@ impl VmTask {
                 // The list says it ended but not how, or cannot tell: ask the task itself.
                 match self.shared.client.task_status(upid).await {
                     Ok(status) if status.state != TaskState::Running => Attempt::Done(status.state),
-                    Ok(_) if copying => Attempt::Copying(progress.remaining_at(clock.now_s())),
+                    Ok(_) if copying => Attempt::Copying(Copy {
+                        remaining: progress.remaining_at(clock.now_s()),
+                        percent: None,
+                    }),
                     Ok(_) => Attempt::Pending(String::new()),
                     // A task not visible yet on a busy cluster answers "no such task"; keep
                     // asking.
@@ -119,12 +144,17 @@ impl VmTask {
                     Err(e) => return Err(e.into()),
                 }
             };
-            let timed_out = |_| {
-                Err(Stop::Failed(format!(
-                    "task {} still running after {}",
-                    upid.0,
-                    format_duration(timeout)
-                )))
+            // A stalled copy says so; a deadline reached says how long the task ran.
+            let timed_out = |stalled: String| {
+                Err(Stop::Failed(match timeout {
+                    _ if !stalled.is_empty() => format!("task {} {stalled}", upid.0),
+                    Some(limit) => format!(
+                        "task {} still running after {}",
+                        upid.0,
+                        format_duration(limit)
+                    ),
+                    None => format!("task {} did not end", upid.0),
+                }))
             };
             if let Some(state) = poll.answer(attempt, timed_out)? {
                 return Ok(state);
@@ -133,8 +163,14 @@ impl VmTask {
     }
 
     /// Reads a copying task's new log lines: its percentage, one sample per read (lines read
-    /// together carry no timing of their own).
-    async fn read_copy_log(&self, upid: &Upid, lines_read: &mut u64, progress: &mut CopyProgress) {
+    /// together carry no timing of their own), shown on the dashboard. Gives the percentage
+    /// read, if the new lines held one.
+    async fn read_copy_log(
+        &self,
+        upid: &Upid,
+        lines_read: &mut u64,
+        progress: &mut CopyProgress,
+    ) -> Option<f64> {
         match self.shared.client.task_log(upid, *lines_read, 0).await {
             Ok(lines) => {
                 let mut percent = None;
@@ -143,10 +179,20 @@ impl VmTask {
                     percent = line.copy_percent().or(percent);
                 }
                 if let Some(p) = percent {
-                    progress.observe(self.shared.clock.now_s(), p);
+                    let clock = self.shared.clock;
+                    progress.observe(clock.now_s(), p);
+                    self.send(Event::CopyProgress {
+                        vm: self.vm.index,
+                        percent: progress.percent().unwrap_or(p),
+                        eta_s: progress.remaining().map(|s| s * clock.scale()),
+                    });
                 }
+                percent
             }
-            Err(e) => self.log(Level::Warning, format!("task log: {e}")),
+            Err(e) => {
+                self.log(Level::Warning, format!("task log: {e}"));
+                None
+            }
         }
     }
 

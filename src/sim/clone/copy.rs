@@ -22,6 +22,12 @@ pub(super) async fn copy_drives(
     created: &mut Vec<(String, String)>,
 ) -> Result<(), TaskError> {
     let sh = &ctx.shared;
+    let frozen = sh
+        .state()
+        .vm_stats
+        .get(&plan.newid)
+        .and_then(|v| v.clone_index)
+        .is_some_and(|o| sh.scenario.faults.clone_freeze.contains(&o));
     if plan.full {
         ctx.sleep(plan.draws.clone_overhead_s).await?;
     }
@@ -148,9 +154,18 @@ pub(super) async fn copy_drives(
                     }
                 }
             };
-            io.transfer(&sh.clock, d.allocated as f64, &ctx.cancel, &mut progress)
+            // A frozen copy moves its first tenth, then nothing until the task is stopped.
+            let copied = if frozen {
+                d.allocated as f64 / 10.0
+            } else {
+                d.allocated as f64
+            };
+            io.transfer(&sh.clock, copied, &ctx.cancel, &mut progress)
                 .await
                 .map_err(interrupted)?;
+            if frozen {
+                ctx.run(std::future::pending::<()>()).await?;
+            }
         }
         newconf.insert(d.key.clone(), drive.render());
         // The whole new config (with `lock: clone`) is written after each drive.

@@ -53,6 +53,9 @@ pub struct Faults {
     pub agent_never_up: Vec<usize>,
     /// Clone ordinals whose guest never gets a DHCP lease.
     pub ip_never: Vec<usize>,
+    /// Clone ordinals whose full copy freezes after a tenth: the task runs on, its log stops
+    /// growing (a hung NFS mount, a dead iSCSI path).
+    pub clone_freeze: Vec<usize>,
     /// Nodes that go offline at a simulated time.
     pub node_offline: Vec<NodeOutage>,
     /// Windows without cluster quorum: clone and start fail `cluster not ready - no quorum?`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, MouseEventKind};
 
 use super::*;
-use crate::engine::event::{Phase, Progress, VmState};
+use crate::engine::event::{Level, Phase, Progress, VmState};
 use crate::ui::layout::ViewMode;
 use crate::ui::model::Overlay;
 use crate::ui::state::StateKind;
@@ -112,6 +112,12 @@ fn every_binding_does_something_where_it_applies() {
                 }
                 Context::Confirm => {
                     update(&mut m, key('q'));
+                }
+                Context::ConfirmVm => {
+                    m.overlay = Overlay::ConfirmVm {
+                        action: crate::ui::model::VmAction::Reboot,
+                        vm: 2,
+                    };
                 }
                 Context::SearchInput => {
                     press(&mut m, "/ab");
@@ -613,13 +619,35 @@ fn ctrl_c_closes_help_and_search_input_first() {
 }
 
 #[test]
-fn terminate_forces_and_tells_the_engine() {
+fn a_signal_aborts_gracefully_and_a_second_forces() {
     let mut m = mid_rollout();
     let r = update(&mut m, Msg::Terminate);
-    assert_eq!(
-        (commands(&r), r.quit),
-        (&[Command::Abort][..], Some(Quit::Forced))
+    assert_eq!((commands(&r), r.quit), (&[Command::Abort][..], None));
+    assert!(m.aborting && m.overlay == Overlay::None, "no confirmation");
+    // A second signal before the engine's summary forces the exit, without a second Abort.
+    let r = update(&mut m, Msg::Terminate);
+    assert_eq!((r.commands.len(), r.quit), (0, Some(Quit::Forced)));
+}
+
+#[test]
+fn after_a_signal_the_engines_summary_ends_the_ui_normally() {
+    let mut m = mid_rollout();
+    update(&mut m, Msg::Terminate);
+    let r = update(
+        &mut m,
+        Msg::Engine(Event::Finished {
+            summary: summary(&["aborted", "verified"]),
+        }),
     );
+    assert_eq!(r.quit, Some(Quit::Normal));
+}
+
+#[test]
+fn a_signal_after_a_ctrl_c_forces() {
+    let mut m = mid_rollout();
+    update(&mut m, ctrl('c'));
+    let r = update(&mut m, Msg::Terminate);
+    assert_eq!(r.quit, Some(Quit::Forced));
 }
 
 #[test]
@@ -1039,4 +1067,43 @@ fn a_burst_of_log_lines_stays_in_its_own_model() {
             "no {other} line"
         );
     }
+}
+
+#[test]
+fn reboot_and_recreate_ask_first_then_send_their_command() {
+    use crate::ui::model::VmAction;
+    let mut m = mid_rollout();
+    // The retried VM (selected) waits for its agent: past cloning.
+    let vm = m.selected;
+    let r = update(&mut m, key('b'));
+    assert!(r.commands.is_empty(), "nothing before the answer");
+    assert_eq!(
+        m.overlay,
+        Overlay::ConfirmVm {
+            action: VmAction::Reboot,
+            vm
+        }
+    );
+    update(&mut m, key('n'));
+    assert_eq!(m.overlay, Overlay::None, "cancelled");
+    update(&mut m, key('R'));
+    let r = update(&mut m, key('y'));
+    assert_eq!(commands(&r), &[Command::Recreate(vm)][..]);
+    update(&mut m, key('b'));
+    let r = update(&mut m, key('y'));
+    assert_eq!(commands(&r), &[Command::RebootAndWait(vm)][..]);
+    // Not for a VM still queued.
+    let queued = m
+        .vms
+        .iter()
+        .position(|v| v.kind == StateKind::Queued)
+        .expect("a queued VM");
+    m.select(queued);
+    let r = update(&mut m, key('R'));
+    assert!(r.commands.is_empty() && m.overlay == Overlay::None);
+    assert!(
+        m.flash
+            .as_deref()
+            .is_some_and(|f| f.contains("past cloning"))
+    );
 }

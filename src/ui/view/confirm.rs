@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use crate::ui::layout;
-use crate::ui::model::Model;
+use crate::ui::model::{Model, VmAction};
 use crate::ui::state::StateKind;
 use crate::ui::theme::Theme;
 
@@ -67,6 +67,45 @@ fn vms_are(n: usize) -> String {
     } else {
         format!("{n} VMs are")
     }
+}
+
+/// "Reboot (or recreate) this VM?": both undo work, so they ask first.
+pub fn draw_vm(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    m: &Model,
+    theme: &Theme,
+    action: VmAction,
+    vm: usize,
+) {
+    let Some(row) = m.vms.get(vm) else { return };
+    let rect = layout::centered(area, 62, 9);
+    let (title, what) = match action {
+        VmAction::Reboot => (
+            " Reboot and wait? ",
+            vec![
+                format!("Stop {} (VMID {}), start it again,", row.name, row.vmid),
+                "then wait for its agent, IP and checks anew.".to_string(),
+            ],
+        ),
+        VmAction::Recreate => (
+            " Recreate? ",
+            vec![
+                format!("Destroy {} (VMID {}) with its disks,", row.name, row.vmid),
+                "then clone it again with the same name and id.".to_string(),
+            ],
+        ),
+    };
+    let mut text: Vec<Line<'_>> = what.into_iter().map(Line::from).collect();
+    text.push(Line::default());
+    text.push(Line::from(Span::styled("y yes · n/Esc cancel", theme.dim())).centered());
+    frame.render_widget(Clear, rect);
+    frame.render_widget(
+        Paragraph::new(text)
+            .block(panel(title, theme))
+            .wrap(Wrap { trim: false }),
+        rect,
+    );
 }
 
 #[cfg(test)]

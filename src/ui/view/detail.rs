@@ -64,6 +64,7 @@ fn lines<'a>(vm: &'a VmRow, m: &Model, theme: &Theme) -> Vec<Line<'a>> {
         VmState::Paused { phase } => format!("paused in {phase}"),
         VmState::Failed { phase, .. } => format!("failed in {phase}"),
         VmState::Skipped { phase } => format!("skipped in {phase}"),
+        VmState::Aborted { phase } => format!("aborted in {phase}"),
         VmState::HookFailed { .. } => "hook-failed".to_string(),
         VmState::Active { phase } => phase.as_str().to_string(),
     };
@@ -78,7 +79,19 @@ fn lines<'a>(vm: &'a VmRow, m: &Model, theme: &Theme) -> Vec<Line<'a>> {
             text::short(text::since(vm.since, m.now))
         )));
     }
+    if let Some(copy) = &vm.copy {
+        let eta = copy.left(m.now).map_or(String::new(), |left| {
+            format!(", ~{} to go", text::short(left))
+        });
+        state_line.push(Span::raw(format!(" · {} copied{eta}", copy.percent_text())));
+    }
     out.push(Line::from(state_line));
+    if let Some(reported) = &vm.reported {
+        out.push(Line::from(vec![
+            Span::styled("agent reports ", theme.dim()),
+            Span::raw(reported.as_str()),
+        ]));
+    }
     out.push(Line::default());
 
     let durations = vm.phase_durations(m.now);

@@ -171,7 +171,11 @@ fn draw_row(
                 buf.set_stringn(x, y, &vm.node, width, theme.dim());
             }
             Col::State => {
-                buf.set_stringn(x, y, vm.kind.label(), width, state_style);
+                let label = match &vm.copy {
+                    Some(copy) => format!("{} {}", vm.kind.label(), copy.percent_text()),
+                    None => vm.kind.label().to_string(),
+                };
+                buf.set_stringn(x, y, label, width, state_style);
             }
             Col::Time => draw_time(buf, x, y, w, vm, now, theme),
             Col::Ip => {
@@ -196,6 +200,15 @@ fn draw_row(
 fn draw_time(buf: &mut Buffer, x: u16, y: u16, w: u16, vm: &VmRow, now: SystemTime, theme: &Theme) {
     let width = usize::from(w - 2);
     let (lead, value, style) = match vm.kind {
+        // A copy with a known rate: the time it has still to go.
+        k if k.is_busy()
+            && let Some(left) = vm.copy.and_then(|c| c.left(now)) =>
+        {
+            let value = format!("~{}", text::short(left));
+            buf.set_stringn(x, y, spinner_frame(now), 1, theme.state(vm.kind));
+            buf.set_stringn(x + 2, y, format!("{value:>width$}"), width, Style::new());
+            return;
+        }
         k if k.is_busy() => (spinner_frame(now), text::since(vm.since, now), Style::new()),
         StateKind::Paused => (
             "‖",

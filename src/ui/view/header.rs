@@ -45,6 +45,13 @@ fn title_line<'a>(m: &'a Model, theme: &Theme, width: u16) -> Line<'a> {
     }
     left.push(sep());
     left.push(Span::raw(format!("elapsed {}", text::clock(m.elapsed()))));
+    if let Some(eta) = m.eta_s.filter(|_| !m.finished) {
+        left.push(sep());
+        left.push(Span::raw(format!(
+            "ETA {}",
+            text::short(std::time::Duration::from_secs(eta))
+        )));
+    }
     if m.requests > 0 {
         left.push(sep());
         left.push(Span::styled(

@@ -104,6 +104,7 @@ pub fn lines(theme: &Theme, width: usize) -> Vec<Line<'static>> {
     let others = [
         Context::SearchInput,
         Context::Confirm,
+        Context::ConfirmVm,
         Context::Help,
         Context::Diagnostics,
     ];

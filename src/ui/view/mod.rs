@@ -49,6 +49,7 @@ pub fn draw(frame: &mut Frame<'_>, m: &Model, theme: &Theme, diagnostics: &TuiWi
         Overlay::ConfirmQuit { abort_focused } => {
             confirm::draw(frame, area, m, theme, abort_focused)
         }
+        Overlay::ConfirmVm { action, vm } => confirm::draw_vm(frame, area, m, theme, action, vm),
         Overlay::None | Overlay::SearchInput | Overlay::Diagnostics => {}
     }
 }
@@ -87,6 +88,79 @@ mod tests {
     use crate::ui::state::StateKind;
     use crate::ui::testkit::{self, key, mid_rollout, render};
     use crate::ui::update::update;
+
+    /// A copy's percentage and ETA in the grid, the IP wait with what the agent reports in the
+    /// detail, the rollout's ETA and the request count in the header; a `Progress` without a
+    /// state change still updates the count.
+    #[test]
+    fn whole_screen_copy_progress_and_ip_wait_120x24() {
+        use crate::engine::event::{Event, Progress};
+        use crate::ui::testkit::{ev, model, walk};
+        let mut m = model(3);
+        m.size = (120, 24);
+        walk(&mut m, 0, &[(Phase::Cloning, 2)]);
+        walk(
+            &mut m,
+            1,
+            &[
+                (Phase::Cloning, 1),
+                (Phase::Booting, 30),
+                (Phase::AwaitingAgent, 45),
+                (Phase::AwaitingIp, 66),
+            ],
+        );
+        let copy = Event::CopyProgress {
+            vm: 0,
+            percent: 42.37,
+            eta_s: Some(190.0),
+        };
+        ev(&mut m, 120, copy);
+        let reported = Event::VmReported {
+            vm: 1,
+            addresses: "lo 127.0.0.1 ::1; eth0 fe80::be24:11ff:fe00:222".into(),
+        };
+        ev(&mut m, 121, reported);
+        let progress = |requests| {
+            Event::Progress(Progress {
+                total: 3,
+                queued: 1,
+                in_flight: 2,
+                requests,
+                eta_s: Some(3600),
+                ..Progress::default()
+            })
+        };
+        ev(&mut m, 122, progress(135));
+        let r = ev(&mut m, 123, progress(175));
+        assert!(r.dirty, "a new request count redraws");
+        m.select(1);
+        let terminal = render(&m, &Theme::new(false), 120, 24);
+        insta::assert_snapshot!(terminal.backend());
+        for text in [
+            "cloning 42%",
+            // 190 s predicted at 120 s, drawn at 123 s.
+            "~3m07s",
+            "ETA 1h00m",
+            "175 API requests",
+            "awaiting-ip",
+            "agent reports lo 127.0.0.1 ::1; eth0",
+            "fe80::be24:11ff:fe00:222",
+        ] {
+            assert!(testkit::find(&terminal, text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn recreate_asks_naming_the_vm_and_its_id() {
+        let mut m = mid_rollout();
+        let vm = m.selected;
+        update(&mut m, key('R'));
+        let terminal = render(&m, &Theme::new(false), 140, 45);
+        let (name, vmid) = (m.vms[vm].name.clone(), m.vms[vm].vmid);
+        let line = format!("Destroy {name} (VMID {vmid}) with its disks,");
+        assert!(testkit::find(&terminal, &line).is_some(), "{line}");
+        assert!(testkit::find(&terminal, "y yes · n/Esc cancel").is_some());
+    }
 
     #[test]
     fn whole_screen_140x45() {

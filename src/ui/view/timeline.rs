@@ -25,11 +25,12 @@ const STEPS: [u64; 14] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
 ];
 
-const LEGEND: [StateKind; 12] = [
+const LEGEND: [StateKind; 14] = [
     StateKind::Cloning,
     StateKind::Configuring,
     StateKind::Booting,
     StateKind::AwaitingAgent,
+    StateKind::AwaitingIp,
     StateKind::IpFound,
     StateKind::Verifying,
     StateKind::Provisioning,
@@ -38,6 +39,7 @@ const LEGEND: [StateKind; 12] = [
     StateKind::Failed,
     StateKind::HookFailed,
     StateKind::Skipped,
+    StateKind::Aborted,
 ];
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, m: &Model, theme: &Theme) {
@@ -156,6 +158,7 @@ fn short_label(kind: StateKind) -> &'static str {
         StateKind::Configuring => "config",
         StateKind::Booting => "boot",
         StateKind::AwaitingAgent => "agent",
+        StateKind::AwaitingIp => "lease",
         StateKind::IpFound => "IP",
         StateKind::Verifying => "verify",
         StateKind::Provisioning => "hook",
@@ -163,6 +166,7 @@ fn short_label(kind: StateKind) -> &'static str {
         StateKind::Verified => "ok",
         StateKind::Failed => "fail",
         StateKind::Skipped => "skip",
+        StateKind::Aborted => "abort",
         other => other.label(),
     }
 }
