@@ -9,50 +9,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sim_process::{BIN, SimProcess, sim_stats, start_sim};
+use sim_process::{BIN, SimProcess, sim_stats, start_sim, write_config_with};
 const SCALE: &str = "0.02";
 const VMS: usize = 3;
 
 /// The test's deploy.toml: `defaults` lines go into `[defaults]`, `extra` sections at the end.
 fn write_config(dir: &Path, sim: &SimProcess, defaults: &str, extra: &str) -> PathBuf {
-    let path = dir.join("deploy.toml");
-    let text = format!(
-        r#"[proxmox]
-url = "{url}"
-token_id = "{token}"
-token_secret_file = "{secret}"
-fingerprint = "{fp}"
-
-[rollout]
-name = "sigkill"
-template = "ubuntu"
-vm_count = {VMS}
-vm_name_prefix = "kill"
-deployment_delay = "3s"
-nodes = ["pve1"]
-
-[defaults]
-memory = 4096
-storage = "ssd"
-{defaults}
-
-[checks]
-stabilization = "2s"
-agent_timeout = "2m"
-ip_timeout = "2m"
-
-[output]
-dir = "{out}"
-{extra}
-"#,
-        url = sim.url,
-        token = sim.token_id,
-        secret = sim.secret_file.display(),
-        fp = sim.fingerprint,
-        out = dir.join("out").display(),
-    );
-    std::fs::write(&path, text).expect("deploy.toml");
-    path
+    write_config_with(dir, sim, "kill", VMS, defaults, extra)
 }
 
 fn command(args: &[&str], config: &Path) -> Command {

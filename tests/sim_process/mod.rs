@@ -79,6 +79,18 @@ pub fn start_sim(scenario: &str, scale: &str) -> SimProcess {
 
 /// A deploy.toml for `vms` VMs named `<prefix>-N` against `sim`, its outputs in `dir/out`.
 pub fn write_config(dir: &Path, sim: &SimProcess, prefix: &str, vms: usize) -> PathBuf {
+    write_config_with(dir, sim, prefix, vms, "", "")
+}
+
+/// [`write_config`] with `defaults` lines added to `[defaults]` and `extra` sections at the end.
+pub fn write_config_with(
+    dir: &Path,
+    sim: &SimProcess,
+    prefix: &str,
+    vms: usize,
+    defaults: &str,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("deploy.toml");
     let text = format!(
         r#"[proxmox]
@@ -98,6 +110,7 @@ nodes = ["pve1"]
 [defaults]
 memory = 4096
 storage = "ssd"
+{defaults}
 
 [checks]
 stabilization = "2s"
@@ -106,6 +119,7 @@ ip_timeout = "2m"
 
 [output]
 dir = "{out}"
+{extra}
 "#,
         url = sim.url,
         token = sim.token_id,
