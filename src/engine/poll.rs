@@ -249,11 +249,27 @@ impl<'a> Poller<'a> {
         }
     }
 
+    /// The copy's percentage must be read at this ask: the stall limit passed since the last
+    /// move (only a fresh read can say whether it still stands).
+    pub fn stall_due(&self) -> bool {
+        self.stall.is_some() && self.stall_left(self.clock.now_s()) <= 0.0
+    }
+
     /// Seconds until the copy would count as stalled (a poll comes by then to read it again).
     fn stall_left(&self, now: f64) -> f64 {
         self.stall.map_or(f64::INFINITY, |s| {
             s.limit.as_secs_f64() - (now - s.since.unwrap_or(now))
         })
+    }
+
+    /// The longest wait before the copy would count as stalled: ask again by then, to read it.
+    /// Once past (that read failed, or told nothing), the pace is the copy's own again rather
+    /// than a spin.
+    fn stall_cap(&self, now: f64) -> f64 {
+        match self.stall_left(now) {
+            left if left > 0.0 => left,
+            _ => f64::INFINITY,
+        }
     }
 
     /// What an ask found. `Some(value)` when done (its wait learned); `None` to ask again once
@@ -286,18 +302,17 @@ impl<'a> Poller<'a> {
                 self.note_percent(now, percent);
                 let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                let secs = next_poll_bounded(at_least, waited);
-                Duration::from_secs_f64(secs.min(left.min(self.stall_left(now)).max(0.2)))
+                let secs = next_poll_bounded(at_least, waited).min(self.stall_cap(now));
+                Duration::from_secs_f64(secs.min(left).max(0.2))
             }
             Attempt::Copying(copy) => {
                 let now = self.clock.now_s();
                 self.note_percent(now, copy.percent);
                 let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                // Ask again by the time the copy would count as stalled.
-                let stall_left = self.stall_left(now);
-                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5);
-                Duration::from_secs_f64(secs.min(left.min(stall_left).max(0.2)))
+                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5)
+                    .min(self.stall_cap(now));
+                Duration::from_secs_f64(secs.min(left).max(0.2))
             }
         };
         if let Some(stall) = self.stall
@@ -623,6 +638,44 @@ mod tests {
         );
         asks(poller, clock, 3).await.unwrap();
         assert_eq!(learned.quantile(Wait::Ip, 0.0), Some(4.0));
+    }
+
+    /// A copy whose log is read rarely: the wait is cut to the stall limit, the ask there must
+    /// read (`stall_due`), and only a read that finds the same percentage fails it; a read that
+    /// failed there sets the copy's own pace again, not a spin.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_judged_only_on_a_fresh_read() {
+        let clock = Clock::new(1.0);
+        let backoff = Backoff::fixed(Duration::from_secs(5));
+        let far = clock.deadline(Duration::from_secs(100_000));
+        let long = |percent| Attempt::<()>::CopyingAtLeast {
+            at_least: 3000.0,
+            percent,
+        };
+        let timed_out = |why: String| -> Result<(), String> { Err(why) };
+        // Read at the first ask; the next comes at the stall limit, not 0.7 x 3000 s later.
+        let mut poll = Poller::new(clock, far, backoff).stalls_after(Duration::from_secs(600));
+        assert_eq!(poll.answer(long(Some(5.0)), timed_out), Ok(None));
+        assert!(!poll.stall_due());
+        poll.due().await.unwrap();
+        assert_eq!(clock.now_s().round(), 600.0);
+        assert!(poll.stall_due(), "the ask at the limit must read the log");
+        // That read failed: no verdict, and the wait is the copy's own (0.7 x 3000 s).
+        assert_eq!(poll.answer(long(None), timed_out), Ok(None));
+        poll.due().await.unwrap();
+        assert_eq!(clock.now_s().round(), 2700.0);
+        // The next read finds it where it stood: stalled.
+        let verdict = poll.answer(long(Some(5.0)), timed_out);
+        assert_eq!(
+            verdict,
+            Err("made no progress for 10m (stuck at 5.00%)".to_string())
+        );
+        // A read that finds it moved starts the limit afresh.
+        let mut poll = Poller::new(clock, far, backoff).stalls_after(Duration::from_secs(600));
+        assert_eq!(poll.answer(long(Some(5.0)), timed_out), Ok(None));
+        poll.due().await.unwrap();
+        assert_eq!(poll.answer(long(Some(6.0)), timed_out), Ok(None));
+        assert!(!poll.stall_due());
     }
 
     #[tokio::test(start_paused = true)]

@@ -60,13 +60,12 @@ impl VmTask {
         let mut lines_read = 0u64;
         let mut next_log_at = t0;
         let mut measuring = copying && shared.clone_slots.measuring(&self.vm.clone_storage);
-        // Copies this rollout saw end within a minute are not worth their log: the list tells
-        // the end, and a percentage would hardly show.
+        // Copies this rollout saw end within a minute are not worth their log while they are
+        // that short: the list tells the end, and a percentage would hardly show.
         let short = shared
             .learned
             .quantile(Wait::CloneTask, 0.5)
             .is_some_and(|s| s < SHORT_COPY_S);
-        let read_log = copying && (measuring || !short);
         loop {
             let listed = poll
                 .due_or(|wait| shared.task_watch.check(upid, wait))
@@ -79,7 +78,12 @@ impl VmTask {
                     }
                     let now = clock.now_s();
                     let mut fresh = None;
-                    if read_log && (now >= next_log_at || progress.remaining().is_none()) {
+                    // A copy expected short that runs on is read like any other (a frozen one
+                    // must be seen not to move).
+                    let read_log = measuring || !short || now - t0 >= SHORT_COPY_S;
+                    let due =
+                        now >= next_log_at || progress.remaining().is_none() || poll.stall_due();
+                    if read_log && due {
                         let before = progress.percent();
                         fresh = self
                             .read_copy_log(upid, &mut lines_read, &mut progress)
@@ -163,8 +167,9 @@ impl VmTask {
     }
 
     /// Reads a copying task's new log lines: its percentage, one sample per read (lines read
-    /// together carry no timing of their own), shown on the dashboard. Gives the percentage
-    /// read, if the new lines held one.
+    /// together carry no timing of their own), shown on the dashboard. Gives the percentage the
+    /// copy stands at when the log was read (no new lines: where it stood), `None` when the log
+    /// could not be read.
     async fn read_copy_log(
         &self,
         upid: &Upid,
@@ -187,7 +192,7 @@ impl VmTask {
                         eta_s: progress.remaining().map(|s| s * clock.scale()),
                     });
                 }
-                percent
+                percent.or(progress.percent())
             }
             Err(e) => {
                 self.log(Level::Warning, format!("task log: {e}"));
