@@ -9,11 +9,8 @@
 //! case),
 //! `BENCH_VMS` (50), `BENCH_SEED` (7), `BENCH_SCALE` (wall seconds per simulated second),
 //! `BENCH_TEMPLATE_DISK` (the template's disk; unset = the scenario's), `BENCH_BASELINE`
-//! (`sequential` or `no-limit`: a second run to compare with; unset = none),
-//! `BENCH_BASELINE_CLONE_TIMEOUT` (a duration such as `24h` for the baseline run only: with no
-//! clone limit, 50 clones sharing one storage run for hours and the default `clone_timeout` of
-//! 30 min fails them all, so the no-limit comparison needs it until clones fail on a stalled
-//! copy rather than a wall-clock limit; the measured run always keeps the defaults).
+//! (`sequential` or `no-limit`: a second run to compare with, also with every default; unset =
+//! none).
 //!
 //! Lower bound, from the scenario alone (no duration measured in the run): clone k (in any
 //! order) starts no earlier than `(k - 1) x stagger` after the rollout's start; each VM then
@@ -79,11 +76,6 @@ async fn rollout(case: &Case, mode: &str, baseline: bool) -> Run {
     let mut h = common::Harness::start_with(scenario, case.seed, case.scale, settings).await;
     if no_limit {
         h.config.rollout.max_clones_per_storage = pve_rollout::config::ClonesPerStorage::Limit(0);
-    }
-    if baseline && let Ok(text) = std::env::var("BENCH_BASELINE_CLONE_TIMEOUT") {
-        h.config.checks.clone_timeout =
-            Some(pve_rollout::config::parse_duration(&text).expect("BENCH_BASELINE_CLONE_TIMEOUT"));
-        eprintln!("# baseline clone_timeout raised to {text}");
     }
     let delay = h.config.rollout.deployment_delay.as_secs_f64();
     let settle = h.config.checks.stabilization.as_secs_f64();
