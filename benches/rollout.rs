@@ -121,6 +121,43 @@ async fn rollout(case: &Case, mode: &str, baseline: bool) -> Run {
     for v in summary.vms.iter().filter(|v| v.state != "verified") {
         eprintln!("# {} {}: {:?}", v.name, v.state, v.error);
     }
+    // How far the clone starts drifted from the stagger's schedule.
+    let mut starts: Vec<f64> = stats
+        .vms
+        .iter()
+        .filter_map(|v| v.clone_started_at)
+        .map(|at| at - t0)
+        .collect();
+    starts.sort_by(f64::total_cmp);
+    if let (Some(first), Some(last)) = (starts.first(), starts.last()) {
+        let scheduled = (starts.len() - 1) as f64 * delay;
+        eprintln!(
+            "# clone starts: first {first:.1} s, last {last:.1} s ({:+.1} s past first + {scheduled:.0} s)",
+            last - first - scheduled
+        );
+    }
+    // Where the last VM's time went (the makespan's own chain), in simulated seconds.
+    let last = summary
+        .vms
+        .iter()
+        .filter_map(|v| Some((v, v.phases.values().filter_map(|t| t.finished).max()?)))
+        .max_by_key(|(_, at)| *at);
+    if let Some((v, _)) = last {
+        let mut line = format!("# last verified {}:", v.name);
+        for (phase, times) in &v.phases {
+            if let (Some(s), Some(f)) = (times.started, times.finished) {
+                let took = f.duration_since(s).as_secs_f64() / case.scale;
+                line.push_str(&format!(" {phase} {took:.1}"));
+            }
+        }
+        if let Some(sim) = stats.vms.iter().find(|s| s.name == v.name) {
+            line.push_str(&format!(
+                "; drawn: clone {:.1} start {:.1} boot {:.1} agent {:.1} dhcp {:.1}",
+                sim.clone_s, sim.start_s, sim.boot_s, sim.agent_s, sim.dhcp_s
+            ));
+        }
+        eprintln!("{line}");
+    }
     Run {
         makespan_s: end - t0,
         lower_bound_s: lower_bound(&stats, delay, settle + 2.0 * exec_min),
