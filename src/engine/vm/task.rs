@@ -92,6 +92,15 @@ impl VmTask {
                             .read_copy_log(upid, &mut lines_read, &mut progress)
                             .await;
                         let now = clock.now_s();
+                        // A whole percent may take longer than the stall limit (a big drive
+                        // on a storage many copies share): stalled means no move for three
+                        // times the slowest step seen on any copy of this rollout.
+                        if let Some(step) = progress.seconds_per_percent() {
+                            shared.learned.record(Wait::CopyStep, step);
+                        }
+                        if let Some(slowest) = shared.learned.quantile(Wait::CopyStep, 1.0) {
+                            poll.stall_at_least(Duration::from_secs_f64(3.0 * slowest));
+                        }
                         let rest = progress.remaining_at(now).unwrap_or(0.0);
                         next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
                         // Standing still: read again within half the stall limit, so a frozen
