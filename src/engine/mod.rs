@@ -15,6 +15,7 @@ mod coordinator;
 pub mod destroy;
 pub mod error;
 pub mod event;
+mod extra_disks;
 pub mod hook;
 pub mod ip;
 pub mod journal;

@@ -514,6 +514,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
 
     super::snippets::check(client, &planned, &storages, &mut problems).await?;
     super::snippets::check_pools(client, &planned, &mut problems).await?;
+    super::extra_disks::check(client, &planned, &storages, &mut problems).await?;
     let taken = if planned.iter().any(|vm| vm.spec.address != Addressing::Dhcp) {
         super::addresses::on_cluster(client, &vms, &planned, &rollout_id).await?
     } else {

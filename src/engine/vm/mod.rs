@@ -11,6 +11,7 @@ mod agent;
 mod boot;
 mod clone;
 mod configure;
+mod disks;
 mod exec;
 mod guest_checks;
 mod ip;

@@ -45,6 +45,7 @@ impl VmTask {
         }
         self.agent_service(held, deadline).await?;
         self.guest_identity(held, deadline).await?;
+        self.verify_disks().await?;
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
         }
