@@ -89,3 +89,152 @@ async fn a_new_disk_on_a_storage_of_another_node_is_refused() {
         .await
         .expect_err(500, "storage 'ssd' is not available on node 'pve1'");
 }
+
+/// The cluster scenario with its template on pve1's local LVM-thin storage.
+fn local_template_opts() -> pve_rollout::sim::SimOptions {
+    let mut o = opts("cluster", SCALE);
+    o.scenario.template.storage = "ssd".into();
+    o.scenario.template.node = "pve1".into();
+    o
+}
+
+async fn full_clone(c: &Client, sim: &pve_rollout::sim::Sim, newid: u32) {
+    let upid = c
+        .post(
+            "/nodes/pve1/qemu/9000/clone",
+            &format!("newid={newid}&name=m{newid}&full=1&storage=ssd"),
+        )
+        .await
+        .data();
+    let st = c.wait_task(sim, upid.as_str().expect("upid"), 600.0).await;
+    assert_eq!(st["exitstatus"], "OK", "{st}");
+}
+
+/// Migrates `vmid` from pve1 to pve2 and returns the task's log and its simulated duration.
+async fn migrate(c: &Client, sim: &pve_rollout::sim::Sim, vmid: u32) -> (Vec<String>, f64) {
+    let begun = sim.now();
+    let upid = c
+        .post(
+            &format!("/nodes/pve1/qemu/{vmid}/migrate"),
+            "target=pve2&targetstorage=ssd",
+        )
+        .await
+        .data();
+    let upid = upid.as_str().expect("upid").to_string();
+    assert!(upid.contains(&format!(":qmigrate:{vmid}:")), "{upid}");
+    let locked = c
+        .get(&format!("/nodes/pve1/qemu/{vmid}/config"))
+        .await
+        .data();
+    assert_eq!(locked["lock"], "migrate", "{locked}");
+    let st = c.wait_task(sim, &upid, 1200.0).await;
+    let took = sim.now() - begun;
+    assert_eq!(st["exitstatus"], "OK", "{st}");
+    (task_log(c, &upid).await, took)
+}
+
+#[tokio::test]
+async fn offline_migration_moves_disks_and_config_in_time_with_their_size() {
+    let (sim, c) = start(local_template_opts()).await;
+    // Cloning to another node is refused while the template's disks are local.
+    c.post(
+        "/nodes/pve1/qemu/9000/clone",
+        "newid=101&name=x&full=1&storage=ssd&target=pve2",
+    )
+    .await
+    .expect_err(500, "can't clone to non-shared storage 'ssd'");
+    full_clone(&c, &sim, 101).await;
+    full_clone(&c, &sim, 102).await;
+    c.put("/nodes/pve1/qemu/102/resize", "disk=scsi0&size=256G")
+        .await
+        .data();
+    tick(&sim, 5.0).await;
+
+    c.post("/nodes/pve1/qemu/101/migrate", "target=pve1")
+        .await
+        .expect_err(400, "Parameter verification failed.");
+    c.post("/nodes/pve1/qemu/101/migrate", "target=pve9")
+        .await
+        .expect_err(500, "no such cluster node 'pve9'");
+    c.post(
+        "/nodes/pve1/qemu/101/migrate",
+        "target=pve2&targetstorage=local",
+    )
+    .await
+    .expect_err(500, "storage 'local' does not support vm images");
+    c.post("/nodes/pve2/qemu/101/migrate", "target=pve3")
+        .await
+        .expect_err(
+            500,
+            "Configuration file 'nodes/pve2/qemu-server/101.conf' does not exist",
+        );
+
+    let (log, small) = migrate(&c, &sim, 101).await;
+    let text = log.join("\n");
+    for line in [
+        "starting migration of VM 101 to node 'pve2' (192.168.100.12)",
+        "found local disk 'ssd:vm-101-disk-",
+        "found generated disk 'ssd:vm-101-cloudinit' (in current VM config)",
+        "copying local disk images",
+        "migration finished successfully (duration 00:0",
+        "TASK OK",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    let moved = c.get("/nodes/pve2/qemu/101/config").await.data();
+    assert!(moved.get("lock").is_none(), "{moved}");
+    assert!(
+        moved["scsi0"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("ssd:vm-101-disk-"),
+        "{moved}"
+    );
+    c.get("/nodes/pve1/qemu/101/config").await.expect_err(
+        500,
+        "Configuration file 'nodes/pve1/qemu-server/101.conf' does not exist",
+    );
+    let volumes = |node: &'static str| {
+        let c = c.clone();
+        async move {
+            c.get(&format!("/nodes/{node}/storage/ssd/content?vmid=101"))
+                .await
+                .data()
+                .as_array()
+                .map_or(0, |a| a.len())
+        }
+    };
+    assert_eq!(volumes("pve1").await, 0, "freed on the source");
+    assert_eq!(volumes("pve2").await, 3, "efidisk, scsi0, cloud-init");
+
+    // Twice the disk, twice the time (LVM volumes are exported whole).
+    let (_, large) = migrate(&c, &sim, 102).await;
+    let ratio = large / small;
+    assert!((1.7..2.3).contains(&ratio), "{small} s then {large} s");
+}
+
+#[tokio::test]
+async fn a_linked_clone_on_local_storage_cannot_migrate() {
+    let (sim, c) = start(local_template_opts()).await;
+    let upid = c
+        .post("/nodes/pve1/qemu/9000/clone", "newid=101&name=l")
+        .await
+        .data();
+    let st = c.wait_task(&sim, upid.as_str().expect("upid"), 600.0).await;
+    assert_eq!(st["exitstatus"], "OK", "{st}");
+    let upid = c
+        .post("/nodes/pve1/qemu/101/migrate", "target=pve2")
+        .await
+        .data();
+    let upid = upid.as_str().expect("upid");
+    let st = c.wait_task(&sim, upid, 600.0).await;
+    assert_eq!(st["exitstatus"], "migration aborted", "{st}");
+    let text = task_log(&c, upid).await.join("\n");
+    assert!(
+        text.contains("ERROR: migration aborted (duration 00:00:0")
+            && text.contains("as it's a clone of 'base-9000-disk-"),
+        "{text}"
+    );
+    let config = c.get("/nodes/pve1/qemu/101/config").await.data();
+    assert!(config.get("lock").is_none(), "unlocked again: {config}");
+}

@@ -19,6 +19,7 @@ mod extra_disks;
 pub mod hook;
 pub mod ip;
 pub mod journal;
+mod migration;
 pub mod plan;
 mod poll;
 pub mod provision;

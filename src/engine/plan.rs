@@ -37,6 +37,8 @@ pub struct CloneSource {
     /// The template's disk as the cluster reports it (`maxdisk`): what a full clone copies at
     /// most (a sparse disk copies only its allocated data).
     pub bytes: Option<u64>,
+    /// Cloned on `node`, where the template's disks are local, then migrated to the VM's node.
+    pub migrate: bool,
 }
 
 /// A VM this rollout found already on the cluster and recognised as its own (resume).
@@ -44,6 +46,8 @@ pub struct CloneSource {
 pub struct Adopted {
     pub status: String,
     pub lock: Option<String>,
+    /// Where it was found (its planned node, unless it waits there to be migrated).
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+    /// The migration task the journal says was accepted for this VM (a resumed run awaits it).
+    pub migrate_upid: Option<String>,
 }
 
 impl PlannedVm {
@@ -137,6 +143,10 @@ impl Plan {
                 (None, Some(t)) => {
                     format!("clone {} on {} -> {t}", vm.source.vmid, vm.source.node)
                 }
+                (None, None) if vm.source.migrate => format!(
+                    "clone {} on {}, migrate -> {}",
+                    vm.source.vmid, vm.source.node, vm.node
+                ),
                 (None, None) => format!("clone {} on {}", vm.source.vmid, vm.source.node),
             };
             out.push_str(&format!(
@@ -308,6 +318,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 adopted = Some(Adopted {
                     status: existing.status.clone().unwrap_or_else(|| "unknown".into()),
                     lock: cfg.lock().map(str::to_string),
+                    node: enode.clone(),
                 });
                 vmid = Some(evmid);
                 node = Some(enode);
@@ -342,6 +353,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                         adopted = Some(Adopted {
                             status: "unknown".into(),
                             lock: cfg.lock().map(str::to_string),
+                            node: hnode.clone(),
                         });
                         node = Some(hnode);
                     }
@@ -405,6 +417,10 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         assigned.insert(vmid);
+        // A resume: a VM cloned where its template lives waits there to be migrated.
+        if let Some(to) = super::migration::pending_destination(adopted.as_ref(), journaled) {
+            node = Some(to);
+        }
 
         // Placement: the pinned node, else by `rollout.placement`.
         let memory = entry.spec.memory as i128 * 1024 * 1024;
@@ -446,6 +462,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 vmid,
                 target: None,
                 bytes: t.maxdisk,
+                migrate: false,
             }),
             (None, Some((tnode, tvmid))) => {
                 if !shared_storages.contains(entry.spec.storage.as_str())
@@ -465,18 +482,30 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                         .iter()
                         .find(|t| t.vmid == Some(*tvmid))
                         .and_then(|t| t.maxdisk),
+                    migrate: false,
                 })
             }
-            (None, None) => {
-                if !templates.is_empty() {
-                    problems.push(format!(
-                        "node {node} has no usable template '{template_name}' (none on that node, and none with all volumes on shared storage)"
-                    ));
-                }
-                None
-            }
+            (None, None) => super::migration::source(
+                &super::migration::Wanted {
+                    name: &entry.name,
+                    spec: &entry.spec,
+                    node: &node,
+                    checked: adopted.is_none(),
+                },
+                &templates,
+                &storages,
+                &nodes,
+                &mut problems,
+            ),
         };
         let Some(source) = source else { continue };
+        super::migration::check_adopted(
+            &entry.name,
+            adopted.as_ref(),
+            &source,
+            &node,
+            &mut problems,
+        );
         if let Some(disks) = unlinkable
             .get(&(source.node.clone(), source.vmid))
             .filter(|d| linked && adopted.is_none() && !d.is_empty())
@@ -499,9 +528,13 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         let clone_upid = journaled
             .filter(|j| j.step == Step::CloneAccepted && j.vmid == vmid)
             .and_then(|j| j.clone_upid.clone());
+        let migrate_upid = journaled
+            .filter(|j| j.vmid == vmid && source.migrate)
+            .and_then(|j| j.migrate_upid.clone());
         planned.push(PlannedVm {
             journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
             clone_upid,
+            migrate_upid,
             index,
             name: entry.name,
             vmid,

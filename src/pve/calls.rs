@@ -42,7 +42,7 @@ pub struct CheckReport {
     pub nodes: Vec<NodeInfo>,
 }
 
-fn vmid_text(vmid: u32) -> String {
+pub(super) fn vmid_text(vmid: u32) -> String {
     vmid.to_string()
 }
 
@@ -541,7 +541,7 @@ impl Client {
 #[derive(Deserialize)]
 enum Never {}
 
-fn required_upid(call: &str, data: Value) -> Result<Upid> {
+pub(super) fn required_upid(call: &str, data: Value) -> Result<Upid> {
     match optional_upid(call, data)? {
         Some(upid) => Ok(upid),
         None => {

@@ -36,6 +36,7 @@ mod decode;
 pub mod discovery;
 mod encode;
 mod error;
+mod migrate;
 mod props;
 mod retry;
 #[cfg(test)]

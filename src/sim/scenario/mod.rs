@@ -372,6 +372,11 @@ pub struct Timing {
     pub exec_s: Span,
     /// pvestatd cycle: a new VM shows `status: unknown` in /cluster/resources until the next one.
     pub pvestatd_interval_s: f64,
+    /// Migration network throughput, MB/s (a copy runs at the slowest of it and both storages).
+    pub migrate_mb_s: f64,
+    /// Added to a first boot's cloud-init, the agent's start with it, while `ciupgrade` is on
+    /// (PVE's default): the package upgrade.
+    pub ciupgrade_s: Span,
 }
 
 impl Default for Timing {
@@ -390,6 +395,8 @@ impl Default for Timing {
             task_s: Span::new(0.2, 0.5),
             exec_s: Span::new(0.05, 0.3),
             pvestatd_interval_s: 10.0,
+            migrate_mb_s: 1100.0,
+            ciupgrade_s: Span::new(20.0, 60.0),
         }
     }
 }
