@@ -11,6 +11,7 @@
 
 mod addresses;
 pub mod clock;
+mod clone_slots;
 mod coordinator;
 pub mod destroy;
 pub mod error;
@@ -19,7 +20,6 @@ mod extra_disks;
 pub mod hook;
 pub mod ip;
 pub mod journal;
-mod migration;
 pub mod plan;
 mod poll;
 pub mod provision;
@@ -27,6 +27,8 @@ pub mod record;
 pub mod schedule;
 pub mod settings;
 mod snippets;
+mod source;
+mod task_watch;
 mod vm;
 
 use std::path::Path;

@@ -66,6 +66,9 @@ pub struct PlannedVm {
     pub clone_upid: Option<String>,
     /// The migration task the journal says was accepted for this VM (a resumed run awaits it).
     pub migrate_upid: Option<String>,
+    /// The physical storage its clone copies onto: the storage id when shared by the cluster,
+    /// else `node/storage` (clones onto one share its throughput).
+    pub clone_storage: String,
 }
 
 impl PlannedVm {
@@ -418,7 +421,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         };
         assigned.insert(vmid);
         // A resume: a VM cloned where its template lives waits there to be migrated.
-        if let Some(to) = super::migration::pending_destination(adopted.as_ref(), journaled) {
+        if let Some(to) = super::source::pending_destination(adopted.as_ref(), journaled) {
             node = Some(to);
         }
 
@@ -440,10 +443,15 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         *placed.entry(node.clone()).or_default() += 1;
 
         // Storage on that node.
-        let storage_ok = storages.iter().any(|s| {
+        let target_storage = storages.iter().find(|s| {
             s.storage.as_deref() == Some(entry.spec.storage.as_str())
                 && (s.node.as_deref() == Some(node.as_str()) || s.shared)
         });
+        let storage_ok = target_storage.is_some();
+        let clone_storage = match target_storage {
+            Some(s) if s.shared => entry.spec.storage.clone(),
+            _ => format!("{node}/{}", entry.spec.storage),
+        };
         let linked = entry.spec.clone == CloneMode::Linked;
         if !storage_ok && adopted.is_none() && !linked {
             problems.push(format!(
@@ -452,60 +460,25 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             ));
         }
 
-        // Template: one on the same node, else a shared one cloned with `target`.
-        let local = templates
-            .iter()
-            .find(|t| t.node.as_deref() == Some(node.as_str()));
-        let source = match (local, &shared_template) {
-            (Some(t), _) => t.vmid.map(|vmid| CloneSource {
-                node: node.clone(),
-                vmid,
-                target: None,
-                bytes: t.maxdisk,
-                migrate: false,
-            }),
-            (None, Some((tnode, tvmid))) => {
-                if !shared_storages.contains(entry.spec.storage.as_str())
-                    && adopted.is_none()
-                    && !linked
-                {
-                    problems.push(format!(
-                        "'{}' is placed on {node}, which has no template '{template_name}', and storage '{}' is not shared, so a cross-node clone is impossible; use a shared storage or put a template on {node}",
-                        entry.name, entry.spec.storage
-                    ));
-                }
-                Some(CloneSource {
-                    node: tnode.clone(),
-                    vmid: *tvmid,
-                    target: Some(node.clone()),
-                    bytes: templates
-                        .iter()
-                        .find(|t| t.vmid == Some(*tvmid))
-                        .and_then(|t| t.maxdisk),
-                    migrate: false,
-                })
-            }
-            (None, None) => super::migration::source(
-                &super::migration::Wanted {
-                    name: &entry.name,
-                    spec: &entry.spec,
-                    node: &node,
-                    checked: adopted.is_none(),
-                },
-                &templates,
-                &storages,
-                &nodes,
-                &mut problems,
-            ),
+        let wanted = super::source::Wanted {
+            name: &entry.name,
+            spec: &entry.spec,
+            node: &node,
+            checked: adopted.is_none(),
         };
+        let found = super::source::Templates {
+            all: &templates,
+            shared: shared_template.as_ref(),
+            shared_storages: &shared_storages,
+        };
+        let source = super::source::choose(&wanted, &found, &storages, &nodes, &mut problems);
         let Some(source) = source else { continue };
-        super::migration::check_adopted(
-            &entry.name,
-            adopted.as_ref(),
-            &source,
-            &node,
-            &mut problems,
-        );
+        // A clone migrated afterwards copies onto the template's node first.
+        let clone_storage = match source.migrate {
+            true => format!("{}/{}", source.node, entry.spec.storage),
+            false => clone_storage,
+        };
+        super::source::check_adopted(&entry.name, adopted.as_ref(), &source, &node, &mut problems);
         if let Some(disks) = unlinkable
             .get(&(source.node.clone(), source.vmid))
             .filter(|d| linked && adopted.is_none() && !d.is_empty())
@@ -535,6 +508,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
             clone_upid,
             migrate_upid,
+            clone_storage,
             index,
             name: entry.name,
             vmid,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::pve::{ErrorClass, TaskState, Upid};
+use crate::pve::{ErrorClass, PveError, TaskState, Upid, VmConfig};
 
 use super::super::event::{Level, Phase};
 use super::super::journal::Entry;
@@ -23,6 +23,18 @@ impl VmTask {
             (Some(found), _) => found.node.clone(),
             (None, true) => self.vm.source.node.clone(),
             (None, false) => self.vm.node.clone(),
+        }
+    }
+
+    /// The new VM's config on `node`, where it was cloned; a clone migrated since (a resume)
+    /// is read on its own node.
+    pub(super) async fn cloned_config(&self, node: &str) -> Result<VmConfig, PveError> {
+        let client = &self.shared.client;
+        match client.vm_config(node, self.vm.vmid).await {
+            Err(e) if e.class == ErrorClass::NotFound && self.vm.source.migrate => {
+                client.vm_config(&self.vm.node, self.vm.vmid).await
+            }
+            other => other,
         }
     }
 

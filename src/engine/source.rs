@@ -1,12 +1,65 @@
-//! A template on local storage of another node: the VM is cloned where the template lives (onto
-//! its `storage` there) and the stopped clone migrated to its node, as the bpg provider does.
-//! The plan picks that source and refuses it only where a migration cannot work.
+//! Where a VM's clone comes from: the template on its node; one with every volume on shared
+//! storage, cloned with `target`; or one with local disks on another node, cloned there (onto
+//! the VM's `storage` on that node) and the stopped clone migrated to its node, as the bpg
+//! provider does. The plan refuses a source only where its clone (or migration) cannot work.
+
+use std::collections::BTreeSet;
 
 use crate::config::{CloneMode, VmSpec};
 use crate::pve::{NodeInfo, Resource};
 
 use super::journal::{Step, VmRecord};
 use super::plan::{Adopted, CloneSource};
+
+/// The templates the rollout's template name (or id) matches.
+pub(super) struct Templates<'a> {
+    pub all: &'a [&'a Resource],
+    /// (node, vmid) of one with every volume on shared storage.
+    pub shared: Option<&'a (String, u32)>,
+    pub shared_storages: &'a BTreeSet<&'a str>,
+}
+
+/// The template on `vm.node`, else a shared one cloned with `target`, else one to clone where
+/// it lives and migrate from.
+pub(super) fn choose(
+    vm: &Wanted<'_>,
+    templates: &Templates<'_>,
+    storages: &[&Resource],
+    nodes: &[NodeInfo],
+    problems: &mut Vec<String>,
+) -> Option<CloneSource> {
+    let local = templates
+        .all
+        .iter()
+        .find(|t| t.node.as_deref() == Some(vm.node));
+    if let Some(t) = local {
+        return t.vmid.map(|vmid| CloneSource {
+            node: vm.node.to_string(),
+            vmid,
+            target: None,
+            bytes: t.maxdisk,
+            migrate: false,
+        });
+    }
+    // A clone with `target` must land on shared storage (PVE refuses a local one); otherwise
+    // it is made where a template lives and migrated.
+    let linked = vm.spec.clone == CloneMode::Linked;
+    let shared_target = linked || templates.shared_storages.contains(vm.spec.storage.as_str());
+    let Some((tnode, tvmid)) = templates.shared.filter(|_| shared_target) else {
+        return migrated(vm, templates.all, storages, nodes, problems);
+    };
+    Some(CloneSource {
+        node: tnode.clone(),
+        vmid: *tvmid,
+        target: Some(vm.node.to_string()),
+        bytes: templates
+            .all
+            .iter()
+            .find(|t| t.vmid == Some(*tvmid))
+            .and_then(|t| t.maxdisk),
+        migrate: false,
+    })
+}
 
 /// The VM asking for a source.
 pub(super) struct Wanted<'a> {
@@ -21,7 +74,7 @@ pub(super) struct Wanted<'a> {
 /// The template to clone on its own node and migrate from: one on an online node, preferring
 /// one whose node holds `storage`. `None` (with the reason) when there is no template at all or
 /// none can serve.
-pub(super) fn source(
+fn migrated(
     vm: &Wanted<'_>,
     templates: &[&Resource],
     storages: &[&Resource],
@@ -58,8 +111,8 @@ pub(super) fn source(
     };
     if vm.checked {
         let why = format!(
-            "'{}' is placed on {}, and the template {tvmid} has local disks on {tnode}: it is cloned there and migrated",
-            vm.name, vm.node
+            "'{}' is placed on {}, where no template can be cloned onto storage '{}': it is cloned on {tnode}, where the template {tvmid} lives, and migrated",
+            vm.name, vm.node, vm.spec.storage
         );
         if vm.spec.clone == CloneMode::Linked {
             problems.push(format!(
