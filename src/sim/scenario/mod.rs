@@ -374,8 +374,8 @@ pub struct Timing {
     pub pvestatd_interval_s: f64,
     /// Migration network throughput, MB/s (a copy runs at the slowest of it and both storages).
     pub migrate_mb_s: f64,
-    /// Added to a first boot's cloud-init, the agent's start with it, while `ciupgrade` is on
-    /// (PVE's default): the package upgrade.
+    /// A first boot's package upgrade while `ciupgrade` is on (PVE's default): cloud-init ends
+    /// that much later, and so does the agent's start unless `guest.agent_preinstalled`.
     pub ciupgrade_s: Span,
 }
 
@@ -396,7 +396,7 @@ impl Default for Timing {
             exec_s: Span::new(0.05, 0.3),
             pvestatd_interval_s: 10.0,
             migrate_mb_s: 1100.0,
-            ciupgrade_s: Span::new(20.0, 60.0),
+            ciupgrade_s: Span::new(1.0, 2.0),
         }
     }
 }
@@ -408,6 +408,9 @@ pub struct GuestSpec {
     pub docker0: bool,
     /// Guest NIC name as the agent reports it.
     pub nic_name: String,
+    /// The image carries the guest agent: it starts while cloud-init's first-boot package
+    /// upgrade runs. Otherwise cloud-init installs it after the upgrade (`ciupgrade_s` later).
+    pub agent_preinstalled: bool,
 }
 
 impl Default for GuestSpec {
@@ -415,6 +418,7 @@ impl Default for GuestSpec {
         GuestSpec {
             docker0: false,
             nic_name: "ens18".into(),
+            agent_preinstalled: false,
         }
     }
 }
