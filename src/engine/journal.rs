@@ -283,7 +283,9 @@ impl History {
             }
             // It may be gone: a resume looks it up, and clones it when it is.
             Entry::RecreateRequested { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Assigned);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
             Entry::HookStarted { name, vmid } => {
                 if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
@@ -301,7 +303,9 @@ impl History {
                 }
             }
             Entry::Destroyed { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Destroyed).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Destroyed);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
         }
     }
