@@ -115,8 +115,11 @@ impl VmTask {
         let found = loop {
             poll.due().await?;
             let attempt = match self.cloned_config(&node).await {
-                // A migration's lock: the clone ended before it began.
-                Ok(cfg) if cfg.lock().is_none() || cfg.lock() == Some("migrate") => {
+                // Our migration's lock (a resume): the clone ended before it began.
+                Ok(cfg)
+                    if cfg.lock().is_none()
+                        || (self.vm.source.migrate && cfg.lock() == Some("migrate")) =>
+                {
                     Attempt::Done(Some(cfg))
                 }
                 Ok(cfg) => Attempt::Pending(format!("locked ({})", cfg.lock().unwrap_or_default())),

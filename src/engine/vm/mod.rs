@@ -3,9 +3,10 @@
 //!
 //! This file holds what every phase shares: the task's state, the step boundary (abort and
 //! pause), the journal, the events, the guest-agent lane and the poller. Each phase is a file:
-//! `clone` (with `migrate`, for a template with local disks on another node), `configure`, `boot`, `agent`, `ip`, `verify` (with `exec`, the guest commands, and
-//! `guest_checks`, the operator's own), `provision` (the `on_verified` hook), and `task` waits
-//! for PVE tasks.
+//! `clone` (then `migrate`, for a clone made where a template with local disks lives),
+//! `configure` (with `disks`, the extra disks), `boot`, `agent`, `ip`, `verify` (with `exec`,
+//! the guest commands, and `guest_checks`, the operator's own), `provision` (the `on_verified`
+//! hook), and `task` waits for PVE tasks.
 
 mod agent;
 mod boot;
