@@ -1,6 +1,7 @@
-//! Extra disks end to end: the plan refuses a storage the VM's node lacks, one without images
-//! and a slot the template uses (exit 3, nothing created); otherwise each disk is allocated in
-//! the configure step and found in the VM's config after boot.
+//! Extra disks end to end: the plan refuses a storage the VM's node lacks, one without images,
+//! a format the storage cannot allocate and a slot the template uses (exit 3, nothing created);
+//! otherwise each disk is allocated in the configure step and found in the VM's config after
+//! boot.
 
 mod common;
 
@@ -43,6 +44,7 @@ async fn extra_disks_are_checked_at_plan_allocated_and_verified() {
         disk("scsi1", 200 << 30, "nope", None),
         disk("scsi2", 10 << 30, "local", None),
         disk("ide2", 10 << 30, "ssd", None),
+        disk("sata1", 10 << 30, "ssd", Some("qcow2")),
     ];
     let err = pve_rollout::engine::plan::build(&h.client, &h.config)
         .await
@@ -51,8 +53,8 @@ async fn extra_disks_are_checked_at_plan_allocated_and_verified() {
         panic!("{err}")
     };
     assert_eq!(err.exit_code(), 3);
-    assert_eq!(problems.len(), 6, "three per VM: {problems:#?}");
-    for (needle, count) in [
+    assert_eq!(problems.len(), 8, "four per VM: {problems:#?}");
+    for (needle, says) in [
         (
             "disks: scsi1 of",
             "storage 'nope' does not exist on node pve1",
@@ -65,14 +67,18 @@ async fn extra_disks_are_checked_at_plan_allocated_and_verified() {
             "disks: ide2 of",
             "the template 9000 on pve1 uses ide2 already",
         ),
+        (
+            "disks: sata1 of",
+            "storage 'ssd' (lvmthin) allocates raw volumes only, not qcow2",
+        ),
     ] {
         assert_eq!(
             problems
                 .iter()
-                .filter(|p| p.contains(needle) && p.contains(count))
+                .filter(|p| p.contains(needle) && p.contains(says))
                 .count(),
             2,
-            "{needle} {count}: {problems:#?}"
+            "{needle} {says}: {problems:#?}"
         );
     }
     let after = h

@@ -9,6 +9,18 @@ use crate::pve::{Client, Resource, VmConfig};
 use super::error::EngineError;
 use super::plan::PlannedVm;
 
+/// Storage types whose volumes are block devices or datasets: PVE allocates `raw` there and
+/// refuses another format (`unsupported format`).
+const RAW_ONLY: &[&str] = &[
+    "lvm",
+    "lvmthin",
+    "zfspool",
+    "zfs",
+    "rbd",
+    "iscsi",
+    "iscsidirect",
+];
+
 pub(super) async fn check(
     client: &Client,
     planned: &[PlannedVm],
@@ -34,6 +46,15 @@ pub(super) async fn check(
                         problems.push(format!(
                             "{what}: storage '{}' on {} does not hold VM images (content: {content}); use a storage for disk images, or add images to its content",
                             disk.storage, vm.node
+                        ));
+                    }
+                    let kind = s.plugintype.as_deref().unwrap_or_default();
+                    if let Some(format) = disk.format.as_deref().filter(|f| *f != "raw")
+                        && RAW_ONLY.contains(&kind)
+                    {
+                        problems.push(format!(
+                            "{what}: storage '{}' ({kind}) allocates raw volumes only, not {format}; leave format out, or use a directory storage",
+                            disk.storage
                         ));
                     }
                 }

@@ -650,6 +650,7 @@ mod tests {
             storage: None,
             shared: false,
             content: None,
+            plugintype: None,
         };
         let error = clone_found("POST /nodes/pve1/qemu/9000/clone", &request, &found, &lost);
         assert_eq!(error.class, ErrorClass::AlreadyExists);

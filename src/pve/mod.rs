@@ -361,6 +361,8 @@ pub struct Resource {
     pub shared: bool,
     /// Storage content types (`images,rootdir,...`).
     pub content: Option<String>,
+    /// Storage type (`lvmthin`, `dir`, `nfs`, ...).
+    pub plugintype: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
