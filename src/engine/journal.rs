@@ -73,6 +73,14 @@ pub enum Entry {
         name: String,
         vmid: u32,
     },
+    /// PVE accepted the migration of the clone (made where its template lives) to `target`;
+    /// `upid` is its task. A resume awaits it before looking where the VM is.
+    MigrateAccepted {
+        name: String,
+        vmid: u32,
+        target: String,
+        upid: String,
+    },
     Configured {
         name: String,
         vmid: u32,
@@ -170,6 +178,8 @@ pub struct VmRecord {
     pub node: String,
     /// The last clone task accepted for it.
     pub clone_upid: Option<String>,
+    /// The last migration task accepted for it.
+    pub migrate_upid: Option<String>,
     /// The address an `ip_pool` gave it (`10.0.10.21/24`).
     pub address: Option<String>,
     pub step: Step,
@@ -201,12 +211,14 @@ impl History {
                 vmid,
                 node: String::new(),
                 clone_upid: None,
+                migrate_upid: None,
                 address: None,
                 step,
                 hook_done: false,
             });
             if r.vmid != vmid {
                 r.clone_upid = None;
+                r.migrate_upid = None;
                 r.hook_done = false;
             }
             r.vmid = vmid;
@@ -244,6 +256,12 @@ impl History {
             Entry::Cloned { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Cloned);
             }
+            // Still `Cloned`: the VM is configured only once it is on its node.
+            Entry::MigrateAccepted {
+                name, vmid, upid, ..
+            } => {
+                set(&mut self.vms, name, vmid, Step::Cloned).migrate_upid = Some(upid);
+            }
             Entry::Configured { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Configured);
             }
@@ -265,7 +283,9 @@ impl History {
             }
             // It may be gone: a resume looks it up, and clones it when it is.
             Entry::RecreateRequested { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Assigned);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
             Entry::HookStarted { name, vmid } => {
                 if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
@@ -283,7 +303,9 @@ impl History {
                 }
             }
             Entry::Destroyed { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Destroyed).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Destroyed);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
         }
     }

@@ -270,6 +270,31 @@ impl fmt::Display for NewEfiDisk {
     }
 }
 
+/// A new volume for a disk slot: PVE's `<storage>:<size in GiB>` (fractions allowed), with
+/// `format` when given (the storage's default otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDisk {
+    pub storage: String,
+    /// Bytes; a whole number of MiB renders exactly.
+    pub size: u64,
+    pub format: Option<String>,
+}
+
+impl fmt::Display for NewDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const GIB: u64 = 1 << 30;
+        if self.size.is_multiple_of(GIB) {
+            write!(f, "{}:{}", self.storage, self.size / GIB)?;
+        } else {
+            write!(f, "{}:{}", self.storage, self.size as f64 / GIB as f64)?;
+        }
+        match &self.format {
+            Some(format) => write!(f, ",format={format}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A guest's `tags`: PVE writes them `;`-separated and accepts `,` and spaces too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tags(Vec<String>);
@@ -539,6 +564,22 @@ mod tests {
         assert_eq!(DiskSize(128 << 30).to_string(), "128G");
         assert_eq!(DiskSize(1536 << 20).to_string(), "1536M");
         assert_eq!(DiskSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn new_disks_in_pve_gib_notation() {
+        let disk = |size: u64, format: Option<&str>| NewDisk {
+            storage: "ssd".into(),
+            size,
+            format: format.map(str::to_string),
+        };
+        assert_eq!(disk(200 << 30, None).to_string(), "ssd:200");
+        assert_eq!(
+            disk(512 << 20, Some("raw")).to_string(),
+            "ssd:0.5,format=raw"
+        );
+        assert_eq!(disk(1 << 20, None).to_string(), "ssd:0.0009765625");
+        assert_eq!(disk(1536 << 20, None).to_string(), "ssd:1.5");
     }
 
     #[test]

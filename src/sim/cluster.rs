@@ -42,6 +42,8 @@ pub struct Guest {
     pub agent_up_at: Option<f64>,
     pub ip_at: Option<f64>,
     pub cloud_init_at: Option<f64>,
+    /// cloud-init ends in error (`faults.cloud_init_error`).
+    pub cloud_init_failed: bool,
     /// net0's MAC when QEMU started.
     pub mac: Option<String>,
     /// The agent socket exists only when `agent` was enabled at start.
@@ -78,6 +80,7 @@ pub struct Draws {
     pub cloud_init_s: f64,
     pub shutdown_s: f64,
     pub alloc_s: f64,
+    pub ciupgrade_s: f64,
 }
 
 impl Draws {
@@ -94,6 +97,8 @@ impl Draws {
             cloud_init_s: t.cloud_init_s.draw(&mut r),
             shutdown_s: t.shutdown_s.draw(&mut r),
             alloc_s: r.random_range(0.0..=1.0),
+            // Drawn last: the draws before it stay what they were for a seed.
+            ciupgrade_s: t.ciupgrade_s.draw(&mut r),
         }
     }
 }
