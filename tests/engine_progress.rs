@@ -36,12 +36,21 @@ async fn realistic_twenty_vms_verify_with_every_default() {
         h.config.rollout.max_clones_per_storage,
         ClonesPerStorage::Auto
     );
-    let (summary, _) = h.run_plain().await;
+    let (summary, events) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified"; 20], "{summary:#?}");
     assert_eq!(exit_code(&summary), 0);
     let stats = h.sim.stats();
     assert_eq!(stats.clones_by_name.len(), 20);
     assert!(stats.clones_by_name.values().all(|n| *n == 1), "{stats:?}");
+    // The clones take turns, ~11 min each: every one shows its percentage from early in its
+    // copy (not only near the end the earlier clones predict).
+    for vm in 0..20 {
+        let first = events.iter().find_map(|e| match e {
+            Event::CopyProgress { vm: v, percent, .. } if *v == vm => Some(*percent),
+            _ => None,
+        });
+        assert!(first.is_some_and(|p| p < 20.0), "VM {vm}: first seen at {first:?}");
+    }
 }
 
 /// The same 20 clones all at once (`max_clones_per_storage = 0`, what the old tool did): ~3.8

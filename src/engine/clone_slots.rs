@@ -31,6 +31,8 @@ struct Storage {
     limit: Option<usize>,
     /// `auto` has not measured this storage yet (the limit is 1 meanwhile).
     measuring: bool,
+    /// What the measuring clone showed.
+    pace: Option<StoragePace>,
     busy: usize,
     waiting: BTreeSet<usize>,
     /// Where each VM cloning onto this storage stands in the rollout's clone order.
@@ -155,6 +157,11 @@ impl CloneSlots {
         self.lock().get(storage).is_some_and(|s| s.measuring)
     }
 
+    /// The pace `auto` measured on `storage`, once it has.
+    pub fn pace(&self, storage: &str) -> Option<StoragePace> {
+        self.lock().get(storage).and_then(|s| s.pace)
+    }
+
     /// The first clone onto `storage` showed its pace: choose the limit. Returns what was
     /// decided, for the log; `None` when the storage was not being measured.
     pub fn measured(&self, storage: &str, pace: StoragePace) -> Option<String> {
@@ -167,6 +174,7 @@ impl CloneSlots {
             .collect();
         let choice = choose_limit(&ready, pace);
         s.measuring = false;
+        s.pace = Some(pace);
         s.limit = choice.limit;
         drop(storages);
         self.notify.notify_waiters();

@@ -40,7 +40,7 @@ pub enum Attempt<T> {
     /// back-off, and a poller that [stalls](Poller::stalls_after) watches its percentage.
     Copying(Copy),
     /// A copy under way that cannot end sooner than `at_least` seconds from now (its rate could
-    /// at most grow to the whole storage's): the next ask comes at 0.7 of it, at least every
+    /// at most grow to the whole storage's): the next ask comes at 0.85 of it, at least every
     /// 2 s near the end ([`next_poll_bounded`]). `percent` is the one read at this ask, if any.
     CopyingAtLeast {
         at_least: f64,
@@ -448,15 +448,15 @@ impl CopyProgress {
         }
     }
 
-    /// The copy's pace once it has moved at least `min_percent` between the first and the last
-    /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
-    /// A drive seen at 100 % tells no pace (it may have ended long before it was read).
     /// Seconds per 1 % between the first and the last move seen on this drive.
     pub fn seconds_per_percent(&self) -> Option<f64> {
         let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
         (p1 > p0).then(|| (t1 - t0) / (p1 - p0))
     }
 
+    /// The copy's pace once it has moved at least `min_percent` between the first and the last
+    /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
+    /// A drive seen at 100 % tells no pace (it may have ended long before it was read).
     pub fn pace(&self, min_percent: f64) -> Option<(f64, f64)> {
         let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
         let rate = (p1 - p0) / (t1 - t0);
@@ -468,6 +468,17 @@ impl CopyProgress {
     pub fn remaining_at(&self, now: f64) -> Option<f64> {
         let (last, _) = *self.samples.last()?;
         self.remaining().map(|r| (r - (now - last)).max(0.0))
+    }
+
+    /// The least time left as of `now`: PVE prints a line as the copy passes each whole
+    /// percent, so when a line was read the copy may already have been up to a percent
+    /// further on. A poll timed by this comes before the end, not up to a percent after it.
+    pub fn remaining_at_least(&self, now: f64) -> Option<f64> {
+        let [.., (t0, p0), (t1, p1)] = self.samples[..] else {
+            return None;
+        };
+        let step = (t1 - t0) / (p1 - p0);
+        self.remaining_at(now).map(|r| (r - step.max(0.0)).max(0.0))
     }
 
     /// The percentage of the drive being copied.
@@ -506,13 +517,14 @@ pub fn next_poll(remaining: Option<f64>, last: f64, waited: f64, floor: f64) -> 
     }
 }
 
-/// The next poll of a copy that cannot end sooner than `at_least` seconds from now: 0.7 of that
-/// (it shrinks by 70% with each poll, so a 10-minute copy costs about five polls before its last
-/// seconds), never more often than every 0.5 s nor, near the end, less often than every 2 s or
+/// The next poll of a copy that cannot end sooner than `at_least` seconds from now: 0.85 of that
+/// (a true lower bound, so the poll still comes before the earliest end; the bound shrinks to
+/// 15% with each poll, so a 10-minute copy costs about four polls before its last seconds),
+/// never more often than every 0.5 s nor, near the end, less often than every 2 s or
 /// 1% of the wait so far (the end is noticed within about a second or two).
 pub fn next_poll_bounded(at_least: f64, waited: f64) -> f64 {
     let floor = (waited * 0.01).clamp(0.5, 2.0);
-    (at_least * 0.7).max(floor)
+    (at_least * 0.85).max(floor)
 }
 
 #[cfg(test)]
@@ -530,6 +542,8 @@ mod tests {
         // 20 % in the last 10 s: 35 s to go.
         assert_eq!(p.remaining(), Some(35.0));
         assert_eq!(p.remaining_at(25.0), Some(30.0), "5 s later");
+        // The line read may be up to a percent behind the copy (0.5 s at 2 %/s).
+        assert_eq!(p.remaining_at_least(25.0), Some(29.5));
         // 10 % .. 30 % in 10 s: 50 s for the whole copy, which began at 20 - 30 / 2 = 5 s.
         assert_eq!(p.pace(5.0), Some((50.0, 5.0)));
         assert_eq!(p.pace(25.0), None, "not enough of the copy seen yet");
@@ -544,7 +558,7 @@ mod tests {
 
     #[test]
     fn a_bounded_copy_is_polled_geometrically_then_every_two_seconds() {
-        assert_eq!(next_poll_bounded(600.0, 10.0), 420.0);
+        assert_eq!(next_poll_bounded(600.0, 10.0), 510.0);
         assert_eq!(
             next_poll_bounded(1.0, 700.0),
             2.0,
@@ -673,17 +687,17 @@ mod tests {
             percent,
         };
         let timed_out = |why: String| -> Result<(), String> { Err(why) };
-        // Read at the first ask; the next comes at the stall limit, not 0.7 x 3000 s later.
+        // Read at the first ask; the next comes at the stall limit, not 0.85 x 3000 s later.
         let mut poll = Poller::new(clock, far, backoff).stalls_after(Duration::from_secs(600));
         assert_eq!(poll.answer(long(Some(5.0)), timed_out), Ok(None));
         assert!(!poll.stall_due());
         poll.due().await.unwrap();
         assert_eq!(clock.now_s().round(), 600.0);
         assert!(poll.stall_due(), "the ask at the limit must read the log");
-        // That read failed: no verdict, and the wait is the copy's own (0.7 x 3000 s).
+        // That read failed: no verdict, and the wait is the copy's own (0.85 x 3000 s).
         assert_eq!(poll.answer(long(None), timed_out), Ok(None));
         poll.due().await.unwrap();
-        assert_eq!(clock.now_s().round(), 2700.0);
+        assert_eq!(clock.now_s().round(), 3150.0);
         // The next read finds it where it stood: stalled.
         let verdict = poll.answer(long(Some(5.0)), timed_out);
         assert_eq!(

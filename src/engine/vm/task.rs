@@ -15,7 +15,7 @@ use super::{Step, Stop, VmTask};
 /// `LOG_EVERY_MIN_S`): often enough for the percentage and ETA on the dashboard and to keep the
 /// prediction fresh, while the node's task list tells when it ends.
 const LOG_EVERY_SHARE: f64 = 0.6;
-const LOG_EVERY_MIN_S: f64 = 20.0;
+const LOG_EVERY_MIN_S: f64 = 30.0;
 /// The first clone onto a storage measures its pace once this much of the copy was seen.
 const PACE_MIN_PERCENT: f64 = 2.0;
 /// Copies that end within this many seconds are followed through the task list alone.
@@ -49,12 +49,24 @@ impl VmTask {
         let first = learned
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
+        let copying = wait == Wait::CloneTask;
+        // Copies this rollout saw end within a minute are not worth their log while they are
+        // that short: the list tells the end, and a percentage would hardly show.
+        let short = shared
+            .learned
+            .quantile(Wait::CloneTask, 0.5)
+            .is_some_and(|s| s < SHORT_COPY_S);
         let step = (first / 4).max(Duration::from_millis(500));
+        // A long copy is read early, so the dashboard shows its percentage and ETA from its
+        // first minute rather than from near its predicted end.
+        let first = match copying && !short {
+            true => first.min(Duration::from_secs_f64(LOG_EVERY_MIN_S)),
+            false => first,
+        };
         let backoff = Backoff::growing(step, 1.5, Duration::from_secs(10));
         let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
             .first_wait(first)
             .learning(&shared.learned, wait, None);
-        let copying = wait == Wait::CloneTask;
         let stall_limit = shared.checks.clone_stall_timeout;
         if copying {
             poll = poll.stalls_after(stall_limit);
@@ -63,12 +75,6 @@ impl VmTask {
         let mut lines_read = 0u64;
         let mut next_log_at = t0;
         let mut measuring = copying && shared.clone_slots.measuring(&self.vm.clone_storage);
-        // Copies this rollout saw end within a minute are not worth their log while they are
-        // that short: the list tells the end, and a percentage would hardly show.
-        let short = shared
-            .learned
-            .quantile(Wait::CloneTask, 0.5)
-            .is_some_and(|s| s < SHORT_COPY_S);
         loop {
             let listed = poll
                 .due_or(|wait| shared.task_watch.check(upid, wait))
@@ -81,11 +87,18 @@ impl VmTask {
                     }
                     let now = clock.now_s();
                     let mut fresh = None;
+                    // Until this copy's own rate is known, the storage's measured pace bounds
+                    // its rest: no copy runs faster than one alone on the storage (less the
+                    // percent it may be past its last line).
+                    let pace = shared.clone_slots.pace(&self.vm.clone_storage);
+                    let alone_rest =
+                        |p: f64| pace.map(|pace| pace.copy_s * (100.0 - p - 1.0).max(0.0) / 100.0);
+                    let unknown_rest = progress.remaining().is_none()
+                        && progress.percent().and_then(alone_rest).is_none();
                     // A copy expected short that runs on is read like any other (a frozen one
                     // must be seen not to move).
                     let read_log = measuring || !short || now - t0 >= SHORT_COPY_S;
-                    let due =
-                        now >= next_log_at || progress.remaining().is_none() || poll.stall_due();
+                    let due = now >= next_log_at || unknown_rest || poll.stall_due();
                     if read_log && due {
                         let before = progress.percent();
                         fresh = self
@@ -101,7 +114,10 @@ impl VmTask {
                         if let Some(slowest) = shared.learned.quantile(Wait::CopyStep, 1.0) {
                             poll.stall_at_least(Duration::from_secs_f64(3.0 * slowest));
                         }
-                        let rest = progress.remaining_at(now).unwrap_or(0.0);
+                        let rest = progress
+                            .remaining_at(now)
+                            .or_else(|| progress.percent().and_then(alone_rest))
+                            .unwrap_or(0.0);
                         next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
                         // Standing still: read again within half the stall limit, so a frozen
                         // copy is named soon after the limit.
@@ -124,9 +140,13 @@ impl VmTask {
                     // The rest at the storage's whole throughput: this copy's rate can grow at
                     // most as many times as our clones share the storage (others' load aside).
                     let sharing = shared.clone_slots.copying(&self.vm.clone_storage) as f64;
-                    break 'ask match progress.remaining_at(clock.now_s()) {
-                        Some(rest) => Attempt::CopyingAtLeast {
-                            at_least: rest / sharing,
+                    let at_least = progress
+                        .remaining_at_least(clock.now_s())
+                        .map(|rest| rest / sharing)
+                        .or_else(|| progress.percent().and_then(alone_rest));
+                    break 'ask match at_least {
+                        Some(at_least) => Attempt::CopyingAtLeast {
+                            at_least,
                             percent: fresh,
                         },
                         None => Attempt::Copying(Copy {
