@@ -49,14 +49,17 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         values: Option<super::settings::Settings>,
     },
-    /// The VM `name` gets `vmid` on `node` and, when taken from an `ip_pool`, net0's static
-    /// `address` (written before its clone is asked for, so a rerun keeps both).
+    /// The VM `name` gets `vmid` on `node` and its NICs' static addresses (net0's as
+    /// `address`, the others' by NIC index in `nic_addresses`), pool-given ones included:
+    /// written before its clone is asked for, so a rerun keeps them all.
     Assigned {
         name: String,
         vmid: u32,
         node: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        nic_addresses: BTreeMap<usize, String>,
     },
     /// The clone is about to be asked for (its answer may be lost: a resume looks before cloning).
     CloneRequested {
@@ -170,8 +173,8 @@ pub struct VmRecord {
     pub node: String,
     /// The last clone task accepted for it.
     pub clone_upid: Option<String>,
-    /// The address an `ip_pool` gave it (`10.0.10.21/24`).
-    pub address: Option<String>,
+    /// Its NICs' static IPv4 addresses by NIC index (`10.0.10.21/24`), as an `ip_pool` gave them.
+    pub addresses: BTreeMap<usize, String>,
     pub step: Step,
     /// Its `on_verified` hook succeeded (or was skipped) for this vmid: not to be run again.
     pub hook_done: bool,
@@ -201,7 +204,7 @@ impl History {
                 vmid,
                 node: String::new(),
                 clone_upid: None,
-                address: None,
+                addresses: BTreeMap::new(),
                 step,
                 hook_done: false,
             });
@@ -228,12 +231,12 @@ impl History {
                 vmid,
                 node,
                 address,
+                nic_addresses,
             } => {
                 let r = set(&mut self.vms, name, vmid, Step::Assigned);
                 r.node = node;
-                if address.is_some() {
-                    r.address = address;
-                }
+                r.addresses.extend(address.map(|a| (0, a)));
+                r.addresses.extend(nic_addresses);
             }
             Entry::CloneRequested { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::CloneRequested);
@@ -518,6 +521,7 @@ mod tests {
             vmid,
             node: "pve1".into(),
             address: None,
+            nic_addresses: BTreeMap::new(),
         }
     }
 

@@ -597,7 +597,10 @@ mod tests {
         assert_eq!((d.cores, d.sockets, d.memory), (4, 2, 32768));
         assert_eq!(d.disk_size, 128 << 30);
         assert_eq!((d.storage.as_str(), d.format.as_str()), ("ssd", "qcow2"));
-        assert_eq!((d.bridge.as_str(), d.disk.as_str()), ("vmbr1", "scsi0"));
+        assert_eq!(
+            (d.primary().bridge.as_str(), d.disk.as_str()),
+            ("vmbr1", "scsi0")
+        );
         assert_eq!(d.ciuser.as_deref(), Some("ubuntu"));
         assert!(
             d.sshkeys

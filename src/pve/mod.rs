@@ -49,7 +49,7 @@ mod wire;
 pub use calls::CheckReport;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
-pub use props::{CiCustom, DiskSize, IpConfig, NetDevice, NewEfiDisk, Startup, Tags};
+pub use props::{CiCustom, DiskSize, Ip6Config, IpConfig, NetDevice, NewEfiDisk, Startup, Tags};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 
 /// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before

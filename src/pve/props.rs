@@ -53,6 +53,19 @@ impl NetDevice {
         Some(device)
     }
 
+    /// Sets option `key` (`tag`, `mtu`, `firewall`, ...) to `value` in place, or appends it.
+    pub fn set_option(&mut self, key: &str, value: &str) {
+        let item = format!("{key}={value}");
+        match self
+            .options
+            .iter_mut()
+            .find(|o| o.split_once('=').is_some_and(|(k, _)| k == key))
+        {
+            Some(existing) => *existing = item,
+            None => self.options.push(item),
+        }
+    }
+
     /// The MAC, uppercase, when it is one.
     pub fn mac_address(&self) -> Option<String> {
         let mac = self.mac.as_deref()?.trim();
@@ -164,6 +177,62 @@ impl fmt::Display for IpConfig {
                 write!(f, "ip={address}/{prefix}")?;
                 match gateway {
                     Some(gw) => write!(f, ",gw={gw}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// `ipconfigN`'s IPv6 part: `ip6=auto` (SLAAC), `ip6=dhcp`, or a static address with its
+/// prefix length and an optional `gw6=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ip6Config {
+    Auto,
+    Dhcp,
+    Static {
+        address: std::net::Ipv6Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv6Addr>,
+    },
+}
+
+impl Ip6Config {
+    /// Reads the `ip6=` and `gw6=` of PVE's `ipconfigN` text; `None` without an `ip6=` or with
+    /// one PVE would not have accepted.
+    pub fn parse(text: &str) -> Option<Ip6Config> {
+        let field = |key: &str| {
+            text.split(',')
+                .find_map(|item| item.strip_prefix(key)?.strip_prefix('='))
+        };
+        match field("ip6")? {
+            "auto" => Some(Ip6Config::Auto),
+            "dhcp" => Some(Ip6Config::Dhcp),
+            cidr => {
+                let (address, prefix) = cidr.split_once('/')?;
+                Some(Ip6Config::Static {
+                    address: address.parse().ok()?,
+                    prefix: prefix.parse().ok().filter(|p| *p <= 128)?,
+                    gateway: field("gw6").and_then(|gw| gw.parse().ok()),
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Display for Ip6Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ip6Config::Auto => f.write_str("ip6=auto"),
+            Ip6Config::Dhcp => f.write_str("ip6=dhcp"),
+            Ip6Config::Static {
+                address,
+                prefix,
+                gateway,
+            } => {
+                write!(f, "ip6={address}/{prefix}")?;
+                match gateway {
+                    Some(gw) => write!(f, ",gw6={gw}"),
                     None => Ok(()),
                 }
             }
@@ -359,9 +428,14 @@ impl fmt::Display for DiskSize {
 }
 
 impl VmConfig {
+    /// `netN`, parsed.
+    pub fn net(&self, index: usize) -> Option<NetDevice> {
+        NetDevice::parse(self.get(&format!("net{index}"))?)
+    }
+
     /// `net0`, parsed.
     pub fn net0(&self) -> Option<NetDevice> {
-        NetDevice::parse(self.get("net0")?)
+        self.net(0)
     }
 
     /// The MAC of `net0` (as configured, uppercase), if any.
@@ -372,6 +446,11 @@ impl VmConfig {
     /// `ipconfigN`, parsed.
     pub fn ip_config(&self, index: u8) -> Option<IpConfig> {
         IpConfig::parse(self.get(&format!("ipconfig{index}"))?)
+    }
+
+    /// `ipconfigN`'s IPv6 part, parsed.
+    pub fn ip6_config(&self, index: u8) -> Option<Ip6Config> {
+        Ip6Config::parse(self.get(&format!("ipconfig{index}"))?)
     }
 
     /// Has a cloud-init drive (a disk slot holding a `vm-<id>-cloudinit` volume): without one

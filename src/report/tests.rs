@@ -82,6 +82,9 @@ fn sample() -> Summary {
                         Some("2026-11-25T17:02:10.123Z"),
                     ),
                 ]),
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
             VmSummary {
                 name: "web-2".into(),
@@ -104,6 +107,9 @@ fn sample() -> Summary {
                     ),
                     ("awaiting-agent", "2026-11-25T17:01:20.000Z", None),
                 ]),
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
             VmSummary {
                 name: "web-3".into(),
@@ -119,6 +125,9 @@ fn sample() -> Summary {
                 phases: IndexMap::new(),
                 checks: Vec::new(),
                 hook: None,
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
         ],
     }
@@ -168,7 +177,7 @@ fn summary_json_round_trips_with_millisecond_utc_times() {
     let text = std::fs::read_to_string(tmp.path().join("summary.json")).unwrap();
     let back: Summary = serde_json::from_str(&text).unwrap();
     assert_eq!(back, sample());
-    assert!(text.contains("\"schema_version\": 1"), "{text}");
+    assert!(text.contains("\"schema_version\": 2"), "{text}");
     assert!(
         text.contains("\"finished\": \"2026-11-25T17:05:30.250Z\""),
         "{text}"

@@ -459,6 +459,7 @@ mod tests {
             name: "web-1".into(),
             vmid: 101,
             node: "pve1".into(),
+            ..Default::default()
         }
     }
 

@@ -73,6 +73,8 @@ pub(super) fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             m.requests = progress.requests;
             m.eta_s = progress.eta_s;
         }
+        // The per-NIC addresses are for summary.json and the headless log.
+        Event::VmNics { .. } => {}
         Event::VmReported { vm, addresses } => {
             if let Some(row) = m.vms.get_mut(vm) {
                 row.reported = Some(text::clean(&addresses));
