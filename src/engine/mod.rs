@@ -125,7 +125,9 @@ async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::Journa
                     .enumerate()
                     .skip(1)
                     .filter_map(|(i, nic)| match nic.address {
-                        crate::config::Addressing::Static(host) => Some((i, host.to_string())),
+                        crate::config::Addressing::Static(host) => {
+                            Some((format!("net{i}"), host.to_string()))
+                        }
                         _ => None,
                     })
                     .collect(),
