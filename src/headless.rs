@@ -190,11 +190,14 @@ impl<W: Write> Printer<W> {
             | Event::CopyProgress { .. }
             | Event::Check { .. }
             | Event::Hook { .. } => {}
-            Event::VmNics { vm, nics } if nics.len() > 1 => self.line(
-                Level::Info,
-                Some(*vm),
-                &format!("NICs: {}", nics_line(nics)),
-            ),
+            Event::VmNics { vm, nics } if nics.len() > 1 => {
+                let nics: Vec<String> = nics.iter().map(|n| n.describe()).collect();
+                self.line(
+                    Level::Info,
+                    Some(*vm),
+                    &format!("NICs: {}", nics.join("; ")),
+                )
+            }
             Event::VmNics { .. } => {}
             Event::VmReported { vm, addresses } => self.line(
                 Level::Info,
@@ -479,20 +482,3 @@ pub async fn run_with_interrupts<W: Write>(
 
 #[cfg(test)]
 mod tests;
-
-/// `net0 10.0.10.21; net1 10.0.20.5 (vlan 20)`: each NIC with what the agent reports on it.
-fn nics_line(nics: &[crate::report::NicSummary]) -> String {
-    nics.iter()
-        .map(|nic| {
-            let reported = match nic.reported.is_empty() {
-                true => "-".to_string(),
-                false => nic.reported.join(" "),
-            };
-            match nic.vlan {
-                Some(tag) => format!("{} {reported} (vlan {tag})", nic.name),
-                None => format!("{} {reported}", nic.name),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}

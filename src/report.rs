@@ -233,6 +233,27 @@ fn tally(vms: &[VmSummary]) -> String {
     format!("{} of {}", parts.join(", "), vms.len())
 }
 
+impl NicSummary {
+    /// `net1 on vmbr2 VLAN 20 (MAC BC:24:11:..): 10.0.20.20, expected 10.0.20.20/24`.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{} on {}", self.name, self.bridge);
+        if let Some(tag) = self.vlan {
+            out.push_str(&format!(" VLAN {tag}"));
+        }
+        if let Some(mac) = &self.mac {
+            out.push_str(&format!(" (MAC {mac})"));
+        }
+        match self.reported.is_empty() {
+            true => out.push_str(": nothing reported"),
+            false => out.push_str(&format!(": {}", self.reported.join(" "))),
+        }
+        if !self.expected.is_empty() {
+            out.push_str(&format!(", expected {}", self.expected.join(" ")));
+        }
+        out
+    }
+}
+
 impl VmSummary {
     /// A VM known only by its plan: nothing has happened to it yet.
     pub fn planned(name: &str, vmid: u32, node: &str) -> VmSummary {

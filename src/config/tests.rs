@@ -1919,3 +1919,23 @@ fn nic_problems_say_what_to_do() {
     );
     assert!(bridge.contains("net0"), "{bridge}");
 }
+
+#[test]
+fn the_readmes_network_examples_parse() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split_once("### Networks\n")
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .expect("a Networks section");
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(toml, _)| toml))
+        .collect();
+    assert_eq!(blocks.len(), 4, "DHCP, a static list, a pool, two NICs");
+    for block in blocks {
+        let config =
+            Config::parse(&with(block), "README.md").unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert!(!config.defaults.networks.is_empty());
+    }
+}

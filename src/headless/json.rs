@@ -242,5 +242,24 @@ mod tests {
         let back: Value = serde_json::from_str(&log).expect("one JSON object");
         assert_eq!(back["text"], "a \"quoted\"\nline");
         assert!(back.get("vm").is_none());
+        let nics = encoder.encode(
+            &Event::VmNics {
+                vm: 0,
+                nics: vec![crate::report::NicSummary {
+                    name: "net1".into(),
+                    bridge: "vmbr2".into(),
+                    vlan: Some(20),
+                    reported: vec!["10.0.20.20".into()],
+                    ..Default::default()
+                }],
+            },
+            now,
+        );
+        assert_eq!(
+            (&nics["type"], &nics["name"]),
+            (&json!("nics"), &json!("web-1"))
+        );
+        assert_eq!(nics["nics"][0]["vlan"], 20);
+        assert_eq!(nics["nics"][0]["reported"][0], "10.0.20.20");
     }
 }

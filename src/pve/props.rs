@@ -651,6 +651,37 @@ mod tests {
     }
 
     #[test]
+    fn net_options_are_replaced_in_place_or_appended() {
+        let mut dev =
+            NetDevice::parse("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,tag=5,rate=10").unwrap();
+        dev.set_option("tag", "20");
+        dev.set_option("mtu", "9000");
+        assert_eq!(
+            dev.to_string(),
+            "virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,tag=20,rate=10,mtu=9000"
+        );
+    }
+
+    #[test]
+    fn ip6_config_reads_and_writes_pves_keys() {
+        let fixed = Ip6Config::Static {
+            address: "2001:db8::21".parse().unwrap(),
+            prefix: 64,
+            gateway: Some("2001:db8::1".parse().unwrap()),
+        };
+        assert_eq!(fixed.to_string(), "ip6=2001:db8::21/64,gw6=2001:db8::1");
+        assert_eq!(
+            Ip6Config::parse("ip=dhcp,ip6=2001:db8::21/64,gw6=2001:db8::1"),
+            Some(fixed)
+        );
+        assert_eq!(Ip6Config::parse("ip6=auto"), Some(Ip6Config::Auto));
+        assert_eq!(Ip6Config::Dhcp.to_string(), "ip6=dhcp");
+        // `ip=` is not `ip6=`, and a bad prefix is no address.
+        assert_eq!(Ip6Config::parse("ip=10.0.0.5/24,gw=10.0.0.1"), None);
+        assert_eq!(Ip6Config::parse("ip6=2001:db8::21/129"), None);
+    }
+
+    #[test]
     fn net0_keeps_model_and_mac_and_sets_bridge() {
         let mut dev = NetDevice::parse("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1").unwrap();
         assert_eq!(dev.model, "virtio");

@@ -124,14 +124,8 @@ impl VmTask {
                 nic.reported = seen.iter().map(|ip| ip.to_string()).collect();
             }
         }
-        if nics.len() > 1 {
-            let line: Vec<String> = (nics.iter().skip(1))
-                .map(|n| match n.reported.is_empty() {
-                    true => format!("{}: no address reported", n.name),
-                    false => format!("{}: {}", n.name, n.reported.join(" ")),
-                })
-                .collect();
-            self.log(Level::Info, line.join("; "));
+        for nic in nics.iter().skip(1) {
+            self.log(Level::Info, nic.describe());
         }
         self.send(Event::VmNics {
             vm: self.vm.index,
