@@ -39,6 +39,8 @@ pub struct Draft {
     pub storage: Option<String>,
     pub format: Option<String>,
     pub bridge: Option<String>,
+    /// net0's VLAN tag.
+    pub vlan: Option<u16>,
     pub secure_boot: Option<bool>,
     pub ciuser: Option<String>,
     pub sshkeys: Vec<String>,
@@ -189,6 +191,11 @@ impl Draft {
             &mut out,
             "defaults.bridge",
             self.bridge.as_deref().map(quote),
+        );
+        self.key(
+            &mut out,
+            "defaults.vlan",
+            self.vlan.map(|tag| tag.to_string()),
         );
         self.key(
             &mut out,
