@@ -4,7 +4,13 @@
 //! not the simulator's. After the rollout the child fills the log store to its 10k lines and
 //! reports its peak RSS again.
 //!
-//! `cargo bench --bench scale`. Knobs: `BENCH_VMS` (1000), `BENCH_SCALE` (0.05), `BENCH_SEED` (3).
+//! The rollout runs twice on the same seed, each against a fresh simulator: with the client's
+//! default caps (2 requests in flight per node, 16 overall), then with one cap of 2 for the whole
+//! process (what the client did before it capped per node). The simulator's per-node counters
+//! show that no node served more than its cap at once.
+//!
+//! `cargo bench --bench scale`. Knobs: `BENCH_VMS` (1000), `BENCH_SCALE` (0.05), `BENCH_SEED` (3),
+//! `BENCH_BASELINE` (`0` skips the global-cap run).
 
 use std::process::Command;
 use std::time::{Instant, SystemTime};
@@ -52,8 +58,20 @@ fn main() {
     }
 }
 
-/// The parent: the simulator, and the child that rolls out against it.
+/// The parent: the runs, each a simulator and a child that rolls out against it.
 async fn simulator() {
+    let wall = Instant::now();
+    let per_node = pve_rollout::pve::DEFAULT_MAX_IN_FLIGHT_PER_NODE;
+    let run = one_run(pve_rollout::pve::DEFAULT_MAX_IN_FLIGHT, per_node, "").await;
+    if env("BENCH_BASELINE", 1u8) == 1 {
+        let base = one_run(per_node, per_node, "global_cap_").await;
+        println!("ratio_simulated_s_global_cap={:.3}", run / base);
+    }
+    println!("wall_s={:.1}", wall.elapsed().as_secs_f64());
+}
+
+/// One rollout with these caps; prints its figures with `prefix`; returns its simulated seconds.
+async fn one_run(max_in_flight: usize, per_node: usize, prefix: &str) -> f64 {
     let vms = env("BENCH_VMS", 1000usize);
     let scale = env("BENCH_SCALE", 0.05f64);
     let mut scenario = Scenario::builtin("cluster").expect("cluster scenario");
@@ -83,6 +101,8 @@ async fn simulator() {
             .env(ROLE, "rollout")
             .env("BENCH_VMS", vms.to_string())
             .env("BENCH_SCALE", scale.to_string())
+            .env("BENCH_MAX_IN_FLIGHT", max_in_flight.to_string())
+            .env("BENCH_MAX_IN_FLIGHT_PER_NODE", per_node.to_string())
             .env("BENCH_SIM_URL", &access.url)
             .env("BENCH_SIM_TOKEN_ID", &access.token_id)
             .env("BENCH_SIM_TOKEN_SECRET", &access.token_secret)
@@ -93,14 +113,41 @@ async fn simulator() {
     .expect("join")
     .expect("child runs");
     let stats = sim.stats();
+    let simulated = sim.now() - t0;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    println!("wall_s={:.1}", wall.elapsed().as_secs_f64());
-    println!("simulated_s={:.0}", sim.now() - t0);
-    println!("requests_total={}", stats.requests_total);
-    println!("peak_in_flight={}", stats.peak_in_flight);
-    println!("peak_rss_simulator_mib={:.1}", peak_rss_mib());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("{prefix}{line}");
+    }
+    let peak_node = stats
+        .node_load
+        .values()
+        .map(|l| l.peak_in_flight)
+        .max()
+        .unwrap_or(0);
+    for (node, load) in &stats.node_load {
+        eprintln!(
+            "# {prefix}{node}: {} requests, at most {} at once",
+            load.requests, load.peak_in_flight
+        );
+    }
+    println!("{prefix}max_in_flight={max_in_flight}");
+    println!("{prefix}max_in_flight_per_node={per_node}");
+    println!("{prefix}wall_s={:.1}", wall.elapsed().as_secs_f64());
+    println!("{prefix}simulated_s={simulated:.0}");
+    println!("{prefix}requests_total={}", stats.requests_total);
+    println!(
+        "{prefix}requests_per_vm={:.1}",
+        stats.requests_total as f64 / vms as f64
+    );
+    println!("{prefix}peak_in_flight={}", stats.peak_in_flight);
+    println!("{prefix}peak_in_flight_one_node={peak_node}");
+    println!("{prefix}peak_rss_simulator_mib={:.1}", peak_rss_mib());
     assert!(out.status.success(), "rollout child failed: {}", out.status);
+    assert!(
+        peak_node <= per_node as u64,
+        "a node served {peak_node} requests at once, above the cap of {per_node}"
+    );
+    simulated
 }
 
 /// The child: engine + dashboard model, as `pve-rollout deploy` runs them (minus the terminal).
@@ -117,6 +164,14 @@ async fn rollout() {
     let out = tempfile::tempdir().expect("temp dir");
     let mut settings = DemoSettings {
         vms,
+        max_in_flight: env(
+            "BENCH_MAX_IN_FLIGHT",
+            pve_rollout::pve::DEFAULT_MAX_IN_FLIGHT,
+        ),
+        max_in_flight_per_node: env(
+            "BENCH_MAX_IN_FLIGHT_PER_NODE",
+            pve_rollout::pve::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
+        ),
         output: out.path().to_path_buf(),
         memory_mib: 512,
         // The template is on the shared NFS storage: clones land on every node.
@@ -125,12 +180,9 @@ async fn rollout() {
         stabilization: "1s".into(),
         ..DemoSettings::default()
     };
-    let client = Client::new(demo::client_config_at(
-        &access,
-        settings.max_in_flight,
-        scale,
-    ))
-    .expect("client");
+    let mut client_config = demo::client_config_at(&access, settings.max_in_flight, scale);
+    client_config.max_in_flight_per_node = settings.max_in_flight_per_node;
+    let client = Client::new(client_config).expect("client");
     settings.nodes = demo::online_nodes(&client).await.expect("nodes");
     let config = demo::config_at(&access, &settings).expect("config");
     let plan = plan::build(&client, &config).await.expect("preflight");

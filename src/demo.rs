@@ -22,7 +22,9 @@ pub struct DemoSettings {
     pub agent_timeout: String,
     pub ip_timeout: String,
     pub cloud_init: bool,
+    /// Requests in flight over all nodes, and per serving node.
     pub max_in_flight: usize,
+    pub max_in_flight_per_node: usize,
     /// Nodes to place VMs on (see [`online_nodes`]).
     pub nodes: Vec<String>,
 }
@@ -40,7 +42,8 @@ impl Default for DemoSettings {
             agent_timeout: "10m".into(),
             ip_timeout: "30m".into(),
             cloud_init: false,
-            max_in_flight: 2,
+            max_in_flight: crate::pve::DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_node: crate::pve::DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             nodes: vec!["pve1".into()],
         }
     }
@@ -87,6 +90,7 @@ url = "{url}"
 token_id = "{token_id}"
 fingerprint = "{fingerprint}"
 max_in_flight = {max_in_flight}
+max_in_flight_per_node = {max_in_flight_per_node}
 
 [rollout]
 name = "demo"
@@ -115,6 +119,7 @@ dir = "{dir}"
         token_id = sim.token_id,
         fingerprint = sim.fingerprint,
         max_in_flight = s.max_in_flight,
+        max_in_flight_per_node = s.max_in_flight_per_node,
         vms = s.vms,
         delay = s.deployment_delay,
         nodes = s

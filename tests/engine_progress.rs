@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use pve_rollout::config::ClonesPerStorage;
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::{Event, Phase};
 use pve_rollout::headless::exit_code;
@@ -23,15 +24,34 @@ fn defaults(vms: usize) -> DemoSettings {
     }
 }
 
-/// 20 full clones of a 128 GiB template share one 200 MB/s storage: ~3.8 simulated hours in
-/// which every copy runs far past the old 30 min limit while its percentage keeps growing.
+/// 20 full clones of a 128 GiB template on one 200 MB/s storage, everything at its default
+/// (`max_clones_per_storage = "auto"` among them): all verify, none is cloned twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn realistic_twenty_vms_all_verify_with_the_default_timeouts() {
-    // The storage-bound case the issue reports: a fully allocated 128 GiB template.
+async fn realistic_twenty_vms_verify_with_every_default() {
     let scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
     assert_eq!(scenario.template.disk_size, "128G");
     let h = Harness::start_with(scenario, 11, 0.002, defaults(20)).await;
     assert_eq!(h.config.checks.clone_timeout, None, "no ceiling by default");
+    assert_eq!(
+        h.config.rollout.max_clones_per_storage,
+        ClonesPerStorage::Auto
+    );
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 20], "{summary:#?}");
+    assert_eq!(exit_code(&summary), 0);
+    let stats = h.sim.stats();
+    assert_eq!(stats.clones_by_name.len(), 20);
+    assert!(stats.clones_by_name.values().all(|n| *n == 1), "{stats:?}");
+}
+
+/// The same 20 clones all at once (`max_clones_per_storage = 0`, what the old tool did): ~3.8
+/// simulated hours in which every copy runs far past the old 30 min limit while its percentage
+/// keeps growing; none is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_copies_sharing_a_storage_for_hours_all_verify() {
+    let scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
+    let mut h = Harness::start_with(scenario, 11, 0.002, defaults(20)).await;
+    h.config.rollout.max_clones_per_storage = ClonesPerStorage::Limit(0);
     let (summary, events) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified"; 20], "{summary:#?}");
     assert_eq!(exit_code(&summary), 0);
@@ -58,9 +78,13 @@ async fn realistic_twenty_vms_all_verify_with_the_default_timeouts() {
                 _ => None,
             })
             .collect();
-        // Each drive counts from 0 % again; the last (the 128 GiB disk) ends at 100 %.
+        // Each drive counts from 0 % again; the last (the 128 GiB disk) was seen near its end
+        // (the log is read at a slow pace: the node's task list tells the end itself).
         assert!(percents.len() >= 3, "VM {vm}: {percents:?}");
-        assert_eq!(percents.last(), Some(&100.0), "VM {vm}: {percents:?}");
+        assert!(
+            percents.last().is_some_and(|p| *p >= 90.0),
+            "VM {vm}: {percents:?}"
+        );
     }
     assert!(
         events
@@ -102,7 +126,10 @@ async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
     let mut scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
     scenario.template.disk_size = "16G".into();
     scenario.faults.clone_freeze = vec![2];
-    let h = Harness::start_with(scenario, 5, 0.005, defaults(3)).await;
+    let mut h = Harness::start_with(scenario, 5, 0.005, defaults(3)).await;
+    // All three copy at once, as without a limit: the clone phase's length is the copy's alone
+    // (no wait for a slot behind the first clone).
+    h.config.rollout.max_clones_per_storage = ClonesPerStorage::Limit(0);
     let (summary, events) = h.run_plain().await;
     assert_eq!(
         states(&summary),
@@ -115,8 +142,8 @@ async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
         reason.contains("made no progress for 10m") && reason.contains("stuck at 10.00%"),
         "{reason}"
     );
-    // It failed in the clone phase, about ten minutes after its last move (not at once, not
-    // after the old 30 min limit).
+    // It failed in the clone phase, about ten minutes after its last move was seen (not at
+    // once, not after the old 30 min limit).
     assert!(
         first_state(&events, 1, |s| matches!(
             s,
@@ -139,8 +166,10 @@ async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
         .zip(cloning.started)
         .map(|(f, s)| f.duration_since(s).as_secs_f64() / h.scale)
         .expect("clone phase timed");
-    // 16 GiB at 200 MB/s shared by up to three: the tenth is copied within ~30 s, then 10 min.
-    assert!((600.0..700.0).contains(&took), "clone phase took {took} s");
+    // 16 GiB at 200 MB/s shared by up to three: the tenth is copied within ~30 s. The log is
+    // read at a slow pace (0.6 of the predicted rest, here under 2 min), so the read that first
+    // sees 10.00% comes at most that long after the freeze; 10 min later a read finds it there.
+    assert!((600.0..780.0).contains(&took), "clone phase took {took} s");
     assert!(
         frozen.clone_finished_at.is_none(),
         "the frozen task never finished"

@@ -1790,3 +1790,70 @@ async fn reqwest_client_interoperates() {
             .starts_with("UPID:pve1:")
     );
 }
+
+// GET /nodes/{node}/tasks (pve-manager Tasks.pm): served without a pvedaemon worker; `active`
+// lists running tasks only (an ended task is archived at once), `archive` ended ones with their
+// status; filters; a token without Sys.Audit sees only the tasks it started.
+#[tokio::test]
+async fn node_task_list_filters_and_visibility() {
+    let mut o = opts("fast", SCALE);
+    o.scenario.auth.tokens.push(TokenSpec {
+        id: "audit@pve!ro".into(),
+        secret: "ro-secret".into(),
+        privsep: true,
+        privileges: vec!["VM.Audit".into()],
+        acl: Vec::new(),
+    });
+    let (sim, c) = start(o).await;
+    let upid = c
+        .post(
+            "/nodes/pve1/qemu/9000/clone",
+            "newid=101&name=web-1&full=1&storage=ssd&format=qcow2",
+        )
+        .await
+        .data();
+    let upid = upid.as_str().expect("upid").to_string();
+    let workers_before = sim.stats().nodes["pve1"].requests;
+    let active = c
+        .get("/nodes/pve1/tasks?source=active&typefilter=qmclone")
+        .await;
+    assert_eq!(
+        sim.stats().nodes["pve1"].requests,
+        workers_before,
+        "no pvedaemon worker for the task list"
+    );
+    let listed = active.data();
+    assert_eq!(listed[0]["upid"], upid.as_str(), "{listed}");
+    assert_eq!(listed[0]["status"], "RUNNING");
+    assert!(listed[0].get("endtime").is_none());
+    assert_eq!(
+        c.get("/nodes/pve1/tasks?source=active&typefilter=qmstart")
+            .await
+            .data(),
+        json!([])
+    );
+    c.wait_task(&sim, &upid, 600.0).await;
+    assert_eq!(
+        c.get("/nodes/pve1/tasks?source=active").await.data(),
+        json!([]),
+        "ended: archived, gone from the active list"
+    );
+    let archived = c.get("/nodes/pve1/tasks?vmid=9000").await;
+    assert_eq!(archived.json()["total"], 1);
+    assert_eq!(archived.data()[0]["status"], "OK");
+    assert!(archived.data()[0]["endtime"].as_i64().is_some());
+    assert_eq!(c.get("/nodes/pve1/tasks?limit=0").await.data(), json!([]));
+    let since = archived.data()[0]["starttime"].as_i64().expect("starttime") + 1;
+    assert_eq!(
+        c.get(&format!("/nodes/pve1/tasks?since={since}"))
+            .await
+            .data(),
+        json!([])
+    );
+    // The token did not start that clone and lacks Sys.Audit: an empty list, not a 403.
+    let ro = c.with(Cred::Token("audit@pve!ro=ro-secret".into()));
+    assert_eq!(
+        ro.get("/nodes/pve1/tasks?source=all").await.data(),
+        json!([])
+    );
+}

@@ -87,7 +87,9 @@ async fn task_lists_filter_like_pve() {
     let active = c.get("/nodes/pve1/tasks?source=active").await.data();
     assert_eq!(active.as_array().expect("list").len(), 1);
     assert_eq!(active[0]["upid"], running.as_str());
-    assert!(active[0].get("status").is_none() && active[0].get("endtime").is_none());
+    // Tasks.pm lists a running task with `status` `RUNNING` (and no end time).
+    assert_eq!(active[0]["status"], "RUNNING");
+    assert!(active[0].get("endtime").is_none());
     let all = c
         .get("/nodes/pve1/tasks?source=all&typefilter=qmclone&vmid=9000")
         .await

@@ -144,3 +144,35 @@ async fn many_vms_many_callers() {
         s.peak_in_flight
     );
 }
+
+/// Each request is counted at the node that serves it: `/nodes/{node}/...` at that node, the
+/// cluster-wide calls at the entry node (the first of the scenario's nodes).
+#[tokio::test]
+async fn requests_are_counted_at_their_serving_node() {
+    let mut o = opts("cluster", 0.01);
+    o.scenario.faults.node_offline.clear();
+    let entry = o.scenario.cluster.nodes[0].clone();
+    let other = o.scenario.cluster.nodes[2].clone();
+    let (sim, c) = start(o).await;
+    let before = sim.stats().node_load;
+    let calls = (0..4)
+        .map(|_| {
+            let (c, path) = (c.clone(), format!("/nodes/{other}/status"));
+            tokio::spawn(async move { c.get(&path).await.status })
+        })
+        .chain((0..3).map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get("/cluster/resources").await.status })
+        }));
+    for call in calls.collect::<Vec<_>>() {
+        assert_eq!(call.await.expect("join"), 200);
+    }
+    let after = sim.stats().node_load;
+    let served = |node: &str| {
+        after.get(node).map_or(0, |l| l.requests) - before.get(node).map_or(0, |l| l.requests)
+    };
+    assert_eq!(served(&other), 4, "{after:?}");
+    assert_eq!(served(&entry), 3, "{after:?}");
+    let peak = after[&other].peak_in_flight;
+    assert!((1..=4).contains(&peak), "{after:?}");
+}

@@ -11,8 +11,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::formats::{self, edit_distance};
 use super::{
-    CheckMode, ChecksConfig, Cidr, CloneMode, Config, ConfigError, ConfigSource, OutputConfig,
-    Placement, Problem, ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides, VmSpec,
+    CheckMode, ChecksConfig, Cidr, CloneMode, ClonesPerStorage, Config, ConfigError, ConfigSource,
+    OutputConfig, Placement, Problem, ProxmoxConfig, RolloutConfig, TemplateRef, VmOverrides,
+    VmSpec,
 };
 
 mod checks;

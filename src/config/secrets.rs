@@ -90,6 +90,7 @@ impl Config {
         Ok(ClientConfig::new(p.url.clone(), auth)
             .with_tls(tls)
             .with_max_in_flight(p.max_in_flight)
+            .with_max_in_flight_per_node(p.max_in_flight_per_node)
             .with_time_scale(time_scale))
     }
 

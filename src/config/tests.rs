@@ -123,6 +123,18 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(6),
         ),
         (
+            "clone limit as a word other than auto",
+            with("max_clones_per_storage = \"fast\""),
+            "rollout.max_clones_per_storage",
+            Some(6),
+        ),
+        (
+            "negative clone limit",
+            with("max_clones_per_storage = -1"),
+            "rollout.max_clones_per_storage",
+            Some(6),
+        ),
+        (
             "zero timeout",
             with("[checks]\nip_timeout = \"0s\""),
             "checks.ip_timeout",
@@ -828,6 +840,12 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(4),
         ),
         (
+            "max_in_flight_per_node above the workers a node can give",
+            format!("{PROXMOX}max_in_flight_per_node = 17\n{ROLLOUT}"),
+            "proxmox.max_in_flight_per_node",
+            Some(4),
+        ),
+        (
             "insecure as string",
             format!("{PROXMOX}insecure = \"yes\"\n{ROLLOUT}"),
             "proxmox.insecure",
@@ -1343,7 +1361,12 @@ fn defaults_are_the_seeds() {
     assert_eq!(c.stabilization, Duration::from_secs(30));
     assert!(!c.cloud_init && !c.ipv6);
     assert_eq!(c.ip_prefer, Cidr::rfc1918());
-    assert_eq!(config.proxmox.max_in_flight, 2);
+    assert_eq!(config.proxmox.max_in_flight, 16);
+    assert_eq!(
+        config.rollout.max_clones_per_storage,
+        crate::config::ClonesPerStorage::Auto
+    );
+    assert_eq!(config.proxmox.max_in_flight_per_node, 2);
     assert!(!config.proxmox.insecure);
     assert_eq!(config.output.dir, Path::new("rollout-out"));
     let names: Vec<_> = config.vms().into_iter().map(|v| v.name).collect();
@@ -1509,7 +1532,10 @@ fn token_secret_from_a_private_file_trimmed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(client.tls, TlsTrust::System);
-    assert_eq!(client.max_in_flight, 2);
+    assert_eq!(
+        (client.max_in_flight, client.max_in_flight_per_node),
+        (16, 2)
+    );
     assert_eq!(client.url, "https://pve1.example.org:8006");
     let debug = format!("{client:?} {config:?}");
     assert!(!debug.contains(SECRET), "{debug}");
@@ -1792,6 +1818,31 @@ fn a_config_file_that_is_not_utf8_is_a_clear_error() {
         !text.contains("  "),
         "no runs of spaces in the hint: {text}"
     );
+}
+
+#[test]
+fn the_clone_limit_is_auto_or_a_number() {
+    use crate::config::ClonesPerStorage;
+    let parse = |extra: &str| {
+        Config::parse(&with(extra), "d.toml")
+            .expect("valid")
+            .rollout
+            .max_clones_per_storage
+    };
+    assert_eq!(
+        parse("max_clones_per_storage = \"auto\""),
+        ClonesPerStorage::Auto
+    );
+    assert_eq!(
+        parse("max_clones_per_storage = 2"),
+        ClonesPerStorage::Limit(2)
+    );
+    assert_eq!(
+        parse("max_clones_per_storage = 0"),
+        ClonesPerStorage::Limit(0)
+    );
+    let err = Config::parse(&with("max_clones_per_storage = \"fast\""), "d.toml").unwrap_err();
+    assert!(err.to_string().contains("\"auto\""), "{err}");
 }
 
 #[test]

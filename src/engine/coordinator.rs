@@ -10,10 +10,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::CheckMode;
+use crate::config::{CheckMode, CloneMode};
 use crate::report::{HookReport, Summary};
 
 use super::Rollout;
+use super::clone_slots::CloneSlots;
 use super::event::{Command, Event, Level, Phase, VmState};
 use super::ip::IpRules;
 use super::journal::{Entry, History, Journal};
@@ -21,6 +22,7 @@ use super::poll::Learned;
 use super::provision::{self, HookVm, Provisioner};
 use super::record::Record;
 use super::schedule::{AgentLane, Stagger};
+use super::task_watch::TaskWatch;
 use super::vm::{Outcome, Prelude, Shared, VmTask};
 
 mod restart;
@@ -106,6 +108,19 @@ impl Coordinator {
             events: to_coordinator,
             journal: journal.clone(),
             learned: Learned::default(),
+            clone_slots: CloneSlots::new(
+                rollout.config.rollout.max_clones_per_storage,
+                rollout.config.rollout.deployment_delay.as_secs_f64(),
+                &rollout
+                    .plan
+                    .vms
+                    .iter()
+                    // A linked clone copies nothing.
+                    .filter(|vm| vm.adopted.is_none() && vm.spec.clone != CloneMode::Linked)
+                    .map(|vm| (vm.index, vm.clone_storage.clone()))
+                    .collect::<Vec<_>>(),
+            ),
+            task_watch: TaskWatch::new(rollout.client.clone(), rollout.clock),
             exec_checks,
             provisioner,
         });

@@ -11,6 +11,7 @@
 
 mod addresses;
 pub mod clock;
+mod clone_slots;
 mod coordinator;
 pub mod destroy;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod record;
 pub mod schedule;
 pub mod settings;
 mod snippets;
+mod task_watch;
 mod vm;
 
 use std::path::Path;

@@ -60,6 +60,9 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+    /// The physical storage its clone copies onto: the storage id when shared by the cluster,
+    /// else `node/storage` (clones onto one share its throughput).
+    pub clone_storage: String,
 }
 
 impl PlannedVm {
@@ -431,10 +434,15 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         *placed.entry(node.clone()).or_default() += 1;
 
         // Storage on that node.
-        let storage_ok = storages.iter().any(|s| {
+        let target_storage = storages.iter().find(|s| {
             s.storage.as_deref() == Some(entry.spec.storage.as_str())
                 && (s.node.as_deref() == Some(node.as_str()) || s.shared)
         });
+        let storage_ok = target_storage.is_some();
+        let clone_storage = match target_storage {
+            Some(s) if s.shared => entry.spec.storage.clone(),
+            _ => format!("{node}/{}", entry.spec.storage),
+        };
         let linked = entry.spec.clone == CloneMode::Linked;
         if !storage_ok && adopted.is_none() && !linked {
             problems.push(format!(
@@ -509,6 +517,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         planned.push(PlannedVm {
             journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
             clone_upid,
+            clone_storage,
             index,
             name: entry.name,
             vmid,

@@ -39,6 +39,13 @@ pub enum Attempt<T> {
     /// A copy under way: the next ask follows the prediction ([`next_poll`]) rather than the
     /// back-off, and a poller that [stalls](Poller::stalls_after) watches its percentage.
     Copying(Copy),
+    /// A copy under way that cannot end sooner than `at_least` seconds from now (its rate could
+    /// at most grow to the whole storage's): the next ask comes at 0.7 of it, at least every
+    /// 2 s near the end ([`next_poll_bounded`]). `percent` is the one read at this ask, if any.
+    CopyingAtLeast {
+        at_least: f64,
+        percent: Option<f64>,
+    },
 }
 
 /// What a copying task's log said at one ask.
@@ -58,6 +65,9 @@ struct Stall {
     /// slower VM says nothing about this copy).
     since: Option<f64>,
     best: Option<f64>,
+    /// This answer read the percentage and found it where it was: only then is a stall judged
+    /// (a copy whose log is read rarely has not stalled between two reads that saw it move).
+    unmoved: bool,
 }
 
 /// The rollout was aborted while a poller slept.
@@ -160,6 +170,7 @@ impl<'a> Poller<'a> {
             limit,
             since: None,
             best: None,
+            unmoved: false,
         });
         self
     }
@@ -202,6 +213,65 @@ impl<'a> Poller<'a> {
         }
     }
 
+    /// Like [`Self::due`], but the wait is handed to `wait_for`, which may end it early (a
+    /// node's task list that says a task ended): its output, or `None` when nothing was due.
+    pub async fn due_or<F, Fut, T>(&mut self, wait_for: F) -> Result<Option<T>, Aborted>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let Some(wait) = self.due.take() else {
+            return Ok(None);
+        };
+        match &self.abort {
+            Some(abort) => tokio::select! {
+                _ = abort.cancelled() => Err(Aborted),
+                out = wait_for(wait) => Ok(Some(out)),
+            },
+            None => Ok(Some(wait_for(wait).await)),
+        }
+    }
+
+    /// A percentage read at this answer (none when the log was not read): a new one is a move,
+    /// the same one means the copy stood still since the last move.
+    fn note_percent(&mut self, now: f64, percent: Option<f64>) {
+        if let Some(stall) = &mut self.stall
+            && let Some(p) = percent
+        {
+            // Any other percentage is a move: a drive's copy grows it, the next drive's starts
+            // it from 0 again.
+            if stall.best == Some(p) {
+                stall.unmoved = true;
+            } else {
+                stall.best = Some(p);
+                stall.since = Some(now);
+            }
+        }
+    }
+
+    /// The copy's percentage must be read at this ask: the stall limit passed since the last
+    /// move (only a fresh read can say whether it still stands).
+    pub fn stall_due(&self) -> bool {
+        self.stall.is_some() && self.stall_left(self.clock.now_s()) <= 0.0
+    }
+
+    /// Seconds until the copy would count as stalled (a poll comes by then to read it again).
+    fn stall_left(&self, now: f64) -> f64 {
+        self.stall.map_or(f64::INFINITY, |s| {
+            s.limit.as_secs_f64() - (now - s.since.unwrap_or(now))
+        })
+    }
+
+    /// The longest wait before the copy would count as stalled: ask again by then, to read it.
+    /// Once past (that read failed, or told nothing), the pace is the copy's own again rather
+    /// than a spin.
+    fn stall_cap(&self, now: f64) -> f64 {
+        match self.stall_left(now) {
+            left if left > 0.0 => left,
+            _ => f64::INFINITY,
+        }
+    }
+
     /// What an ask found. `Some(value)` when done (its wait learned); `None` to ask again once
     /// [`Self::due`]; past the deadline (checked after a `Pending` or `Copying`) `timed_out`
     /// decides, from the last `Pending` text, what the wait gives: mostly an error saying what
@@ -213,6 +283,7 @@ impl<'a> Poller<'a> {
     ) -> Result<Option<T>, E> {
         if let Some(stall) = &mut self.stall {
             stall.since.get_or_insert(self.clock.now_s());
+            stall.unmoved = false;
         }
         let wait = match attempt {
             Attempt::Done(value) => {
@@ -226,28 +297,26 @@ impl<'a> Poller<'a> {
                 self.waiting_for = why;
                 self.next
             }
-            Attempt::Copying(copy) => {
+            Attempt::CopyingAtLeast { at_least, percent } => {
                 let now = self.clock.now_s();
-                // Any other percentage is a move: a drive's copy grows it, the next drive's
-                // starts it from 0 again.
-                if let Some(stall) = &mut self.stall
-                    && let Some(p) = copy.percent
-                    && stall.best != Some(p)
-                {
-                    stall.best = Some(p);
-                    stall.since = Some(now);
-                }
+                self.note_percent(now, percent);
                 let waited = now - self.origin;
                 let left = self.clock.left(self.deadline).as_secs_f64();
-                // Ask again by the time the copy would count as stalled.
-                let stall_left = self.stall.map_or(f64::INFINITY, |s| {
-                    s.limit.as_secs_f64() - (now - s.since.unwrap_or(now))
-                });
-                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5);
-                Duration::from_secs_f64(secs.min(left.min(stall_left).max(0.2)))
+                let secs = next_poll_bounded(at_least, waited).min(self.stall_cap(now));
+                Duration::from_secs_f64(secs.min(left).max(0.2))
+            }
+            Attempt::Copying(copy) => {
+                let now = self.clock.now_s();
+                self.note_percent(now, copy.percent);
+                let waited = now - self.origin;
+                let left = self.clock.left(self.deadline).as_secs_f64();
+                let secs = next_poll(copy.remaining, self.last.as_secs_f64(), waited, 0.5)
+                    .min(self.stall_cap(now));
+                Duration::from_secs_f64(secs.min(left).max(0.2))
             }
         };
         if let Some(stall) = self.stall
+            && stall.unmoved
             && let Some(since) = stall.since
             && self.clock.now_s() - since >= stall.limit.as_secs_f64()
         {
@@ -354,14 +423,31 @@ pub struct CopyProgress {
 }
 
 impl CopyProgress {
-    /// A percentage read at `at`; one lower than the last starts the next drive's copy (PVE
-    /// copies a VM's drives one after the other, each counted from 0 %).
+    /// A percentage seen at rollout second `at`. A clone copies its drives one after the other,
+    /// each from 0 to 100 %: a lower percentage is the next drive, whose samples start afresh.
     pub fn observe(&mut self, at: f64, percent: f64) {
-        match self.samples.last() {
-            Some((_, p)) if percent < *p => self.samples = vec![(at, percent)],
-            Some((_, p)) if percent == *p => {}
-            _ => self.samples.push((at, percent)),
+        if self.samples.last().is_some_and(|(_, p)| percent < *p) {
+            self.samples.clear();
         }
+        if self.samples.last().is_none_or(|(_, p)| percent > *p) {
+            self.samples.push((at, percent));
+        }
+    }
+
+    /// The copy's pace once it has moved at least `min_percent` between the first and the last
+    /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
+    /// A drive seen at 100 % tells no pace (it may have ended long before it was read).
+    pub fn pace(&self, min_percent: f64) -> Option<(f64, f64)> {
+        let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
+        let rate = (p1 - p0) / (t1 - t0);
+        (p1 - p0 >= min_percent && p1 < 100.0 && rate.is_finite() && rate > 0.0)
+            .then(|| (100.0 / rate, t1 - p1 / rate))
+    }
+
+    /// [`Self::remaining`] as of rollout second `now` (time has passed since the last sample).
+    pub fn remaining_at(&self, now: f64) -> Option<f64> {
+        let (last, _) = *self.samples.last()?;
+        self.remaining().map(|r| (r - (now - last)).max(0.0))
     }
 
     /// The percentage of the drive being copied.
@@ -400,6 +486,15 @@ pub fn next_poll(remaining: Option<f64>, last: f64, waited: f64, floor: f64) -> 
     }
 }
 
+/// The next poll of a copy that cannot end sooner than `at_least` seconds from now: 0.7 of that
+/// (it shrinks by 70% with each poll, so a 10-minute copy costs about five polls before its last
+/// seconds), never more often than every 0.5 s nor, near the end, less often than every 2 s or
+/// 1% of the wait so far (the end is noticed within about a second or two).
+pub fn next_poll_bounded(at_least: f64, waited: f64) -> f64 {
+    let floor = (waited * 0.01).clamp(0.5, 2.0);
+    (at_least * 0.7).max(floor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,11 +509,32 @@ mod tests {
         p.observe(20.0, 30.0);
         // 20 % in the last 10 s: 35 s to go.
         assert_eq!(p.remaining(), Some(35.0));
-        // The next drive starts from 0 %: its own rate, once it has one.
-        p.observe(25.0, 2.0);
-        assert_eq!((p.percent(), p.remaining()), (Some(2.0), None));
-        p.observe(30.0, 12.0);
-        assert_eq!(p.remaining(), Some(44.0));
+        assert_eq!(p.remaining_at(25.0), Some(30.0), "5 s later");
+        // 10 % .. 30 % in 10 s: 50 s for the whole copy, which began at 20 - 30 / 2 = 5 s.
+        assert_eq!(p.pace(5.0), Some((50.0, 5.0)));
+        assert_eq!(p.pace(25.0), None, "not enough of the copy seen yet");
+        // The next drive starts from 0 %: its own samples, its own rate.
+        p.observe(30.0, 100.0);
+        assert_eq!(p.pace(1.0), None, "a drive read at 100 % tells no pace");
+        p.observe(31.0, 1.0);
+        assert_eq!(p.remaining(), None);
+        p.observe(41.0, 6.0);
+        assert_eq!(p.remaining(), Some(188.0));
+    }
+
+    #[test]
+    fn a_bounded_copy_is_polled_geometrically_then_every_two_seconds() {
+        assert_eq!(next_poll_bounded(600.0, 10.0), 420.0);
+        assert_eq!(
+            next_poll_bounded(1.0, 700.0),
+            2.0,
+            "near the end of a long copy"
+        );
+        assert_eq!(
+            next_poll_bounded(0.1, 5.0),
+            0.5,
+            "never more often than 0.5 s"
+        );
     }
 
     #[test]
@@ -522,6 +638,44 @@ mod tests {
         );
         asks(poller, clock, 3).await.unwrap();
         assert_eq!(learned.quantile(Wait::Ip, 0.0), Some(4.0));
+    }
+
+    /// A copy whose log is read rarely: the wait is cut to the stall limit, the ask there must
+    /// read (`stall_due`), and only a read that finds the same percentage fails it; a read that
+    /// failed there sets the copy's own pace again, not a spin.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_judged_only_on_a_fresh_read() {
+        let clock = Clock::new(1.0);
+        let backoff = Backoff::fixed(Duration::from_secs(5));
+        let far = clock.deadline(Duration::from_secs(100_000));
+        let long = |percent| Attempt::<()>::CopyingAtLeast {
+            at_least: 3000.0,
+            percent,
+        };
+        let timed_out = |why: String| -> Result<(), String> { Err(why) };
+        // Read at the first ask; the next comes at the stall limit, not 0.7 x 3000 s later.
+        let mut poll = Poller::new(clock, far, backoff).stalls_after(Duration::from_secs(600));
+        assert_eq!(poll.answer(long(Some(5.0)), timed_out), Ok(None));
+        assert!(!poll.stall_due());
+        poll.due().await.unwrap();
+        assert_eq!(clock.now_s().round(), 600.0);
+        assert!(poll.stall_due(), "the ask at the limit must read the log");
+        // That read failed: no verdict, and the wait is the copy's own (0.7 x 3000 s).
+        assert_eq!(poll.answer(long(None), timed_out), Ok(None));
+        poll.due().await.unwrap();
+        assert_eq!(clock.now_s().round(), 2700.0);
+        // The next read finds it where it stood: stalled.
+        let verdict = poll.answer(long(Some(5.0)), timed_out);
+        assert_eq!(
+            verdict,
+            Err("made no progress for 10m (stuck at 5.00%)".to_string())
+        );
+        // A read that finds it moved starts the limit afresh.
+        let mut poll = Poller::new(clock, far, backoff).stalls_after(Duration::from_secs(600));
+        assert_eq!(poll.answer(long(Some(5.0)), timed_out), Ok(None));
+        poll.due().await.unwrap();
+        assert_eq!(poll.answer(long(Some(6.0)), timed_out), Ok(None));
+        assert!(!poll.stall_due());
     }
 
     #[tokio::test(start_paused = true)]

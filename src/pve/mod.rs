@@ -1,14 +1,15 @@
 //! Proxmox VE API client: reqwest + rustls, auth, TLS trust, typed calls, classified errors,
-//! retries and a process-wide in-flight cap. Knows nothing of the engine.
+//! retries and in-flight caps (per serving node and overall). Knows nothing of the engine.
 //!
 //! CONTRACT (the engine codes against these signatures; keep them, add freely).
 //!
-//! Layout: this file holds the public types; `transport` sends one request (auth, in-flight cap,
-//! stats, error classification), `calls` holds the typed calls, `tls`, `auth`, `retry`, `encode`,
-//! `decode`, `wire` and `error` one idea each.
+//! Layout: this file holds the public types; `transport` sends one request (auth, in-flight caps,
+//! stats, error classification), `caps` the in-flight caps, `calls` holds the typed calls and
+//! `task_list` the node task list; `tls`, `auth`, `retry`, `encode`, `decode`, `wire` and `error`
+//! one idea each.
 //!
 //! Caller rules the types cannot express:
-//! - Create one `Client` per process and clone it: clones share the in-flight cap and the stats.
+//! - Create one `Client` per process and clone it: clones share the in-flight caps and the stats.
 //! - `clone_vm` never creates a second VM for one request: on any error, retry with the SAME
 //!   `newid`. `ErrorClass::AlreadyExists` means a VM with that id is there (typically our own clone
 //!   whose answer was lost): look at it (`vm_config`: name, `lock: clone`) and adopt it rather
@@ -32,32 +33,42 @@ mod auth;
 #[cfg(test)]
 mod bad_input_tests;
 mod calls;
+mod caps;
 mod decode;
 pub mod discovery;
 mod encode;
 mod error;
 mod props;
 mod retry;
+mod task_list;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]
 mod tests;
 mod tls;
 mod transport;
+mod upid;
 mod wire;
 
 pub use calls::CheckReport;
+pub use caps::ENTRY_NODE;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
 pub use props::{CiCustom, DiskSize, Ip6Config, IpConfig, NetDevice, NewEfiDisk, Startup, Tags};
+pub use task_list::{NodeTask, NodeTasks, TaskListQuery, TaskSource};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
+pub use upid::{Upid, UpidParts};
 
 /// Default per-request timeout. A request can wait up to 30 s in pvedaemon's queue before
 /// pveproxy answers `596 Connection timed out` (so a stuck daemon shows up as PVE's own error, not
 /// a client-side timeout), and agent calls take a few seconds more on top.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default process-wide cap on requests in flight (pvedaemon has 3 workers).
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
+/// Default cap on requests in flight served by one node (its pvedaemon has 3 workers: 2 leaves
+/// one for the GUI and other tools).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NODE: usize = 2;
+/// Default ceiling on requests in flight over all nodes (every call passes through the entry
+/// node's pveproxy): 8 nodes at their cap.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 
 /// A secret (token secret, password, ticket). Never printed: Debug and Display say `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -112,8 +123,11 @@ pub struct ClientConfig {
     pub url: String,
     pub auth: Auth,
     pub tls: TlsTrust,
-    /// Requests in flight at once, for the whole process (default 2).
+    /// Requests in flight at once over all nodes, for the whole process (default 16).
     pub max_in_flight: usize,
+    /// Requests in flight at once served by one node: `/nodes/{node}/...` counts against that
+    /// node, cluster-wide calls against the entry node (default 2).
+    pub max_in_flight_per_node: usize,
     /// Per-request timeout (long enough for agent calls: 3 s ping + 5 s command server-side).
     /// Not multiplied by `time_scale`.
     pub request_timeout: Duration,
@@ -125,14 +139,16 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// The settings every client starts from, real runs and the simulator alike: system roots,
-    /// 2 in flight, 60 s timeout, the default retries, real time. The `with_` methods change
-    /// only what a deployment decides (trust, in-flight cap, a time-scaled simulator).
+    /// 2 in flight per node and 16 overall, 60 s timeout, the default retries, real time. The
+    /// `with_` methods change only what a deployment decides (trust, in-flight caps, a
+    /// time-scaled simulator).
     pub fn new(url: impl Into<String>, auth: Auth) -> Self {
         ClientConfig {
             url: url.into(),
             auth,
             tls: TlsTrust::System,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight_per_node: DEFAULT_MAX_IN_FLIGHT_PER_NODE,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             retry: RetryPolicy::default(),
             time_scale: 1.0,
@@ -146,6 +162,13 @@ impl ClientConfig {
     pub fn with_max_in_flight(self, max_in_flight: usize) -> Self {
         ClientConfig {
             max_in_flight,
+            ..self
+        }
+    }
+
+    pub fn with_max_in_flight_per_node(self, max_in_flight_per_node: usize) -> Self {
+        ClientConfig {
+            max_in_flight_per_node,
             ..self
         }
     }
@@ -280,70 +303,6 @@ impl PveError {
 }
 
 pub type Result<T, E = PveError> = std::result::Result<T, E>;
-
-/// `UPID:node:pid:pstart:starttime:type:id:user:`
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Upid(pub String);
-
-/// The fields of a UPID (`pid`, `pstart`, `starttime` decoded from hex).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpidParts<'a> {
-    pub node: &'a str,
-    pub pid: u32,
-    pub pstart: u64,
-    pub starttime: u64,
-    pub task_type: &'a str,
-    /// May be empty (`imgcopy::`).
-    pub id: &'a str,
-    /// `root@pam` or `root@pam!token`.
-    pub user: &'a str,
-}
-
-impl Upid {
-    /// Splits `UPID:node:pid:pstart:starttime:type:id:user:` (the trailing colon is optional
-    /// here); `None` when it is not a UPID.
-    pub fn parts(&self) -> Option<UpidParts<'_>> {
-        let mut fields = self.0.trim().split(':');
-        if fields.next()? != "UPID" {
-            return None;
-        }
-        let node = fields.next().filter(|n| !n.is_empty())?;
-        let pid = u32::from_str_radix(fields.next()?, 16).ok()?;
-        let pstart = u64::from_str_radix(fields.next()?, 16).ok()?;
-        let starttime = u64::from_str_radix(fields.next()?, 16).ok()?;
-        let task_type = fields.next().filter(|t| !t.is_empty())?;
-        let id = fields.next()?;
-        let user = fields.next().filter(|u| !u.is_empty())?;
-        // Only the empty field after the trailing colon may follow.
-        match (fields.next(), fields.next()) {
-            (None | Some(""), None) => {}
-            _ => return None,
-        }
-        let valid_node = node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        valid_node.then_some(UpidParts {
-            node,
-            pid,
-            pstart,
-            starttime,
-            task_type,
-            id,
-            user,
-        })
-    }
-    /// The node the task runs on (task status must be asked there).
-    pub fn node(&self) -> Option<&str> {
-        self.parts().map(|p| p.node)
-    }
-    pub fn task_type(&self) -> Option<&str> {
-        self.parts().map(|p| p.task_type)
-    }
-}
-
-impl fmt::Display for Upid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
@@ -580,6 +539,8 @@ pub struct ClientStats {
     pub requests_total: u64,
     pub retries_total: u64,
     pub peak_in_flight: usize,
+    /// Most requests in flight at once per serving node ([`ENTRY_NODE`] for cluster-wide calls).
+    pub peak_in_flight_by_node: BTreeMap<String, usize>,
     /// `"GET /nodes/{node}/qemu/{vmid}/status/current"` -> (count, total latency).
     pub by_endpoint: BTreeMap<String, EndpointStats>,
 }
@@ -591,7 +552,7 @@ pub struct EndpointStats {
     pub total_latency: Duration,
 }
 
-/// The API client. Cheap to clone (shares the connection pool, the in-flight cap and the stats).
+/// The API client. Cheap to clone (shares the connection pool, the in-flight caps and the stats).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<transport::Inner>,

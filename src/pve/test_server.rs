@@ -2,6 +2,7 @@
 //! closure (status, reason phrase, body, delay). It checks the client's wire behaviour precisely
 //! (headers, bodies, reason phrases, TLS); the simulator checks it against PVE's behaviour.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,6 +90,7 @@ pub(crate) struct TestServer {
     pub(crate) ca_pem: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     peak: Arc<AtomicUsize>,
+    by_node: Arc<Mutex<NodeLoad>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -102,6 +104,25 @@ impl TestServer {
     pub(crate) fn peak_in_flight(&self) -> usize {
         self.peak.load(Ordering::SeqCst)
     }
+    /// Most requests in flight at once per node named in the path (`/nodes/{node}/...`; other
+    /// paths under `""`).
+    pub(crate) fn peak_in_flight_by_node(&self) -> BTreeMap<String, usize> {
+        self.by_node.lock().expect("lock").peak.clone()
+    }
+}
+
+#[derive(Default)]
+struct NodeLoad {
+    now: BTreeMap<String, usize>,
+    peak: BTreeMap<String, usize>,
+}
+
+/// `pve1` of `/nodes/pve1/...`, `""` for other paths.
+fn node_of(path: &str) -> String {
+    path.strip_prefix("/nodes/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl Drop for TestServer {
@@ -143,20 +164,31 @@ pub(crate) async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'stat
     let seen = Arc::new(Mutex::new(Vec::new()));
     let peak = Arc::new(AtomicUsize::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let by_node = Arc::new(Mutex::new(NodeLoad::default()));
     let handler: Handler = Arc::new(handler);
     let app = {
-        let (seen, peak) = (seen.clone(), peak.clone());
+        let (seen, peak, by_node) = (seen.clone(), peak.clone(), by_node.clone());
         axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (seen, peak, in_flight, handler) = (
+                let (seen, peak, in_flight, by_node, handler) = (
                     seen.clone(),
                     peak.clone(),
                     in_flight.clone(),
+                    by_node.clone(),
                     handler.clone(),
                 );
                 async move {
                     let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
+                    let node = node_of(uri.path().strip_prefix("/api2/json").unwrap_or_default());
+                    {
+                        let mut load = by_node.lock().expect("lock");
+                        let n = load.now.entry(node.clone()).or_default();
+                        *n += 1;
+                        let n = *n;
+                        let peak = load.peak.entry(node.clone()).or_default();
+                        *peak = (*peak).max(n);
+                    }
                     let request = Seen {
                         method: method.to_string(),
                         path: uri
@@ -172,6 +204,9 @@ pub(crate) async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'stat
                     let reply = handler(&request);
                     tokio::time::sleep(reply.delay).await;
                     in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(n) = by_node.lock().expect("lock").now.get_mut(&node) {
+                        *n -= 1;
+                    }
                     respond(reply)
                 }
             },
@@ -200,6 +235,7 @@ pub(crate) async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'stat
         ca_pem: ca.pem(),
         seen,
         peak,
+        by_node,
         task,
     }
 }

@@ -872,6 +872,68 @@ async fn in_flight_cap_holds_for_clones_of_the_client() {
     );
 }
 
+/// Calls about VMs on four nodes, one of them stuck: each node sees at most its cap, the stuck
+/// one does not hold up the others, and the global ceiling holds.
+#[tokio::test]
+async fn in_flight_caps_hold_per_node_and_overall() {
+    let server = test_server::start(|seen| {
+        let stuck = seen.path.starts_with("/nodes/pve1/");
+        let delay = Duration::from_millis(if stuck { 2000 } else { 20 });
+        Reply::data(json!({"status": "running", "vmid": 101})).after(delay)
+    })
+    .await;
+    let api = Client::new(ClientConfig {
+        max_in_flight: 8,
+        max_in_flight_per_node: 2,
+        ..config(&server, token(), pinned(&server))
+    })
+    .expect("client");
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls: Vec<_> = (0..24)
+        .map(|i| {
+            let (api, finished) = (api.clone(), finished.clone());
+            let node = format!("pve{}", i % 4 + 1);
+            tokio::spawn(async move {
+                api.vm_status(&node, 101).await.expect("status");
+                (
+                    node,
+                    finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                )
+            })
+        })
+        .collect();
+    let mut order = Vec::new();
+    for call in calls {
+        order.push(call.await.expect("join"));
+    }
+    // Under one cap of 2 for the whole process, pve1's first two calls would hold it and every
+    // other call would wait for them; per node, the 18 others finish first.
+    let last_other = order
+        .iter()
+        .filter(|(n, _)| n != "pve1")
+        .map(|(_, k)| *k)
+        .max();
+    let first_stuck = order
+        .iter()
+        .filter(|(n, _)| n == "pve1")
+        .map(|(_, k)| *k)
+        .min();
+    assert!(
+        last_other < first_stuck,
+        "the other nodes waited for pve1: {order:?}"
+    );
+    let by_node = server.peak_in_flight_by_node();
+    assert_eq!(
+        ["pve1", "pve2", "pve3", "pve4"].map(|n| by_node.get(n).copied()),
+        [Some(2), Some(2), Some(2), Some(2)],
+        "every node reached its cap and no more: {by_node:?}"
+    );
+    assert!(server.peak_in_flight() <= 8, "{}", server.peak_in_flight());
+    let stats = api.stats();
+    assert_eq!(stats.peak_in_flight_by_node.get("pve1"), Some(&2));
+    assert!(stats.peak_in_flight <= 8);
+}
+
 #[tokio::test]
 async fn secrets_never_appear_in_errors_debug_or_logs() {
     let captured = CapturedLog::default();
@@ -1008,4 +1070,54 @@ fn bad_settings_are_refused_with_the_reason() {
         ..ClientConfig::new(url, token())
     });
     assert!(text.contains("64"), "{text}");
+}
+
+#[tokio::test]
+async fn node_tasks_asks_with_its_filters_and_tells_a_cut_off_list() {
+    let server = test_server::start(|_| {
+        let upid = |n: u32| format!("UPID:pve2:{n:08X}:00000002:66C8A0B4:qmclone:9000:root@pam:");
+        Reply::data(json!([
+            {"upid": upid(1), "type": "qmclone", "id": "9000", "user": "root@pam", "status": "RUNNING"},
+            {"upid": upid(2), "type": "qmclone", "id": "9000", "user": "root@pam",
+             "endtime": 1724424400, "status": "OK"},
+        ]))
+    })
+    .await;
+    let api = client(&server);
+    let query = TaskListQuery {
+        typefilter: Some("qmclone".into()),
+        vmid: Some(9000),
+        since: Some(1724424000),
+        limit: 2,
+        ..TaskListQuery::default()
+    };
+    let list = api.node_tasks("pve2", &query).await.expect("list");
+    assert_eq!(
+        list.tasks
+            .iter()
+            .map(|t| t.state.clone())
+            .collect::<Vec<_>>(),
+        [TaskState::Running, TaskState::Ok]
+    );
+    assert!(
+        !list.complete,
+        "as many entries as the limit: maybe cut off"
+    );
+    let wider = api
+        .node_tasks("pve2", &TaskListQuery::default())
+        .await
+        .expect("list");
+    assert!(wider.complete);
+    let seen = server.seen();
+    assert_eq!(seen[0].call(), "GET /nodes/pve2/tasks");
+    assert_eq!(
+        seen[0].query.as_deref(),
+        Some("source=active&limit=2&typefilter=qmclone&vmid=9000&since=1724424000")
+    );
+    assert_eq!(seen[1].query.as_deref(), Some("source=active&limit=500"));
+    assert_eq!(
+        api.stats().peak_in_flight_by_node.get("pve2"),
+        Some(&1),
+        "counted against the node asked about"
+    );
 }

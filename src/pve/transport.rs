@@ -1,19 +1,18 @@
 //! One request at a time, done right: credentials (logging in or renewing a ticket when due), the
-//! process-wide in-flight cap, the timeout, the envelope, error classification, per-endpoint
+//! in-flight caps (per serving node and overall), the timeout, the envelope, error classification, per-endpoint
 //! counters; and the retry loop around it.
 //!
 //! Never logged: headers, parameter values (a config update may carry `cipassword`), bodies.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::auth::{self, Authenticator, Credentials, Ticket, TicketAction};
+use super::caps::InFlightCaps;
 use super::encode;
 use super::error::{self, local};
 use super::retry::{self, Jitter, Verdict};
@@ -29,6 +28,9 @@ pub(crate) struct Request {
     template: &'static str,
     path: String,
     readable: String,
+    /// The node that serves it (`/nodes/{node}/...`); `None` for a cluster-wide call, which the
+    /// entry node serves.
+    node: Option<String>,
     pub(crate) params: Vec<(String, String)>,
     /// Safe to repeat after an outcome we did not see (reads, PUTs that set values).
     pub(crate) idempotent: bool,
@@ -38,11 +40,16 @@ impl Request {
     pub(crate) fn new(method: Method, template: &'static str, args: &[&str]) -> Self {
         let (path, readable) = encode::path(template, args);
         let idempotent = method == Method::GET;
+        let node = template
+            .starts_with("/nodes/{node}")
+            .then(|| args.first().map(|n| (*n).to_string()))
+            .flatten();
         Request {
             method,
             template,
             path,
             readable,
+            node,
             params: Vec::new(),
             idempotent,
         }
@@ -92,8 +99,7 @@ pub(crate) struct Inner {
     auth: Authenticator,
     trust: TlsTrust,
     seen: SeenCertificate,
-    permits: Semaphore,
-    in_flight: AtomicUsize,
+    caps: InFlightCaps,
     stats: Mutex<ClientStats>,
     retry: RetryPolicy,
     time_scale: f64,
@@ -152,12 +158,17 @@ fn base_url(url: &str) -> Result<String, PveError> {
 impl Inner {
     pub(crate) fn new(config: &ClientConfig) -> Result<Inner, PveError> {
         let base = base_url(&config.url)?;
-        if config.max_in_flight == 0 {
-            return Err(local(
-                ErrorClass::Other,
-                "configure the client",
-                "max_in_flight must be at least 1",
-            ));
+        for (key, value) in [
+            ("max_in_flight", config.max_in_flight),
+            ("max_in_flight_per_node", config.max_in_flight_per_node),
+        ] {
+            if value == 0 {
+                return Err(local(
+                    ErrorClass::Other,
+                    "configure the client",
+                    format!("{key} must be at least 1"),
+                ));
+            }
         }
         if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
             return Err(local(
@@ -203,8 +214,7 @@ impl Inner {
             auth,
             trust: config.tls.clone(),
             seen,
-            permits: Semaphore::new(config.max_in_flight),
-            in_flight: AtomicUsize::new(0),
+            caps: InFlightCaps::new(config.max_in_flight, config.max_in_flight_per_node),
             stats: Mutex::new(ClientStats::default()),
             retry: config.retry,
             time_scale: config.time_scale,
@@ -227,10 +237,13 @@ impl Inner {
     }
 
     pub(crate) fn stats(&self) -> ClientStats {
-        self.stats
+        let mut stats = self
+            .stats
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        (stats.peak_in_flight, stats.peak_in_flight_by_node) = self.caps.peaks();
+        stats
     }
 
     fn with_stats(&self, update: impl FnOnce(&mut ClientStats)) {
@@ -440,9 +453,7 @@ impl Inner {
         };
         tracing::trace!("{call} params [{}]", encode::param_keys(&request.params));
 
-        let permit = self.permits.acquire().await;
-        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.with_stats(|s| s.peak_in_flight = s.peak_in_flight.max(now_in_flight));
+        let in_flight = self.caps.acquire(request.node.as_deref()).await;
         let started = Instant::now();
         let answer = async {
             let response = builder.send().await?;
@@ -457,8 +468,7 @@ impl Inner {
             Ok::<_, reqwest::Error>((status, reason, body))
         }
         .await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        drop(permit);
+        drop(in_flight);
         let latency = started.elapsed();
 
         let result = match answer {

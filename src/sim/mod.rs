@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cli::{SimArgs, run_cli};
 pub use scenario::Scenario;
-pub use stats::{SimStats, VmStats};
+pub use stats::{NodeLoad, SimStats, VmStats};
 
 /// Which guest agent answers the agent endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -329,6 +329,13 @@ async fn execute(
             return Err(ApiError::no_route());
         }
     }
+    if let Some(vmid) = params.int("vmid").and_then(|v| u32::try_from(v).ok()) {
+        super::stats::note_vm_request(shared, vmid, arrival);
+    }
+    // Counted at the node that serves it (the entry node answers for an unknown or offline one).
+    let _serving = shared
+        .counters
+        .serving(node.as_deref().unwrap_or(shared.local_node()));
     let mut service = shared.draw(shared.scenario.timing.api_service_s);
     if ep == Ep::VmClone {
         service += shared.draw(shared.scenario.timing.clone_post_s);

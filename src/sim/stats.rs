@@ -30,8 +30,18 @@ pub struct VmStats {
     /// First successful agent call after the latest start.
     pub first_agent_ok_at: Option<f64>,
     pub destroyed_at: Option<f64>,
+    /// The first request about this VM after its clone finished: when the caller noticed.
+    #[serde(default)]
+    pub clone_noticed_at: Option<f64>,
     /// Uncontended clone duration (copy at the storage's full throughput + overhead).
     pub clone_s: f64,
+    /// The part of `clone_s` that copies data (the allocated bytes at the storage's full
+    /// throughput): clones on one storage share that throughput.
+    #[serde(default)]
+    pub copy_s: f64,
+    /// The physical storage the clone copies onto (`sid`, or `node/sid` when not shared).
+    #[serde(default)]
+    pub copy_storage: String,
     /// qmstart task duration (before the guest starts booting).
     #[serde(default)]
     pub start_s: f64,
@@ -62,10 +72,24 @@ pub struct SimStats {
     /// HTTP status → count.
     pub responses_by_status: BTreeMap<u16, u64>,
     pub nodes: BTreeMap<String, DaemonStats>,
+    /// Per serving node (the one in `/nodes/{node}/...`, the entry node for cluster-wide
+    /// calls): requests it served and the most it served at once.
+    #[serde(default)]
+    pub node_load: BTreeMap<String, NodeLoad>,
     pub now: f64,
     pub scenario: String,
     pub seed: u64,
     pub time_scale: f64,
+}
+
+/// What one node served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    pub requests: u64,
+    /// Most requests it was serving at once (from pveproxy's arrival to the answer).
+    pub peak_in_flight: u64,
+    #[serde(skip)]
+    in_flight: u64,
 }
 
 #[derive(Default)]
@@ -75,6 +99,7 @@ pub struct Counters {
     peak: AtomicU64,
     by_endpoint: Mutex<BTreeMap<String, u64>>,
     by_status: Mutex<BTreeMap<u16, u64>>,
+    by_node: Mutex<BTreeMap<String, NodeLoad>>,
 }
 
 /// Counts one request in flight while alive.
@@ -86,12 +111,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts one request in flight at its serving node while alive.
+pub struct Serving<'a> {
+    counters: &'a Counters,
+    node: String,
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if let Some(load) = self.counters.nodes().get_mut(&self.node) {
+            load.in_flight = load.in_flight.saturating_sub(1);
+        }
+    }
+}
+
 impl Counters {
     pub fn begin(&self) -> InFlight<'_> {
         self.total.fetch_add(1, Ordering::Relaxed);
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(now, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NodeLoad>> {
+        self.by_node.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request reached `node`, which serves it.
+    pub fn serving(&self, node: &str) -> Serving<'_> {
+        let mut nodes = self.nodes();
+        let load = nodes.entry(node.to_string()).or_default();
+        load.requests += 1;
+        load.in_flight += 1;
+        load.peak_in_flight = load.peak_in_flight.max(load.in_flight);
+        Serving {
+            counters: self,
+            node: node.to_string(),
+        }
     }
 
     pub fn endpoint(&self, key: String) {
@@ -110,6 +166,18 @@ impl Counters {
             .unwrap_or_else(|p| p.into_inner())
             .entry(code)
             .or_default() += 1;
+    }
+}
+
+/// A request about VM `vmid` arrived at `now`: the first after its clone finished marks when the
+/// caller noticed the end.
+pub fn note_vm_request(shared: &Shared, vmid: u32, now: f64) {
+    let mut st = shared.state();
+    if let Some(v) = st.vm_stats.get_mut(&vmid)
+        && v.clone_noticed_at.is_none()
+        && v.clone_finished_at.is_some_and(|end| end <= now)
+    {
+        v.clone_noticed_at = Some(now);
     }
 }
 
@@ -152,6 +220,7 @@ pub fn snapshot(shared: &Shared) -> SimStats {
             .unwrap_or_else(|p| p.into_inner())
             .clone(),
         nodes,
+        node_load: c.nodes().clone(),
         now,
         scenario: shared.scenario.name.clone(),
         seed: shared.seed,

@@ -305,7 +305,8 @@ pub fn stop(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     Ok(ApiOk::null())
 }
 
-/// A finished task's line in the task lists: `endtime` and the exit status as `status`.
+/// A task's line in the task lists: a finished one's `endtime` and exit status as `status`, a
+/// running one's `status` `RUNNING`.
 fn list_entry(t: &Task) -> Value {
     let mut j = t.status_json();
     match t.endtime {
@@ -313,15 +314,24 @@ fn list_entry(t: &Task) -> Value {
             j["endtime"] = json!(e);
             j["status"] = json!(t.exit.clone().unwrap_or_default());
         }
-        None => {
-            j.as_object_mut().map(|o| o.remove("status"));
-        }
+        // `source=active` names a running task's status so (Tasks.pm).
+        None => j["status"] = json!("RUNNING"),
     }
     j
 }
 
 fn newest_first(v: &mut [&Task]) {
     v.sort_by(|a, b| b.starttime.cmp(&a.starttime).then(b.pid.cmp(&a.pid)));
+}
+
+/// Whether `who` sees a task of `user` (started with token `token`) without `Sys.Audit`: a token
+/// sees only the tasks started with it, a user its own and its tokens' (`Tasks.pm`).
+fn sees_task(who: &Identity, user: &str, token: Option<&str>) -> bool {
+    match (&who.token, token) {
+        (Some(mine), Some(theirs)) => who.user == user && mine == theirs,
+        (Some(_), None) => false,
+        (None, _) => who.user == user,
+    }
 }
 
 /// `GET /nodes/{node}/tasks`: the node's tasks, newest first, with PVE's filters: `source`
@@ -352,7 +362,10 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
     let mut v: Vec<&Task> = st
         .tasks
         .values()
-        .filter(|t| t.node == node && (who.user == t.user || who.has("Sys.Audit")))
+        .filter(|t| {
+            t.node == node
+                && (who.has("Sys.Audit") || sees_task(who, &t.user, t.tokenid.as_deref()))
+        })
         .filter(|t| match source.as_str() {
             "active" => t.exit.is_none(),
             "archive" => t.exit.is_some(),
@@ -385,13 +398,18 @@ pub fn list(shared: &Shared, who: &Identity, node: &str, p: &Params) -> Result<A
         .filter(|t| until.is_none_or(|u| t.starttime <= u))
         .collect();
     newest_first(&mut v);
+    let total = v.len() as u64;
     let items: Vec<Value> = v
         .into_iter()
         .skip(start)
-        .take(if limit == 0 { usize::MAX } else { limit })
+        // PVE lists nothing for `limit=0` (its filter stops once the limit is used up).
+        .take(limit)
         .map(list_entry)
         .collect();
-    Ok(ApiOk::data(Value::Array(items)))
+    Ok(ApiOk {
+        data: Value::Array(items),
+        total: Some(total),
+    })
 }
 
 /// `GET /cluster/tasks`: recent tasks of every node (what pvestatd shares), each with `saved`.

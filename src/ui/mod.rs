@@ -236,8 +236,10 @@ fn to_msg(event: TermEvent) -> Option<Msg> {
     }
 }
 
-fn draw(
-    tui: &mut Tui,
+/// One frame through the crossterm backend, as the dashboard draws it (public so the render
+/// benchmark times exactly this, into a sink).
+pub fn draw<W: io::Write>(
+    tui: &mut ratatui::Terminal<ratatui::backend::CrosstermBackend<W>>,
     model: &Model,
     theme: &Theme,
     diagnostics: &TuiWidgetState,

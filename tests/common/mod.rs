@@ -57,8 +57,9 @@ impl Harness {
         let sim = sim::start(options).await.expect("simulator starts");
         let out = tempfile::tempdir().expect("temp dir");
         settings.output = out.path().to_path_buf();
-        let client =
-            Client::new(demo::client_config(&sim, settings.max_in_flight, scale)).expect("client");
+        let mut client_config = demo::client_config(&sim, settings.max_in_flight, scale);
+        client_config.max_in_flight_per_node = settings.max_in_flight_per_node;
+        let client = Client::new(client_config).expect("client");
         settings.nodes = demo::online_nodes(&client).await.expect("nodes");
         let config = demo::config(&sim, &settings).expect("demo config parses");
         Harness {

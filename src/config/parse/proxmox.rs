@@ -1,5 +1,7 @@
 //! `[proxmox]`: where the API is, how to log in, how to trust its certificate.
 
+use crate::pve::{DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_NODE};
+
 use super::*;
 
 pub(in crate::config) const PROXMOX_KEYS: &[&str] = &[
@@ -12,6 +14,7 @@ pub(in crate::config) const PROXMOX_KEYS: &[&str] = &[
     "ca_cert",
     "insecure",
     "max_in_flight",
+    "max_in_flight_per_node",
 ];
 
 impl Doc<'_> {
@@ -42,8 +45,15 @@ impl Doc<'_> {
             &s,
             "max_in_flight",
             1,
+            64,
+            Some("the ceiling over all nodes; the default 16 lets 8 nodes reach their own cap"),
+        );
+        let max_in_flight_per_node = self.integer(
+            &s,
+            "max_in_flight_per_node",
+            1,
             16,
-            Some("Proxmox has 3 pvedaemon workers; 2 (the default) leaves one for the GUI"),
+            Some("each node has 3 pvedaemon workers; 2 (the default) leaves one for the GUI"),
         );
 
         if s.table.is_none() {
@@ -146,7 +156,9 @@ impl Doc<'_> {
             fingerprint,
             ca_cert,
             insecure: insecure.unwrap_or(false),
-            max_in_flight: max_in_flight.unwrap_or(2) as usize,
+            max_in_flight: max_in_flight.map_or(DEFAULT_MAX_IN_FLIGHT, |n| n as usize),
+            max_in_flight_per_node: max_in_flight_per_node
+                .map_or(DEFAULT_MAX_IN_FLIGHT_PER_NODE, |n| n as usize),
         })
     }
 }

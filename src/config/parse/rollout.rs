@@ -153,13 +153,23 @@ impl Doc<'_> {
                 _ => Err(bad_hint("expected two integers [first, last]", hint)),
             }
         });
-        let max_clones_per_storage = self.integer(
-            &s,
-            "max_clones_per_storage",
-            0,
-            1000,
-            Some("0 means no cap beyond the stagger"),
-        );
+        let max_clones_per_storage = self.field(&s, "max_clones_per_storage", |v| {
+            let hint = "write \"auto\" (measure the storage and choose), a number such as 2, \
+                        or 0 for no cap beyond the stagger";
+            match (v, integer_of(v)) {
+                (DeValue::String(text), _) if text.trim() == "auto" => Ok(ClonesPerStorage::Auto),
+                (_, Some(n)) if (0..=1000).contains(&n) => Ok(ClonesPerStorage::Limit(n as usize)),
+                (_, Some(_)) => Err(bad_hint("out of range; allowed: 0 to 1000", hint)),
+                (DeValue::String(_), None) => Err(bad_hint("not allowed", hint)),
+                (other, None) => Err(bad_hint(
+                    format!(
+                        "expected \"auto\" or an integer, found {}",
+                        type_name(other)
+                    ),
+                    hint,
+                )),
+            }
+        });
         let placement = self.string_with(&s, "placement", "a placement", |p| match p {
             "most-free-memory" => Ok(Placement::MostFreeMemory),
             "spread" => Ok(Placement::Spread),
@@ -231,7 +241,7 @@ impl Doc<'_> {
                 deployment_delay: deployment_delay.unwrap_or(Duration::from_secs(30)),
                 nodes: nodes?,
                 vmid_range,
-                max_clones_per_storage: max_clones_per_storage.unwrap_or(0) as usize,
+                max_clones_per_storage: max_clones_per_storage.unwrap_or_default(),
                 placement: placement.unwrap_or_default(),
                 memory_overcommit: memory_overcommit.unwrap_or(1.0),
             },

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::{CloneMode, format_duration};
 use crate::pve::{CloneRequest, ErrorClass, TaskState, Upid, VmConfig};
 
+use super::super::clone_slots::CloneSlot;
 use super::super::event::{Level, Phase};
 use super::super::journal::{Entry, Step as Journaled};
 use super::super::plan;
@@ -46,8 +47,15 @@ impl VmTask {
                 self.staggered = true;
             }
             self.gate().await?;
+            // A linked clone copies nothing: no slot on the storage.
+            let slot = match self.vm.spec.clone {
+                CloneMode::Linked => None,
+                _ => Some(self.clone_slot().await?),
+            };
             self.enter(Phase::Cloning);
             self.clone_with_retries().await?;
+            // The clone task ended: the next clone onto this storage may start.
+            drop(slot);
         } else {
             if self.phase != Phase::Cloning {
                 self.enter(Phase::Cloning);
@@ -69,6 +77,28 @@ impl VmTask {
                 self.reclones += 1;
                 Box::pin(self.clone_phase()).await
             }
+        }
+    }
+
+    /// A place for this clone on its target storage (`max_clones_per_storage`), taken before
+    /// the POST and held until the clone task ends.
+    async fn clone_slot(&mut self) -> Step<CloneSlot> {
+        let slots = self.shared.clone_slots.clone();
+        let storage = self.vm.clone_storage.clone();
+        let take = slots.take(self.vm.index, &storage);
+        tokio::pin!(take);
+        tokio::select! {
+            biased;
+            slot = &mut take => return Ok(slot),
+            () = std::future::ready(()) => {}
+        }
+        self.log(
+            Level::Info,
+            format!("waiting for a clone slot on storage {storage} (max_clones_per_storage)"),
+        );
+        tokio::select! {
+            _ = self.shared.abort.cancelled() => Err(Stop::Aborted),
+            slot = take => Ok(slot),
         }
     }
 

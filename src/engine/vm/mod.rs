@@ -29,12 +29,14 @@ use crate::config::{CheckMode, ChecksConfig, ExecCheck};
 use crate::pve::{Client, PveError};
 
 use super::clock::Clock;
+use super::clone_slots::CloneSlots;
 use super::event::{Event, Level, Phase, VmState};
 use super::ip::IpRules;
 use super::journal::{Entry, Journal};
 use super::plan::PlannedVm;
 use super::poll::{Aborted, Backoff, Learned, Poller, nap};
 use super::schedule::{AgentLane, AgentLaneGuard, Stagger};
+use super::task_watch::TaskWatch;
 
 /// What every VM task shares.
 pub(super) struct Shared {
@@ -53,6 +55,10 @@ pub(super) struct Shared {
     pub journal: Arc<Journal>,
     /// How long the earlier VMs' waits took, to time the later VMs' polls.
     pub learned: Learned,
+    /// Clones in flight per target storage.
+    pub clone_slots: Arc<CloneSlots>,
+    /// Each node's task list, asked once for all the tasks followed there.
+    pub task_watch: Arc<TaskWatch>,
     /// Per VM (plan order), the operator's guest checks run after the built-in ones.
     pub exec_checks: Vec<Vec<ExecCheck>>,
     /// Runs `on_verified`, when configured.

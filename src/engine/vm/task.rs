@@ -5,19 +5,34 @@ use std::time::Duration;
 use crate::config::format_duration;
 use crate::pve::{ErrorClass, TaskState, Upid};
 
+use super::super::clone_slots::StoragePace;
 use super::super::event::{Event, Level};
 use super::super::poll::{Attempt, Backoff, Copy, CopyProgress, Wait};
+use super::super::task_watch::Listed;
 use super::{Step, Stop, VmTask};
+
+/// A copy's log is read again after this share of its predicted rest (at least
+/// `LOG_EVERY_MIN_S`): often enough for the percentage and ETA on the dashboard and to keep the
+/// prediction fresh, while the node's task list tells when it ends.
+const LOG_EVERY_SHARE: f64 = 0.6;
+const LOG_EVERY_MIN_S: f64 = 20.0;
+/// The first clone onto a storage measures its pace once this much of the copy was seen.
+const PACE_MIN_PERCENT: f64 = 2.0;
+/// Copies that end within this many seconds are followed through the task list alone.
+const SHORT_COPY_S: f64 = 60.0;
 
 impl VmTask {
     /// Polls a task until it stops. The first poll comes when the fastest such task of this
-    /// rollout was done; a copying task is then followed through its log (one small GET of the
-    /// new lines: the copy's percentages predict the end, the closing line says it is over),
-    /// others back off; so a ten-minute clone costs a handful of requests, not one every few
-    /// seconds.
+    /// rollout was done; then the node's task list (one request for every task of the rollout
+    /// on that node, see `TaskWatch`) says whether it still runs and how it ended; only when the
+    /// list cannot tell is the task asked for its own status. A copying task's log is read at a
+    /// slow pace: its percentages predict the end (the list is asked near it) and give the
+    /// dashboard its progress; the first clone onto a storage also measures the storage's pace
+    /// for `max_clones_per_storage = "auto"`.
     ///
-    /// A copy ends in failure only when its percentage stands still for `clone_stall_timeout`
-    /// (or past `timeout`, a ceiling a copy need not have); other tasks end past `timeout`.
+    /// A copy ends in failure only when its percentage, read again, stands where it stood
+    /// `clone_stall_timeout` before (or past `timeout`, a ceiling a copy need not have); other
+    /// tasks end past `timeout`.
     pub(super) async fn wait_task(
         &mut self,
         upid: &Upid,
@@ -26,6 +41,7 @@ impl VmTask {
     ) -> Step<TaskState> {
         let shared = self.shared.clone();
         let clock = shared.clock;
+        let t0 = clock.now_s();
         let first = shared
             .learned
             .first_wait(wait, 0.0, 0.9)
@@ -35,48 +51,88 @@ impl VmTask {
         let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
             .starting_at(first)
             .learning(&shared.learned, wait, None);
-        let follow_log = wait == Wait::CloneTask;
-        if follow_log {
-            poll = poll.stalls_after(shared.checks.clone_stall_timeout);
+        let copying = wait == Wait::CloneTask;
+        let stall_limit = shared.checks.clone_stall_timeout;
+        if copying {
+            poll = poll.stalls_after(stall_limit);
         }
         let mut progress = CopyProgress::default();
         let mut lines_read = 0u64;
+        let mut next_log_at = t0;
+        let mut measuring = copying && shared.clone_slots.measuring(&self.vm.clone_storage);
+        // Copies this rollout saw end within a minute are not worth their log while they are
+        // that short: the list tells the end, and a percentage would hardly show.
+        let short = shared
+            .learned
+            .quantile(Wait::CloneTask, 0.5)
+            .is_some_and(|s| s < SHORT_COPY_S);
         loop {
-            poll.due().await?;
+            let listed = poll
+                .due_or(|wait| shared.task_watch.check(upid, wait))
+                .await?
+                .unwrap_or(Listed::Unknown);
             let attempt = 'ask: {
-                if follow_log {
-                    match self.shared.client.task_log(upid, lines_read, 0).await {
-                        Ok(lines) => {
-                            let mut ended = false;
-                            let mut percent = None;
-                            for line in lines.iter().filter(|l| !l.is_placeholder()) {
-                                lines_read = lines_read.max(line.n);
-                                ended |= line.is_end();
-                                percent = line.copy_percent().or(percent);
-                            }
-                            // One sample per poll: lines read together carry no timing of their
-                            // own.
-                            if let Some(p) = percent {
-                                progress.observe(clock.now_s(), p);
-                                self.send(Event::CopyProgress {
-                                    vm: self.vm.index,
-                                    percent: progress.percent().unwrap_or(p),
-                                    eta_s: progress.remaining().map(|s| s * clock.scale()),
-                                });
-                            }
-                            if !ended {
-                                break 'ask Attempt::Copying(Copy {
-                                    remaining: progress.remaining(),
-                                    percent: progress.percent(),
-                                });
-                            }
-                        }
-                        // Fall through to the status, which classifies the trouble.
-                        Err(e) => self.log(Level::Warning, format!("task log: {e}")),
+                if listed == Listed::Running {
+                    if !copying {
+                        break 'ask Attempt::Pending(String::new());
                     }
+                    let now = clock.now_s();
+                    let mut fresh = None;
+                    // A copy expected short that runs on is read like any other (a frozen one
+                    // must be seen not to move).
+                    let read_log = measuring || !short || now - t0 >= SHORT_COPY_S;
+                    let due =
+                        now >= next_log_at || progress.remaining().is_none() || poll.stall_due();
+                    if read_log && due {
+                        let before = progress.percent();
+                        fresh = self
+                            .read_copy_log(upid, &mut lines_read, &mut progress)
+                            .await;
+                        let now = clock.now_s();
+                        let rest = progress.remaining_at(now).unwrap_or(0.0);
+                        next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
+                        // Standing still: read again within half the stall limit, so a frozen
+                        // copy is named soon after the limit.
+                        if fresh.is_some() && fresh == before {
+                            next_log_at = next_log_at.min(now + stall_limit.as_secs_f64() / 2.0);
+                        }
+                    }
+                    if measuring && let Some((copy_s, began)) = progress.pace(PACE_MIN_PERCENT) {
+                        measuring = false;
+                        let pace = StoragePace {
+                            copy_s,
+                            overhead_s: (began - t0).max(0.0),
+                        };
+                        if let Some(text) =
+                            shared.clone_slots.measured(&self.vm.clone_storage, pace)
+                        {
+                            self.log(Level::Info, text);
+                        }
+                    }
+                    // The rest at the storage's whole throughput: this copy's rate can grow at
+                    // most as many times as our clones share the storage (others' load aside).
+                    let sharing = shared.clone_slots.copying(&self.vm.clone_storage) as f64;
+                    break 'ask match progress.remaining_at(clock.now_s()) {
+                        Some(rest) => Attempt::CopyingAtLeast {
+                            at_least: rest / sharing,
+                            percent: fresh,
+                        },
+                        None => Attempt::Copying(Copy {
+                            remaining: None,
+                            percent: fresh,
+                        }),
+                    };
                 }
+                if let Listed::Ended(Some(state)) = listed {
+                    break 'ask Attempt::Done(state);
+                }
+                // The list says it ended but not how, or cannot tell: ask the task itself.
                 match self.shared.client.task_status(upid).await {
                     Ok(status) if status.state != TaskState::Running => Attempt::Done(status.state),
+                    Ok(_) if copying => Attempt::Copying(Copy {
+                        remaining: progress.remaining_at(clock.now_s()),
+                        percent: None,
+                    }),
                     Ok(_) => Attempt::Pending(String::new()),
                     // A task not visible yet on a busy cluster answers "no such task"; keep
                     // asking.
@@ -106,6 +162,41 @@ impl VmTask {
             };
             if let Some(state) = poll.answer(attempt, timed_out)? {
                 return Ok(state);
+            }
+        }
+    }
+
+    /// Reads a copying task's new log lines: its percentage, one sample per read (lines read
+    /// together carry no timing of their own), shown on the dashboard. Gives the percentage the
+    /// copy stands at when the log was read (no new lines: where it stood), `None` when the log
+    /// could not be read.
+    async fn read_copy_log(
+        &self,
+        upid: &Upid,
+        lines_read: &mut u64,
+        progress: &mut CopyProgress,
+    ) -> Option<f64> {
+        match self.shared.client.task_log(upid, *lines_read, 0).await {
+            Ok(lines) => {
+                let mut percent = None;
+                for line in lines.iter().filter(|l| !l.is_placeholder()) {
+                    *lines_read = (*lines_read).max(line.n);
+                    percent = line.copy_percent().or(percent);
+                }
+                if let Some(p) = percent {
+                    let clock = self.shared.clock;
+                    progress.observe(clock.now_s(), p);
+                    self.send(Event::CopyProgress {
+                        vm: self.vm.index,
+                        percent: progress.percent().unwrap_or(p),
+                        eta_s: progress.remaining().map(|s| s * clock.scale()),
+                    });
+                }
+                percent.or(progress.percent())
+            }
+            Err(e) => {
+                self.log(Level::Warning, format!("task log: {e}"));
+                None
             }
         }
     }

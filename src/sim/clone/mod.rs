@@ -267,12 +267,23 @@ pub fn clone(
                     + draws.alloc_s * (d.storage.alloc_s.max - d.storage.alloc_s.min)
             })
             .sum();
+        // The physical storage the copy shares (the first copied drive's), for lower bounds.
+        let copy_storage = drives
+            .iter()
+            .find(|d| d.bytes > 0)
+            .map(|d| {
+                let alloc_node = if d.storage.shared() { node } else { &target };
+                super::storage::storage_key(&d.storage.id, alloc_node, d.storage.shared())
+            })
+            .unwrap_or_default();
         let entry = st.vm_stats.entry(newid).or_default();
         *entry = super::stats::VmStats {
             vmid: newid,
             name: name.clone(),
             node: target.clone(),
             clone_index: Some(ordinal),
+            copy_s: if full { copy_s } else { 0.0 },
+            copy_storage,
             clone_s: if full {
                 draws.clone_overhead_s + copy_s + alloc_s
             } else {
