@@ -205,6 +205,14 @@ async fn bad_nics_are_refused_at_plan_all_at_once() {
             ..Nic::on("vmbr2")
         }),
     );
+    // A config built in code can leave a VM without any NIC.
+    h.config.vm_configs.insert(
+        "demo-3".into(),
+        VmOverrides {
+            networks: Some(Vec::new()),
+            ..VmOverrides::default()
+        },
+    );
     let before = h.client.cluster_resources(None).await.expect("r").len();
     let err = pve_rollout::engine::plan::build(&h.client, &h.config)
         .await
@@ -233,6 +241,7 @@ async fn bad_nics_are_refused_at_plan_all_at_once() {
         has(&["gateway6 fd00:99::1", "'demo-2' net1", "outside its subnet"]),
         "{problems:#?}"
     );
+    assert!(has(&["'demo-3' has no NIC"]), "{problems:#?}");
     let after = h.client.cluster_resources(None).await.expect("r").len();
     assert_eq!(before, after, "nothing was created");
 }

@@ -12,7 +12,8 @@ use super::error::EngineError;
 use super::plan::PlannedVm;
 
 /// Adds a problem for every NIC whose bridge is missing on its VM's node, whose VLAN tag is
-/// outside 1-4094 or whose MTU is outside 1-65520, and for more NICs than PVE allows. VMs
+/// outside 1-4094 or whose MTU is outside 1-65520, and for a VM without a NIC or with more
+/// than PVE allows. VMs
 /// adopted from an earlier run are left alone (they exist already). A token that may not list
 /// a node's network (no `Sys.Audit`) skips the bridge check there: PVE still refuses a missing
 /// bridge when the VM starts.
@@ -23,6 +24,12 @@ pub(super) async fn check(
 ) -> Result<(), EngineError> {
     let mut bridges: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
     for vm in planned.iter().filter(|vm| vm.adopted.is_none()) {
+        if vm.spec.networks.is_empty() {
+            problems.push(format!(
+                "'{}' has no NIC; give it at least net0 (bridge, or networks = [{{ bridge = ... }}])",
+                vm.name
+            ));
+        }
         if vm.spec.networks.len() > MAX_NICS {
             problems.push(format!(
                 "'{}' has {} NICs; PVE allows net0 to net{}",
