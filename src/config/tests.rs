@@ -1329,6 +1329,23 @@ fn the_example_parses_and_documents_every_key() {
             "networks' {key} is not in deploy.toml.example's networks example"
         );
     }
+    // Uncommented, the example is a valid [defaults] (and the fixed-address entry too).
+    let uncomment = |text: &str| -> String {
+        text.lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            // The commented-out alternative entry, but not the comment above it.
+            .map(|l| match l.trim_start().strip_prefix("# {") {
+                Some(entry) => format!("{{{entry}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = with(&format!("[defaults]\nnetworks = [{}]", uncomment(list)));
+    let config =
+        Config::parse(&text, "deploy.toml.example").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.defaults.networks.len(), 3);
+    assert_eq!(config.defaults.networks[1].vlan, Some(20));
 }
 
 #[test]
