@@ -138,8 +138,9 @@ fn lower_bound(stats: &SimStats, delay: f64, verify_min: f64) -> f64 {
         .iter()
         .filter(|v| v.clone_index.is_some())
         .collect();
-    let after_clone =
-        |v: &pve_rollout::sim::VmStats| v.start_s + v.boot_s + v.agent_s + v.dhcp_s + verify_min;
+    let after_clone = |v: &pve_rollout::sim::VmStats| {
+        v.start_s + v.boot_s + v.agent_s + v.ciupgrade_s + v.dhcp_s + verify_min
+    };
     // Longest chains first on the earliest slots.
     let mut chains: Vec<f64> = vms.iter().map(|v| v.clone_s + after_clone(v)).collect();
     chains.sort_by(|a, b| b.total_cmp(a));

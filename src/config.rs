@@ -14,11 +14,13 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 pub use address::{AddressPool, Addressing, Cidr, HostAddress};
+pub use disk::ExtraDisk;
 pub use nic::{Ip6Addressing, Ip6Host, MAX_NICS, Nic, NicOverrides};
 
 mod address;
 mod command;
 mod discover;
+mod disk;
 mod error;
 mod formats;
 mod nic;
@@ -165,6 +167,8 @@ pub struct VmSpec {
     pub cicustom: Option<crate::pve::CiCustom>,
     /// `ciupgrade`, `pool`, `tags`, `description`, `onboot`, `startup`, `cpu`, `balloon`.
     pub guest: GuestSettings,
+    /// `disks`: extra disks allocated after the clone.
+    pub disks: Vec<ExtraDisk>,
 }
 
 /// Guest settings; each left as the template has it when unset.
@@ -244,6 +248,8 @@ pub struct VmOverrides {
     pub clone: Option<CloneMode>,
     pub cicustom: Option<crate::pve::CiCustom>,
     pub guest: GuestSettings,
+    /// `disks`: replaces the defaults' list as a whole.
+    pub disks: Option<Vec<ExtraDisk>>,
     pub node: Option<String>,
     pub vmid: Option<u32>,
     /// `checks_exec_add` / `checks_exec_replace`: this VM's own guest checks.
@@ -461,6 +467,10 @@ impl VmSpec {
             clone: overrides.clone.unwrap_or(self.clone),
             cicustom: overrides.cicustom.clone().or_else(|| self.cicustom.clone()),
             guest: self.guest.merged(&overrides.guest),
+            disks: overrides
+                .disks
+                .clone()
+                .unwrap_or_else(|| self.disks.clone()),
         }
     }
 }

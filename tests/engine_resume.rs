@@ -10,11 +10,10 @@ mod common;
 
 use common::*;
 use pve_rollout::demo::DemoSettings;
+use pve_rollout::engine::EngineError;
 use pve_rollout::engine::event::{Event, Phase, VmState};
 use pve_rollout::engine::journal::{self, History, Step};
-use pve_rollout::engine::{self, Clock, EngineError, Rollout};
 use pve_rollout::pve::{CloneRequest, TaskState};
-use tokio::sync::mpsc;
 
 const SCALE: f64 = 0.02;
 const VMS: usize = 3;
@@ -27,53 +26,6 @@ fn settings() -> DemoSettings {
         agent_timeout: "2m".into(),
         ip_timeout: "2m".into(),
         ..DemoSettings::default()
-    }
-}
-
-/// Runs a rollout from a fresh plan and kills it when `kill_at` first holds for an event.
-/// Returns whether it was killed (false: it ended first).
-async fn run_and_kill(h: &Harness, kill_at: &(dyn Fn(&Event) -> bool + Sync)) -> bool {
-    let plan = h.plan().await;
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let (ctx, crx) = mpsc::unbounded_channel();
-    let engine = tokio::spawn(engine::run(
-        Rollout {
-            client: h.client.clone(),
-            config: h.config.clone(),
-            plan,
-            clock: Clock::new(h.scale),
-            linger: false,
-        },
-        etx,
-        crx,
-    ));
-    let mut killed = false;
-    while let Some(e) = erx.recv().await {
-        if kill_at(&e) {
-            engine.abort();
-            killed = true;
-            break;
-        }
-    }
-    let joined = engine.await;
-    assert_eq!(joined.is_err(), killed, "the engine ended as expected");
-    drop(ctx);
-    journal_released(h).await;
-    killed
-}
-
-/// The killed engine's VM tasks are dropped on their own threads a moment after the abort; the
-/// journal lock goes with the last of them (with SIGKILL, the kernel drops it at once).
-async fn journal_released(h: &Harness) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match journal::Journal::open(h.out.path()) {
-            Ok(_) => return,
-            Err(journal::JournalError::Busy { .. }) if std::time::Instant::now() < deadline => {
-                tokio::task::yield_now().await;
-            }
-            Err(e) => panic!("journal not released: {e}"),
-        }
     }
 }
 

@@ -276,6 +276,21 @@ fn bad_hooks_and_checks_are_refused_with_exit_2_before_any_request() {
         assert_eq!(code, 2, "{extra}: {out}{err}");
         assert!(err.contains(says), "{extra}: {err}");
     }
+    for (defaults, says) in [
+        (
+            "disks = [{ slot = \"scsi0\", size = \"10G\", storage = \"ssd\" }]",
+            "defaults.disks[0].slot",
+        ),
+        (
+            "disks = [{ slot = \"scsi1\", size = 10, storage = \"ssd\" }]",
+            "defaults.disks[0].size",
+        ),
+    ] {
+        let config = write_config(dir.path(), &sim, defaults, "");
+        let (code, out, err) = output(&["deploy", "--headless", "--time-scale", SCALE], &config);
+        assert_eq!(code, 2, "{defaults}: {out}{err}");
+        assert!(err.contains(says), "{defaults}: {err}");
+    }
     assert_eq!(
         sim_stats(&sim)["requests_total"],
         before,

@@ -1324,6 +1324,8 @@ async fn item25_power_semantics() {
 async fn item26_shutdown() {
     let (sim, c) = start(opts("fast", SCALE)).await;
     running_vm(&c, &sim, 101).await;
+    // The agent answers (shutdown asks it first; cloud-init's first-boot upgrade delays it).
+    wait_agent(&c, &sim, 101).await;
     let u = c
         .post("/nodes/pve1/qemu/101/status/shutdown", "timeout=0")
         .await

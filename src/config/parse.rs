@@ -18,6 +18,7 @@ use super::{
 
 mod checks;
 mod commands;
+mod disks;
 mod guest;
 mod network;
 mod output;
@@ -399,6 +400,9 @@ impl Doc<'_> {
         let vm_configs = vm_configs?;
         let checks = checks?;
         self.exec_check_clashes(&checks.exec, &vm_configs);
+        if let Some(defaults) = &defaults {
+            self.disk_slot_clashes(defaults, &vm_configs);
+        }
         self.vm_list(&mut rollout, &vm_configs);
         Some(Config {
             proxmox: proxmox?,

@@ -504,6 +504,74 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             Some(7),
         ),
         (
+            "disks not an array",
+            with("[defaults]\ndisks = \"scsi1\""),
+            "defaults.disks",
+            Some(7),
+        ),
+        (
+            "disks slot unknown to PVE",
+            with("[defaults]\ndisks = [{ slot = \"scsi31\", size = \"10G\", storage = \"ssd\" }]"),
+            "defaults.disks[0].slot",
+            Some(7),
+        ),
+        (
+            "disks slot twice",
+            with(
+                "[defaults]\ndisks = [\n  { slot = \"scsi1\", size = \"10G\", storage = \"ssd\" },\n  { slot = \"scsi1\", size = \"20G\", storage = \"ssd\" },\n]",
+            ),
+            "defaults.disks[1].slot",
+            Some(9),
+        ),
+        (
+            "disks in the boot disk's slot",
+            with("[defaults]\ndisks = [{ slot = \"scsi0\", size = \"10G\", storage = \"ssd\" }]"),
+            "defaults.disks[0].slot",
+            Some(7),
+        ),
+        (
+            "disks in a VM's own boot disk slot",
+            with(
+                "[defaults]\ndisks = [{ slot = \"virtio0\", size = \"10G\", storage = \"ssd\" }]\n[vm_configs.db]\ndisk = \"virtio0\"",
+            ),
+            "defaults.disks[0].slot",
+            Some(7),
+        ),
+        (
+            "disks size as an integer",
+            with("[vm_configs.db]\ndisks = [{ slot = \"scsi1\", size = 200, storage = \"ssd\" }]"),
+            "vm_configs.db.disks[0].size",
+            Some(7),
+        ),
+        (
+            "disks size not whole MiB",
+            with("[defaults]\ndisks = [{ slot = \"scsi1\", size = \"100K\", storage = \"ssd\" }]"),
+            "defaults.disks[0].size",
+            Some(7),
+        ),
+        (
+            "disks without storage",
+            with("[defaults]\ndisks = [{ slot = \"scsi1\", size = \"10G\" }]"),
+            "defaults.disks[0].storage",
+            Some(7),
+        ),
+        (
+            "disks bad format",
+            with(
+                "[defaults]\ndisks = [{ slot = \"scsi1\", size = \"10G\", storage = \"ssd\", format = \"vdi\" }]",
+            ),
+            "defaults.disks[0].format",
+            Some(7),
+        ),
+        (
+            "disks unknown key",
+            with(
+                "[defaults]\ndisks = [{ slot = \"scsi1\", size = \"10G\", storage = \"ssd\", ssd = true }]",
+            ),
+            "defaults.disks[0].ssd",
+            Some(7),
+        ),
+        (
             "balloon negative",
             with("[defaults]\nballoon = -1"),
             "defaults.balloon",
@@ -2006,4 +2074,33 @@ fn the_readmes_network_examples_parse() {
             Config::parse(&with(block), "README.md").unwrap_or_else(|e| panic!("{e}\n{block}"));
         assert!(!config.defaults.networks.is_empty());
     }
+}
+
+#[test]
+fn extra_disks_are_read_and_a_vms_list_replaces_the_defaults() {
+    let text = with(
+        "[defaults]\ndisks = [{ slot = \"scsi1\", size = \"200G\", storage = \"ssd\" }]\n\
+         [vm_configs.db]\ndisks = [{ slot = \"virtio1\", size = \"512M\", storage = \"fast\", format = \"raw\" }]\n\
+         [vm_configs.web]\n",
+    );
+    let config = Config::parse(&text, "deploy.toml").unwrap();
+    let vms = config.vms();
+    assert_eq!(
+        vms[0].spec.disks,
+        vec![ExtraDisk {
+            slot: "virtio1".into(),
+            size: 512 << 20,
+            storage: "fast".into(),
+            format: Some("raw".into()),
+        }]
+    );
+    assert_eq!(
+        vms[1].spec.disks,
+        vec![ExtraDisk {
+            slot: "scsi1".into(),
+            size: 200 << 30,
+            storage: "ssd".into(),
+            format: None,
+        }]
+    );
 }

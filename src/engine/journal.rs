@@ -77,6 +77,14 @@ pub enum Entry {
         name: String,
         vmid: u32,
     },
+    /// PVE accepted the migration of the clone (made where its template lives) to `target`;
+    /// `upid` is its task. A resume awaits it before looking where the VM is.
+    MigrateAccepted {
+        name: String,
+        vmid: u32,
+        target: String,
+        upid: String,
+    },
     Configured {
         name: String,
         vmid: u32,
@@ -174,6 +182,8 @@ pub struct VmRecord {
     pub node: String,
     /// The last clone task accepted for it.
     pub clone_upid: Option<String>,
+    /// The last migration task accepted for it.
+    pub migrate_upid: Option<String>,
     /// Its NICs' static IPv4 addresses by NIC index (`10.0.10.21/24`), as an `ip_pool` gave them.
     pub addresses: BTreeMap<usize, String>,
     pub step: Step,
@@ -205,12 +215,14 @@ impl History {
                 vmid,
                 node: String::new(),
                 clone_upid: None,
+                migrate_upid: None,
                 addresses: BTreeMap::new(),
                 step,
                 hook_done: false,
             });
             if r.vmid != vmid {
                 r.clone_upid = None;
+                r.migrate_upid = None;
                 r.hook_done = false;
             }
             r.vmid = vmid;
@@ -251,6 +263,12 @@ impl History {
             Entry::Cloned { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Cloned);
             }
+            // Still `Cloned`: the VM is configured only once it is on its node.
+            Entry::MigrateAccepted {
+                name, vmid, upid, ..
+            } => {
+                set(&mut self.vms, name, vmid, Step::Cloned).migrate_upid = Some(upid);
+            }
             Entry::Configured { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::Configured);
             }
@@ -272,7 +290,9 @@ impl History {
             }
             // It may be gone: a resume looks it up, and clones it when it is.
             Entry::RecreateRequested { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Assigned).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Assigned);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
             Entry::HookStarted { name, vmid } => {
                 if let Some(r) = self.vms.get_mut(&name).filter(|r| r.vmid == vmid) {
@@ -290,7 +310,9 @@ impl History {
                 }
             }
             Entry::Destroyed { name, vmid } => {
-                set(&mut self.vms, name, vmid, Step::Destroyed).clone_upid = None;
+                let r = set(&mut self.vms, name, vmid, Step::Destroyed);
+                r.clone_upid = None;
+                r.migrate_upid = None;
             }
         }
     }

@@ -16,6 +16,7 @@ mod coordinator;
 pub mod destroy;
 pub mod error;
 pub mod event;
+mod extra_disks;
 pub mod hook;
 pub mod ip;
 pub mod journal;
@@ -27,6 +28,7 @@ pub mod record;
 pub mod schedule;
 pub mod settings;
 mod snippets;
+mod source;
 mod task_watch;
 mod vm;
 

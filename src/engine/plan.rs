@@ -37,6 +37,8 @@ pub struct CloneSource {
     /// The template's disk as the cluster reports it (`maxdisk`): what a full clone copies at
     /// most (a sparse disk copies only its allocated data).
     pub bytes: Option<u64>,
+    /// Cloned on `node`, where the template's disks are local, then migrated to the VM's node.
+    pub migrate: bool,
 }
 
 /// A VM this rollout found already on the cluster and recognised as its own (resume).
@@ -44,6 +46,8 @@ pub struct CloneSource {
 pub struct Adopted {
     pub status: String,
     pub lock: Option<String>,
+    /// Where it was found (its planned node, unless it waits there to be migrated).
+    pub node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub struct PlannedVm {
     /// The clone task the journal says was accepted for this VM and not seen finishing: a
     /// resumed run awaits it before anything else.
     pub clone_upid: Option<String>,
+    /// The migration task the journal says was accepted for this VM (a resumed run awaits it).
+    pub migrate_upid: Option<String>,
     /// The physical storage its clone copies onto: the storage id when shared by the cluster,
     /// else `node/storage` (clones onto one share its throughput).
     pub clone_storage: String,
@@ -147,6 +153,10 @@ impl Plan {
                 (None, Some(t)) => {
                     format!("clone {} on {} -> {t}", vm.source.vmid, vm.source.node)
                 }
+                (None, None) if vm.source.migrate => format!(
+                    "clone {} on {}, migrate -> {}",
+                    vm.source.vmid, vm.source.node, vm.node
+                ),
                 (None, None) => format!("clone {} on {}", vm.source.vmid, vm.source.node),
             };
             out.push_str(&format!(
@@ -318,6 +328,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                 adopted = Some(Adopted {
                     status: existing.status.clone().unwrap_or_else(|| "unknown".into()),
                     lock: cfg.lock().map(str::to_string),
+                    node: enode.clone(),
                 });
                 vmid = Some(evmid);
                 node = Some(enode);
@@ -352,6 +363,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
                         adopted = Some(Adopted {
                             status: "unknown".into(),
                             lock: cfg.lock().map(str::to_string),
+                            node: hnode.clone(),
                         });
                         node = Some(hnode);
                     }
@@ -415,6 +427,10 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             }
         };
         assigned.insert(vmid);
+        // A resume: a VM cloned where its template lives waits there to be migrated.
+        if let Some(to) = super::source::pending_destination(adopted.as_ref(), journaled) {
+            node = Some(to);
+        }
 
         // Placement: the pinned node, else by `rollout.placement`.
         let memory = entry.spec.memory as i128 * 1024 * 1024;
@@ -451,47 +467,25 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
             ));
         }
 
-        // Template: one on the same node, else a shared one cloned with `target`.
-        let local = templates
-            .iter()
-            .find(|t| t.node.as_deref() == Some(node.as_str()));
-        let source = match (local, &shared_template) {
-            (Some(t), _) => t.vmid.map(|vmid| CloneSource {
-                node: node.clone(),
-                vmid,
-                target: None,
-                bytes: t.maxdisk,
-            }),
-            (None, Some((tnode, tvmid))) => {
-                if !shared_storages.contains(entry.spec.storage.as_str())
-                    && adopted.is_none()
-                    && !linked
-                {
-                    problems.push(format!(
-                        "'{}' is placed on {node}, which has no template '{template_name}', and storage '{}' is not shared, so a cross-node clone is impossible; use a shared storage or put a template on {node}",
-                        entry.name, entry.spec.storage
-                    ));
-                }
-                Some(CloneSource {
-                    node: tnode.clone(),
-                    vmid: *tvmid,
-                    target: Some(node.clone()),
-                    bytes: templates
-                        .iter()
-                        .find(|t| t.vmid == Some(*tvmid))
-                        .and_then(|t| t.maxdisk),
-                })
-            }
-            (None, None) => {
-                if !templates.is_empty() {
-                    problems.push(format!(
-                        "node {node} has no usable template '{template_name}' (none on that node, and none with all volumes on shared storage)"
-                    ));
-                }
-                None
-            }
+        let wanted = super::source::Wanted {
+            name: &entry.name,
+            spec: &entry.spec,
+            node: &node,
+            checked: adopted.is_none(),
         };
+        let found = super::source::Templates {
+            all: &templates,
+            shared: shared_template.as_ref(),
+            shared_storages: &shared_storages,
+        };
+        let source = super::source::choose(&wanted, &found, &storages, &nodes, &mut problems);
         let Some(source) = source else { continue };
+        // A clone migrated afterwards copies onto the template's node first.
+        let clone_storage = match source.migrate {
+            true => format!("{}/{}", source.node, entry.spec.storage),
+            false => clone_storage,
+        };
+        super::source::check_adopted(&entry.name, adopted.as_ref(), &source, &node, &mut problems);
         if let Some(disks) = unlinkable
             .get(&(source.node.clone(), source.vmid))
             .filter(|d| linked && adopted.is_none() && !d.is_empty())
@@ -514,9 +508,13 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
         let clone_upid = journaled
             .filter(|j| j.step == Step::CloneAccepted && j.vmid == vmid)
             .and_then(|j| j.clone_upid.clone());
+        let migrate_upid = journaled
+            .filter(|j| j.vmid == vmid && source.migrate)
+            .and_then(|j| j.migrate_upid.clone());
         planned.push(PlannedVm {
             journaled: journaled.filter(|j| j.vmid == vmid).map(|j| j.step),
             clone_upid,
+            migrate_upid,
             clone_storage,
             index,
             name: entry.name,
@@ -530,6 +528,7 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
 
     super::snippets::check(client, &planned, &storages, &mut problems).await?;
     super::snippets::check_pools(client, &planned, &mut problems).await?;
+    super::extra_disks::check(client, &planned, &storages, &mut problems).await?;
     super::nics::check(client, &planned, &mut problems).await?;
     let static_somewhere = planned
         .iter()

@@ -372,6 +372,8 @@ pub enum Wait {
     StartTask,
     StopTask,
     ResizeTask,
+    /// A migration of a stopped clone to its node.
+    MigrateTask,
     /// From the VM's start to its agent's first answer.
     Agent,
     /// From the agent's first answer to a usable IP.

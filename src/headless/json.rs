@@ -170,7 +170,14 @@ pub fn plan_json(plan: &Plan) -> Value {
                     "node": vm.source.node,
                     "vmid": vm.source.vmid,
                     "target": vm.source.target,
+                    "migrate": vm.source.migrate,
                 },
+                "disks": vm.spec.disks.iter().map(|d| json!({
+                    "slot": d.slot,
+                    "size_bytes": d.size,
+                    "storage": d.storage,
+                    "format": d.format,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

@@ -41,6 +41,12 @@ pub struct Draft {
     pub bridge: Option<String>,
     /// net0's VLAN tag.
     pub vlan: Option<u16>,
+    /// `clone = "linked"` (then `storage` and `format` are left out: PVE refuses both).
+    pub clone_linked: bool,
+    /// net0's static address for the one VM (`10.0.10.21/24`), or a range for several.
+    pub ip: Option<String>,
+    pub ip_pool: Option<String>,
+    pub gateway: Option<String>,
     pub secure_boot: Option<bool>,
     pub ciuser: Option<String>,
     pub sshkeys: Vec<String>,
@@ -177,21 +183,24 @@ impl Draft {
             self.disk_size.as_deref().map(quote),
         );
         self.key(&mut out, "defaults.disk", self.disk.as_deref().map(quote));
-        self.key(
-            &mut out,
-            "defaults.storage",
-            self.storage.as_deref().map(quote),
-        );
-        self.key(
-            &mut out,
-            "defaults.format",
-            self.format.as_deref().map(quote),
-        );
+        // A linked clone stays on the template's storage and format.
+        let full = !self.clone_linked;
+        let storage = self.storage.as_deref().filter(|_| full).map(quote);
+        self.key(&mut out, "defaults.storage", storage);
+        let format = self.format.as_deref().filter(|_| full).map(quote);
+        self.key(&mut out, "defaults.format", format);
+        let linked = self.clone_linked.then(|| quote("linked"));
+        self.key(&mut out, "defaults.clone", linked);
         self.key(
             &mut out,
             "defaults.bridge",
             self.bridge.as_deref().map(quote),
         );
+        self.key(&mut out, "defaults.ip", self.ip.as_deref().map(quote));
+        let pool = self.ip_pool.as_deref().map(quote);
+        self.key(&mut out, "defaults.ip_pool", pool);
+        let gateway = self.gateway.as_deref().map(quote);
+        self.key(&mut out, "defaults.gateway", gateway);
         self.key(
             &mut out,
             "defaults.vlan",

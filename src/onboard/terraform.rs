@@ -11,6 +11,9 @@ use hcl::{Block, Body};
 use super::draft::{Draft, VmDraft};
 use super::hcl_value::{Lit, Vars, literal};
 use crate::config::{format_size, parse_size};
+use crate::pve::IpConfig;
+
+mod address;
 
 /// The resource type of the telmate/proxmox provider's VM.
 pub const RESOURCE: &str = "proxmox_vm_qemu";
@@ -78,6 +81,8 @@ fn label(block: &Block, i: usize) -> &str {
 struct Importer {
     vars: Vars,
     out: Import,
+    /// A static `ipconfig0` and where it came from (translated once the VM count is known).
+    ipconfig0: Option<(IpConfig, String)>,
 }
 
 impl Importer {
@@ -238,13 +243,7 @@ impl Importer {
                     Some("ip=dhcp") => {
                         self.took("ipconfig0=ip=dhcp (what pve-rollout sets)", &from)
                     }
-                    Some(other) => self.skip(
-                        place,
-                        key,
-                        format!(
-                            "\"{other}\": one literal address cannot serve every VM of `count`; give each VM its own with `ip_pool` (and `gateway`) in [defaults] or `ip` per VM in [vm_configs]"
-                        ),
-                    ),
+                    Some(other) => self.static_ipconfig(place, key, other, &from),
                     None => {}
                 },
                 "ciuser" => {
@@ -276,11 +275,11 @@ impl Importer {
                 "full_clone" => {
                     match self.value(place, key, attr.expr()).and_then(|v| v.truthy()) {
                         Some(true) => self.took("a full clone (what pve-rollout makes)", &from),
-                        Some(false) => self.skip(
-                            place,
-                            key,
-                            "a linked clone: write `clone = \"linked\"` in [defaults] and drop `storage` and `format` there (PVE takes neither for a linked clone); import-tf writes full clones",
-                        ),
+                        Some(false) => {
+                            d(self).clone_linked = true;
+                            d(self).note("defaults.clone", "From full_clone = false: a linked clone stays on the template's storage and\nformat, so neither is written.");
+                            self.took("defaults.clone = \"linked\"", &from);
+                        }
                         None => {}
                     }
                 }
@@ -431,6 +430,7 @@ pub fn import_dir(dir: &Path) -> Result<Import, ImportError> {
             translated: Vec::new(),
             skipped: Vec::new(),
         },
+        ipconfig0: None,
     };
     // Defaults first, then tfvars over them (Terraform's order).
     for file in &tf {
@@ -507,6 +507,7 @@ pub fn import_dir(dir: &Path) -> Result<Import, ImportError> {
         });
     }
     importer.variables();
+    importer.addresses();
     let mut out = importer.out;
     out.draft.header = vec![format!(
         "deploy.toml written by `pve-rollout import-tf` from {}.",

@@ -42,7 +42,7 @@ pub struct CheckReport {
     pub nodes: Vec<NodeInfo>,
 }
 
-fn vmid_text(vmid: u32) -> String {
+pub(super) fn vmid_text(vmid: u32) -> String {
     vmid.to_string()
 }
 
@@ -541,7 +541,7 @@ impl Client {
 #[derive(Deserialize)]
 enum Never {}
 
-fn required_upid(call: &str, data: Value) -> Result<Upid> {
+pub(super) fn required_upid(call: &str, data: Value) -> Result<Upid> {
     match optional_upid(call, data)? {
         Some(upid) => Ok(upid),
         None => {
@@ -650,6 +650,7 @@ mod tests {
             storage: None,
             shared: false,
             content: None,
+            plugintype: None,
         };
         let error = clone_found("POST /nodes/pve1/qemu/9000/clone", &request, &found, &lost);
         assert_eq!(error.class, ErrorClass::AlreadyExists);

@@ -38,6 +38,7 @@ mod decode;
 pub mod discovery;
 mod encode;
 mod error;
+mod migrate;
 mod props;
 mod retry;
 mod task_list;
@@ -54,7 +55,9 @@ pub use calls::CheckReport;
 pub use caps::ENTRY_NODE;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
-pub use props::{CiCustom, DiskSize, Ip6Config, IpConfig, NetDevice, NewEfiDisk, Startup, Tags};
+pub use props::{
+    CiCustom, DiskSize, Ip6Config, IpConfig, NetDevice, NewDisk, NewEfiDisk, Startup, Tags,
+};
 pub use task_list::{NodeTask, NodeTasks, TaskListQuery, TaskSource};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 pub use upid::{Upid, UpidParts};
@@ -360,6 +363,8 @@ pub struct Resource {
     pub shared: bool,
     /// Storage content types (`images,rootdir,...`).
     pub content: Option<String>,
+    /// Storage type (`lvmthin`, `dir`, `nfs`, ...).
+    pub plugintype: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

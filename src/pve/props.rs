@@ -6,6 +6,9 @@ use std::fmt;
 
 use super::{NodeInfo, Resource, TaskLogLine, VmConfig, VmStatus};
 
+mod ipconfig;
+pub use ipconfig::{Ip6Config, IpConfig};
+
 /// A `netN` value: `virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1` (the model key carries the
 /// MAC), or the long form `model=virtio,macaddr=...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,132 +117,6 @@ pub(crate) fn is_mac(text: &str) -> bool {
             .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// An `ipconfigN` value (cloud-init's network setup of the guest): IPv4 by DHCP, or a static
-/// address with its prefix length and an optional gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpConfig {
-    /// IPv4 by DHCP: `ip=dhcp`.
-    Dhcp,
-    /// `ip=10.0.10.21/24,gw=10.0.10.1`.
-    Static {
-        address: std::net::Ipv4Addr,
-        prefix: u8,
-        gateway: Option<std::net::Ipv4Addr>,
-    },
-}
-
-impl IpConfig {
-    /// Reads PVE's `ipconfigN` text (IPv6 keys ignored); `None` without an IPv4 `ip=` or with
-    /// one PVE would not have accepted.
-    pub fn parse(text: &str) -> Option<IpConfig> {
-        let mut ip = None;
-        let mut gateway = None;
-        for item in text.split(',').filter(|i| !i.is_empty()) {
-            let (key, value) = item.split_once('=')?;
-            match key {
-                "ip" => ip = Some(value),
-                "gw" => gateway = Some(value.parse().ok()?),
-                _ => {}
-            }
-        }
-        match ip? {
-            "dhcp" => Some(IpConfig::Dhcp),
-            cidr => {
-                let (address, prefix) = cidr.split_once('/')?;
-                let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-                Some(IpConfig::Static {
-                    address: address.parse().ok()?,
-                    prefix,
-                    gateway,
-                })
-            }
-        }
-    }
-
-    /// The static address, if any.
-    pub fn static_address(&self) -> Option<std::net::Ipv4Addr> {
-        match self {
-            IpConfig::Dhcp => None,
-            IpConfig::Static { address, .. } => Some(*address),
-        }
-    }
-}
-
-impl fmt::Display for IpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpConfig::Dhcp => f.write_str("ip=dhcp"),
-            IpConfig::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
-                write!(f, "ip={address}/{prefix}")?;
-                match gateway {
-                    Some(gw) => write!(f, ",gw={gw}"),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-}
-
-/// `ipconfigN`'s IPv6 part: `ip6=auto` (SLAAC), `ip6=dhcp`, or a static address with its
-/// prefix length and an optional `gw6=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ip6Config {
-    Auto,
-    Dhcp,
-    Static {
-        address: std::net::Ipv6Addr,
-        prefix: u8,
-        gateway: Option<std::net::Ipv6Addr>,
-    },
-}
-
-impl Ip6Config {
-    /// Reads the `ip6=` and `gw6=` of PVE's `ipconfigN` text; `None` without an `ip6=` or with
-    /// one PVE would not have accepted.
-    pub fn parse(text: &str) -> Option<Ip6Config> {
-        let field = |key: &str| {
-            text.split(',')
-                .find_map(|item| item.strip_prefix(key)?.strip_prefix('='))
-        };
-        match field("ip6")? {
-            "auto" => Some(Ip6Config::Auto),
-            "dhcp" => Some(Ip6Config::Dhcp),
-            cidr => {
-                let (address, prefix) = cidr.split_once('/')?;
-                Some(Ip6Config::Static {
-                    address: address.parse().ok()?,
-                    prefix: prefix.parse().ok().filter(|p| *p <= 128)?,
-                    gateway: field("gw6").and_then(|gw| gw.parse().ok()),
-                })
-            }
-        }
-    }
-}
-
-impl fmt::Display for Ip6Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ip6Config::Auto => f.write_str("ip6=auto"),
-            Ip6Config::Dhcp => f.write_str("ip6=dhcp"),
-            Ip6Config::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
-                write!(f, "ip6={address}/{prefix}")?;
-                match gateway {
-                    Some(gw) => write!(f, ",gw6={gw}"),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
-}
-
 /// A `cicustom` value: cloud-init files of the operator's own (`<storage>:snippets/<file>`)
 /// replacing the generated ones, per kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -336,6 +213,31 @@ impl fmt::Display for NewEfiDisk {
             self.storage,
             u8::from(self.pre_enrolled_keys)
         )
+    }
+}
+
+/// A new volume for a disk slot: PVE's `<storage>:<size in GiB>` (fractions allowed), with
+/// `format` when given (the storage's default otherwise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDisk {
+    pub storage: String,
+    /// Bytes; a whole number of MiB renders exactly.
+    pub size: u64,
+    pub format: Option<String>,
+}
+
+impl fmt::Display for NewDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const GIB: u64 = 1 << 30;
+        if self.size.is_multiple_of(GIB) {
+            write!(f, "{}:{}", self.storage, self.size / GIB)?;
+        } else {
+            write!(f, "{}:{}", self.storage, self.size as f64 / GIB as f64)?;
+        }
+        match &self.format {
+            Some(format) => write!(f, ",format={format}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -618,6 +520,22 @@ mod tests {
         assert_eq!(DiskSize(128 << 30).to_string(), "128G");
         assert_eq!(DiskSize(1536 << 20).to_string(), "1536M");
         assert_eq!(DiskSize(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn new_disks_in_pve_gib_notation() {
+        let disk = |size: u64, format: Option<&str>| NewDisk {
+            storage: "ssd".into(),
+            size,
+            format: format.map(str::to_string),
+        };
+        assert_eq!(disk(200 << 30, None).to_string(), "ssd:200");
+        assert_eq!(
+            disk(512 << 20, Some("raw")).to_string(),
+            "ssd:0.5,format=raw"
+        );
+        assert_eq!(disk(1 << 20, None).to_string(), "ssd:0.0009765625");
+        assert_eq!(disk(1536 << 20, None).to_string(), "ssd:1.5");
     }
 
     #[test]

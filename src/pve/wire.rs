@@ -139,6 +139,8 @@ pub(crate) struct WireResource {
     shared: bool,
     #[serde(default, deserialize_with = "string_opt")]
     content: Option<String>,
+    #[serde(default, deserialize_with = "string_opt")]
+    plugintype: Option<String>,
 }
 
 impl From<WireResource> for Resource {
@@ -160,6 +162,7 @@ impl From<WireResource> for Resource {
             storage: w.storage,
             shared: w.shared,
             content: w.content,
+            plugintype: w.plugintype,
         }
     }
 }

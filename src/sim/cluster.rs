@@ -42,6 +42,8 @@ pub struct Guest {
     pub agent_up_at: Option<f64>,
     pub ip_at: Option<f64>,
     pub cloud_init_at: Option<f64>,
+    /// cloud-init ends in error (`faults.cloud_init_error`).
+    pub cloud_init_failed: bool,
     /// Its NICs as QEMU started them (net0 first; only those with a MAC).
     pub nics: Vec<GuestNic>,
     /// The agent socket exists only when `agent` was enabled at start.
@@ -101,6 +103,7 @@ pub struct Draws {
     pub cloud_init_s: f64,
     pub shutdown_s: f64,
     pub alloc_s: f64,
+    pub ciupgrade_s: f64,
 }
 
 impl Draws {
@@ -117,6 +120,8 @@ impl Draws {
             cloud_init_s: t.cloud_init_s.draw(&mut r),
             shutdown_s: t.shutdown_s.draw(&mut r),
             alloc_s: r.random_range(0.0..=1.0),
+            // Drawn last: the draws before it stay what they were for a seed.
+            ciupgrade_s: t.ciupgrade_s.draw(&mut r),
         }
     }
 }

@@ -60,6 +60,7 @@ pub async fn dispatch(
         Ep::VmPower(op) => qemu::power(&shared, &who, &node, op, &p),
         Ep::VmDelete => qemu::destroy(&shared, &who, &node, &p),
         Ep::VmClone => clone::clone(&shared, &who, &node, &p),
+        Ep::VmMigrate => qemu::migrate(&shared, &who, &node, &p),
         Ep::AgentIndex => agent::index(&p),
         Ep::Agent(cmd) => agent::command(shared, &who, &node, cmd, p).await,
         Ep::TaskList => {

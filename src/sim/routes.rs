@@ -25,6 +25,7 @@ pub enum Ep {
     VmConfigPut,
     VmPending,
     VmClone,
+    VmMigrate,
     VmResize,
     VmPower(&'static str),
     VmDelete,
@@ -196,6 +197,9 @@ pub fn route(method: &Method, segs: &[String]) -> Option<Routed> {
                             (Ep::VmPending, "/nodes/{node}/qemu/{vmid}/pending")
                         }
                         ("POST", ["clone"]) => (Ep::VmClone, "/nodes/{node}/qemu/{vmid}/clone"),
+                        ("POST", ["migrate"]) => {
+                            (Ep::VmMigrate, "/nodes/{node}/qemu/{vmid}/migrate")
+                        }
                         ("PUT", ["resize"]) => (Ep::VmResize, "/nodes/{node}/qemu/{vmid}/resize"),
                         ("GET", ["agent"]) => (Ep::AgentIndex, "/nodes/{node}/qemu/{vmid}/agent"),
                         (_, ["agent", cmd]) => {

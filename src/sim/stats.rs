@@ -48,6 +48,10 @@ pub struct VmStats {
     pub boot_s: f64,
     pub agent_s: f64,
     pub dhcp_s: f64,
+    /// The package upgrade of its latest start (first boot with `ciupgrade` on), before the
+    /// agent comes up; 0 otherwise.
+    #[serde(default)]
+    pub ciupgrade_s: f64,
     /// Whether the scenario withholds its agent / its IP forever.
     pub agent_never: bool,
     pub ip_never: bool,

@@ -8,7 +8,7 @@ use std::future::Future;
 use pve_rollout::config::Config;
 use pve_rollout::demo::{self, DemoSettings};
 use pve_rollout::engine::event::{Command, Event, Phase, VmState};
-use pve_rollout::engine::{self, Clock, Rollout, plan};
+use pve_rollout::engine::{self, Clock, Rollout, journal, plan};
 use pve_rollout::pve::Client;
 use pve_rollout::report::Summary;
 use pve_rollout::sim::{self, Scenario, Sim, SimOptions};
@@ -135,4 +135,51 @@ pub fn is_phase(phase: Phase) -> impl Fn(&VmState) -> bool {
 
 pub fn states(summary: &Summary) -> Vec<&str> {
     summary.vms.iter().map(|v| v.state.as_str()).collect()
+}
+
+/// Runs a rollout from a fresh plan and kills it when `kill_at` first holds for an event.
+/// Returns whether it was killed (false: it ended first).
+pub async fn run_and_kill(h: &Harness, kill_at: &(dyn Fn(&Event) -> bool + Sync)) -> bool {
+    let plan = h.plan().await;
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    let engine = tokio::spawn(engine::run(
+        Rollout {
+            client: h.client.clone(),
+            config: h.config.clone(),
+            plan,
+            clock: Clock::new(h.scale),
+            linger: false,
+        },
+        etx,
+        crx,
+    ));
+    let mut killed = false;
+    while let Some(e) = erx.recv().await {
+        if kill_at(&e) {
+            engine.abort();
+            killed = true;
+            break;
+        }
+    }
+    let joined = engine.await;
+    assert_eq!(joined.is_err(), killed, "the engine ended as expected");
+    drop(ctx);
+    journal_released(h).await;
+    killed
+}
+
+/// The killed engine's VM tasks are dropped on their own threads a moment after the abort; the
+/// journal lock goes with the last of them (with SIGKILL, the kernel drops it at once).
+pub async fn journal_released(h: &Harness) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match journal::Journal::open(h.out.path()) {
+            Ok(_) => return,
+            Err(journal::JournalError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("journal not released: {e}"),
+        }
+    }
 }

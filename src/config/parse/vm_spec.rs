@@ -32,6 +32,8 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "startup",
     "cpu",
     "balloon",
+    // Extra disks (parsed in disks.rs).
+    "disks",
     // Network (parsed in network.rs).
     "bridge",
     "vlan",
@@ -69,6 +71,7 @@ impl Doc<'_> {
             clone: CloneMode::Full,
             cicustom: None,
             guest: Default::default(),
+            disks: Vec::new(),
         };
         Some(original.merged(&o))
     }
@@ -176,6 +179,7 @@ impl Doc<'_> {
         }
         let network = self.network(s);
         let guest = self.guest(s);
+        let disks = self.disks(s);
         if self.problems.len() > before {
             return None;
         }
@@ -199,6 +203,7 @@ impl Doc<'_> {
             clone,
             cicustom: network.cicustom,
             guest,
+            disks,
             node: None,
             vmid: None,
             checks_exec: None,

@@ -105,7 +105,7 @@ impl VmTask {
     /// Waits until the clone's `lock: clone` is gone (bpg does the same) and judges the VM
     /// ours; `None` when the VM vanished (and may be cloned again).
     async fn await_unlocked(&mut self) -> Step<Option<VmConfig>> {
-        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let (node, vmid) = (self.clone_node(), self.vm.vmid);
         // The clone task has ended (or an earlier run's was judged over): a lock that outlives
         // it this long is stuck.
         let timeout = self.shared.checks.clone_stall_timeout;
@@ -114,8 +114,14 @@ impl VmTask {
         // Each `Pending` says what kept us waiting: the lock, or a node that did not answer.
         let found = loop {
             poll.due().await?;
-            let attempt = match shared.client.vm_config(&node, vmid).await {
-                Ok(cfg) if cfg.lock().is_none() => Attempt::Done(Some(cfg)),
+            let attempt = match self.cloned_config(&node).await {
+                // Our migration's lock (a resume): the clone ended before it began.
+                Ok(cfg)
+                    if cfg.lock().is_none()
+                        || (self.vm.source.migrate && cfg.lock() == Some("migrate")) =>
+                {
+                    Attempt::Done(Some(cfg))
+                }
                 Ok(cfg) => Attempt::Pending(format!("locked ({})", cfg.lock().unwrap_or_default())),
                 Err(e) if e.class == ErrorClass::NotFound && self.reclones < 2 => {
                     Attempt::Done(None)
@@ -159,7 +165,7 @@ impl VmTask {
     /// Such a clone's task is not ours to follow (its answer was lost), so no progress tells a
     /// stall: only `clone_timeout`, when set, ends the wait; an operator sees it and can skip.
     async fn lookup_ours(&mut self) -> Step<bool> {
-        let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
+        let (node, vmid) = (self.clone_node(), self.vm.vmid);
         let timeout = self.shared.checks.clone_timeout;
         let shared = self.shared.clone();
         let mut poll = Self::poller(&shared, shared.clock.deadline_within(timeout), CLONE_LOOKUP);

@@ -41,6 +41,10 @@ impl VmTask {
             return Ok(());
         }
         let update = config_update(&self.vm, &config);
+        let new_disks: Vec<String> = super::disks::new_disk_keys(&self.vm, &config)
+            .into_iter()
+            .map(|(slot, volume)| format!("{slot} ({volume})"))
+            .collect();
         // The clone's lock is gone by now; a config lock held this long is a stall.
         let deadline = self
             .shared
@@ -80,6 +84,12 @@ impl VmTask {
                 return Err(e.into());
             }
             self.sleep(Duration::from_secs(2)).await?;
+        }
+        if !new_disks.is_empty() {
+            self.log(
+                Level::Info,
+                format!("extra disks allocated: {}", new_disks.join(", ")),
+            );
         }
         self.grow_disk(&config).await
     }
@@ -264,6 +274,7 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
         };
         set.push(("efidisk0".to_string(), efidisk.to_string()));
     }
+    set.extend(super::disks::new_disk_keys(vm, current));
     if let Some(user) = &spec.ciuser {
         set.push(("ciuser".to_string(), user.clone()));
     }

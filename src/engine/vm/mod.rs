@@ -3,17 +3,20 @@
 //!
 //! This file holds what every phase shares: the task's state, the step boundary (abort and
 //! pause), the journal, the events, the guest-agent lane and the poller. Each phase is a file:
-//! `clone`, `configure`, `boot`, `agent`, `ip`, `verify` (with `exec`, the guest commands, and
-//! `guest_checks`, the operator's own), `provision` (the `on_verified` hook), and `task` waits
-//! for PVE tasks.
+//! `clone` (then `migrate`, for a clone made where a template with local disks lives),
+//! `configure` (with `disks`, the extra disks), `boot`, `agent`, `ip`, `verify` (with `exec`,
+//! the guest commands, and `guest_checks`, the operator's own), `provision` (the `on_verified`
+//! hook), and `task` waits for PVE tasks.
 
 mod agent;
 mod boot;
 mod clone;
 mod configure;
+mod disks;
 mod exec;
 mod guest_checks;
 mod ip;
+mod migrate;
 mod provision;
 mod task;
 mod verify;
@@ -194,6 +197,11 @@ impl VmTask {
             config = Some(self.clone_phase().await?);
         }
         if from <= Phase::Configuring {
+            self.migrate_phase().await?;
+            if self.vm.source.migrate {
+                // Read on the node it was cloned on: the migration changed it.
+                config = None;
+            }
             self.configure_phase(config.take()).await?;
             self.journal(Entry::Configured {
                 name: self.vm.name.clone(),

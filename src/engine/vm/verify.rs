@@ -45,6 +45,7 @@ impl VmTask {
         }
         self.agent_service(held, deadline).await?;
         self.guest_identity(held, deadline).await?;
+        self.verify_disks().await?;
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
         }
@@ -169,16 +170,17 @@ impl VmTask {
                     Attempt::Done(())
                 }
                 Some(2) => {
+                    let detail = self.cloud_init_long(held, deadline, &r.stdout).await?;
                     self.log(
                         Level::Warning,
-                        format!("cloud-init: done but degraded: {}", r.stdout.trim()),
+                        format!("cloud-init: done but degraded: {detail}"),
                     );
                     Attempt::Done(())
                 }
                 Some(1) => {
+                    let detail = self.cloud_init_long(held, deadline, &r.stdout).await?;
                     return Err(Stop::Failed(format!(
-                        "cloud-init reported an error: {}",
-                        r.stdout.trim()
+                        "cloud-init reported an error: {detail}"
                     )));
                 }
                 other => Attempt::Pending(format!("{other:?}")),
@@ -192,5 +194,96 @@ impl VmTask {
                 return Ok(());
             }
         }
+    }
+
+    /// `cloud-init status --long` after a failure or a degraded run: every line to the log, the
+    /// status, detail and errors in one line for the failure reason. The short status stands in
+    /// when the long form cannot be had.
+    async fn cloud_init_long(
+        &mut self,
+        held: bool,
+        deadline: Instant,
+        short: &str,
+    ) -> Step<String> {
+        let r = self
+            .exec(held, &["cloud-init", "status", "--long"], deadline)
+            .await?;
+        if r.stdout.trim().is_empty() {
+            return Ok(one_line(short));
+        }
+        for line in r.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            self.log(
+                Level::Warning,
+                format!("cloud-init status --long: {}", line.trim_end()),
+            );
+        }
+        Ok(long_detail(&r.stdout))
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `status`, `detail`, `errors` and non-empty `recoverable_errors` of `cloud-init status
+/// --long`, joined with `; ` (a key's list items follow it, `, `-separated).
+fn long_detail(text: &str) -> String {
+    const KEYS: [&str; 4] = ["status", "detail", "errors", "recoverable_errors"];
+    let mut parts: Vec<(String, Vec<String>)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        let item = line.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let indented = line.starts_with([' ', '\t']) || item.starts_with("- ");
+        match item.split_once(':') {
+            Some((key, value)) if !indented && KEYS.contains(&key) => {
+                let value = value.trim();
+                let first = (!value.is_empty() && value != "[]" && value != "{}")
+                    .then(|| value.to_string());
+                parts.push((key.to_string(), first.into_iter().collect()));
+                current = Some(parts.len() - 1);
+            }
+            Some(_) if !indented => current = None,
+            // `detail:` alone on its line, its value on the next (older releases).
+            None if !indented => match current {
+                Some(i) if parts[i].0 == "detail" && parts[i].1.is_empty() => {
+                    parts[i].1.push(item.to_string());
+                }
+                _ => current = None,
+            },
+            _ => {
+                if let Some(i) = current {
+                    parts[i].1.push(item.trim_start_matches("- ").to_string());
+                }
+            }
+        }
+    }
+    parts
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(key, values)| format!("{key}: {}", values.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::long_detail;
+
+    #[test]
+    fn the_long_status_names_the_failed_module() {
+        let text = "status: error\nextended_status: error - done\nboot_status_code: enabled-by-generator\nlast_update: Thu, 01 Jan 1970 00:02:15 +0000\ndetail: DataSourceNoCloud [seed=/dev/sr0]\nerrors:\n\t- ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))\nrecoverable_errors: {}\n";
+        assert_eq!(
+            long_detail(text),
+            "status: error; detail: DataSourceNoCloud [seed=/dev/sr0]; errors: ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))"
+        );
+        // Older releases put the detail on its own line; recoverable errors are a mapping.
+        let text = "status: done\ndetail:\nDataSourceNoCloud [seed=/dev/sr0]\nerrors: []\nrecoverable_errors:\n  WARNING:\n    - Failed to set locale\n";
+        assert_eq!(
+            long_detail(text),
+            "status: done; detail: DataSourceNoCloud [seed=/dev/sr0]; recoverable_errors: WARNING:, Failed to set locale"
+        );
     }
 }

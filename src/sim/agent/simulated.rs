@@ -185,6 +185,52 @@ fn fail(code: i64, stderr: impl Into<String>) -> Output {
     }
 }
 
+/// `cloud-init status [--wait] [--long]`: `running` until the guest's cloud-init ends, then
+/// `done` (exit 0) or `error` (exit 1); `--wait` blocks until the end; `--long` adds the
+/// extended status, the datasource and the errors, as cloud-init 24 prints them.
+fn cloud_init_status(args: &[&str], g: &Guest, now: f64) -> Output {
+    let wait = args.contains(&"--wait") || args.contains(&"-w");
+    let long = args.contains(&"--long") || args.contains(&"-l");
+    let end = g.cloud_init_at;
+    let (delay, ended) = match end {
+        Some(t) if wait => ((t - now).max(0.0), true),
+        Some(t) => (0.0, t <= now),
+        None => (0.0, false),
+    };
+    let (status, code) = match (ended, g.cloud_init_failed) {
+        (false, _) => ("running", 0),
+        (true, false) => ("done", 0),
+        (true, true) => ("error", 1),
+    };
+    let mut out = format!("status: {status}\n");
+    if long {
+        let extended = match status {
+            "running" => "running",
+            "done" => "done",
+            _ => "error - done",
+        };
+        // Stamped with the seconds since boot, as cloud-init does before the clock is synced.
+        let since_boot = end.filter(|_| ended).unwrap_or(now) - g.started_at;
+        let stamp = jiff::Timestamp::from_second(since_boot.max(0.0) as i64)
+            .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string())
+            .unwrap_or_default();
+        let errors = if status == "error" {
+            "\n\t- ('scripts_user', RuntimeError('Runparts: 1 failures (runcmd) in 1 attempted commands'))"
+        } else {
+            " []"
+        };
+        out.push_str(&format!(
+            "extended_status: {extended}\nboot_status_code: enabled-by-generator\nlast_update: {stamp}\ndetail: DataSourceNoCloud [seed=/dev/sr0]\nerrors:{errors}\nrecoverable_errors: {{}}\n"
+        ));
+    }
+    Output {
+        code,
+        stdout: out,
+        stderr: String::new(),
+        extra_delay: delay,
+    }
+}
+
 const BIN_DIRS: &[&str] = &[
     "/usr/bin/",
     "/bin/",
@@ -230,7 +276,6 @@ fn run(argv: &[String], host: &str, g: &Guest, now: f64, input: &str) -> Result<
         ));
     }
     let args: Vec<&str> = argv[1..].iter().map(|s| s.as_str()).collect();
-    let cloud_done = g.cloud_init_at.is_some_and(|t| t <= now);
     Ok(match base {
         "true" => ok(""),
         "false" => fail(1, ""),
@@ -310,22 +355,7 @@ fn run(argv: &[String], host: &str, g: &Guest, now: f64, input: &str) -> Result<
             _ => ok(""),
         },
         "cloud-init" => match args.first() {
-            Some(&"status") => {
-                let wait = args.contains(&"--wait") || args.contains(&"-w");
-                if wait {
-                    let delay = g.cloud_init_at.map(|t| (t - now).max(0.0)).unwrap_or(0.0);
-                    Output {
-                        code: 0,
-                        stdout: "status: done\n".into(),
-                        stderr: String::new(),
-                        extra_delay: delay,
-                    }
-                } else if cloud_done {
-                    ok("status: done\n")
-                } else {
-                    ok("status: running\n")
-                }
-            }
+            Some(&"status") => cloud_init_status(&args, g, now),
             _ => fail(
                 2,
                 "usage: cloud-init [-h] [--version] [--debug] [--force] {init,modules,single,query,features,analyze,devel,collect-logs,clean,status,schema} ...\n",

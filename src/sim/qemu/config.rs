@@ -283,19 +283,34 @@ fn apply_change(st: &mut Cluster, node: &str, ch: &ConfigChange) -> Result<Vec<S
                         if !spec.has_images() {
                             return Err(format!("storage '{sid}' does not support vm images"));
                         }
+                        // vdisk_alloc activates the storage on this node first.
+                        spec.check_usable(node)?;
                         let efi = k == "efidisk0";
                         let four_m = d.opt("efitype") == Some("4m");
                         let size = if efi {
                             efi_size(&spec, four_m)
                         } else {
-                            (gib * (1u64 << 30) as f64) as u64
+                            // PVE's convert_size to KiB, then bytes.
+                            ((gib * (1u64 << 20) as f64) as u64) << 10
                         };
-                        let fmt = if spec.kind == StorageKind::Lvmthin {
-                            "raw"
-                        } else {
-                            d.opt("format").unwrap_or(if efi { "raw" } else { "qcow2" })
+                        // `format || storage_default_format`: raw on every storage kind here;
+                        // LVM-thin allocates raw only and refuses anything else.
+                        let fmt = match (spec.kind, d.opt("format")) {
+                            (StorageKind::Lvmthin, Some(f)) if f != "raw" => {
+                                return Err(format!("unsupported format '{f}'"));
+                            }
+                            (_, Some(f)) => f,
+                            (_, None) => "raw",
                         };
-                        let volid = st.alloc_volume(&spec, node, vmid, VolumeKind::Disk, fmt, size);
+                        // The EFI vars are written in full; a new disk is thin (LVM-thin, a
+                        // sparse raw file) or, as qcow2, only its preallocated metadata (8
+                        // bytes of L2 table per 64 KiB cluster).
+                        let used = match (efi, fmt) {
+                            (true, _) => size,
+                            (false, "qcow2") => size / 8192,
+                            (false, _) => 0,
+                        };
+                        let volid = st.alloc_volume(&spec, node, vmid, VolumeKind::Disk, fmt, used);
                         d.volume = volid;
                         d.opts.retain(|(o, _)| o != "format");
                         d.set_opt("size", vmconfig::format_size(size));
@@ -344,6 +359,29 @@ fn apply_change(st: &mut Cluster, node: &str, ch: &ConfigChange) -> Result<Vec<S
     Ok(log)
 }
 
+/// `$check_storage_access`, before the lock: a new disk's storage must exist (500) and hold
+/// images (400 on `storage`).
+fn check_new_disks(st: &Cluster, ch: &ConfigChange) -> Result<(), ApiError> {
+    for (k, v) in &ch.set {
+        if !vmconfig::is_disk_key(k) {
+            continue;
+        }
+        let Some((sid, _)) = vmconfig::parse_drive(v).ok().and_then(|d| d.new_disk()) else {
+            continue;
+        };
+        let spec = st
+            .storage(&sid)
+            .ok_or_else(|| ApiError::die(format!("storage '{sid}' does not exist")))?;
+        if !spec.has_images() {
+            return Err(ApiError::param(
+                "storage",
+                format!("storage '{sid}' does not support vm images"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn config_update(
     shared: Arc<Shared>,
     who: &Identity,
@@ -354,6 +392,7 @@ pub async fn config_update(
     let ch = parse_config_change(who, &p, is_post)?;
     let vmid = ch.vmid;
     shared.state().vm_on(node, vmid)?;
+    check_new_disks(&shared.state(), &ch)?;
     // The lock comes first (up to 10 s), then the digest, then `check_lock`: a VM being cloned
     // answers with the lock timeout, not `VM is locked (clone)`.
     if shared.chance(shared.scenario.faults.p_config_lock_timeout) {

@@ -4,11 +4,13 @@
 
 mod config;
 mod destroy;
+mod migrate;
 mod power;
 mod resize;
 
 pub use config::{config_get, config_update, pending};
 pub use destroy::destroy;
+pub use migrate::migrate;
 pub use power::power;
 pub use resize::resize;
 

@@ -273,9 +273,19 @@ async fn start_task(ctx: &TaskCtx, node: &str, vmid: u32, skiplock: bool) -> Tas
         let now = sh.clock.now();
         let node_index = st.node_index(node);
         let pid_base = st.nodes.get(node_index).map(|n| n.next_pid).unwrap_or(1000);
+        // cloud-init's per-instance modules (the package upgrade) run on the first boot only.
+        let first_boot = st
+            .vm_stats
+            .get(&vmid)
+            .is_none_or(|s| s.started_at.is_none());
         let vm = st.vm_on_mut(node, vmid).map_err(|e| e.message())?;
         vm.apply_pending();
-        let guest = new_guest(sh, vm, now, node_index, pid_base);
+        let upgrade_s = if first_boot && vmconfig::upgrades_on_first_boot(&vm.conf) {
+            vm.draws.ciupgrade_s
+        } else {
+            0.0
+        };
+        let guest = new_guest(sh, vm, now, node_index, pid_base, upgrade_s);
         vm.power = Power::Running;
         vm.execs.clear();
         let rec = (guest.agent_up_at, guest.ip_at, guest.clone());
@@ -286,6 +296,11 @@ async fn start_task(ctx: &TaskCtx, node: &str, vmid: u32, skiplock: bool) -> Tas
         entry.node = node.to_string();
         entry.name = name;
         entry.started_at = Some(now);
+        entry.ciupgrade_s = if sh.scenario.guest.agent_preinstalled {
+            0.0
+        } else {
+            upgrade_s
+        };
         entry.agent_up_plan = rec.0;
         entry.ip_plan = rec.1;
         entry.first_agent_ok_at = None;
@@ -296,12 +311,26 @@ async fn start_task(ctx: &TaskCtx, node: &str, vmid: u32, skiplock: bool) -> Tas
 }
 
 /// The guest's timeline from its draws and the scenario's faults.
-fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -> Guest {
+/// `upgrade_s`: the first boot's package upgrade: cloud-init ends after it, and so does the
+/// agent's start when cloud-init installs the agent (unless `guest.agent_preinstalled`).
+fn new_guest(
+    sh: &Shared,
+    vm: &Vm,
+    now: f64,
+    node_index: usize,
+    pid_base: u32,
+    upgrade_s: f64,
+) -> Guest {
     let f = &sh.scenario.faults;
     let never_agent = vm.ordinal.is_some_and(|o| f.agent_never_up.contains(&o));
     let never_ip = vm.ordinal.is_some_and(|o| f.ip_never.contains(&o));
     let booted_at = now + vm.draws.boot_s;
-    let agent_up_at = (!never_agent).then_some(booted_at + vm.draws.agent_s);
+    let agent_wait = if sh.scenario.guest.agent_preinstalled {
+        0.0
+    } else {
+        upgrade_s
+    };
+    let agent_up_at = (!never_agent).then_some(booted_at + vm.draws.agent_s + agent_wait);
     let nics = (0..=31)
         .filter_map(|index| {
             let net = vm.net(index)?;
@@ -319,7 +348,8 @@ fn new_guest(sh: &Shared, vm: &Vm, now: f64, node_index: usize, pid_base: u32) -
         } else {
             agent_up_at.map(|a| a + vm.draws.dhcp_s)
         },
-        cloud_init_at: agent_up_at.map(|a| a + vm.draws.cloud_init_s),
+        cloud_init_at: agent_up_at.map(|a| a + vm.draws.cloud_init_s + upgrade_s - agent_wait),
+        cloud_init_failed: vm.ordinal.is_some_and(|o| f.cloud_init_error.contains(&o)),
         nics,
         agent_configured: vmconfig::agent_enabled(vm.conf.get("agent")),
     }

@@ -69,6 +69,9 @@ pub struct Faults {
     /// Clone ordinals whose full copy freezes after a tenth: the task runs on, its log stops
     /// growing (a hung NFS mount, a dead iSCSI path).
     pub clone_freeze: Vec<usize>,
+    /// Clone ordinals whose first boot's cloud-init ends in error (a failing `runcmd`):
+    /// `cloud-init status` says `status: error` and exits 1; `--long` names the module.
+    pub cloud_init_error: Vec<usize>,
     /// Nodes that go offline at a simulated time.
     pub node_offline: Vec<NodeOutage>,
     /// Windows without cluster quorum: clone and start fail `cluster not ready - no quorum?`.

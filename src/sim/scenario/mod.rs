@@ -372,6 +372,11 @@ pub struct Timing {
     pub exec_s: Span,
     /// pvestatd cycle: a new VM shows `status: unknown` in /cluster/resources until the next one.
     pub pvestatd_interval_s: f64,
+    /// Migration network throughput, MB/s (a copy runs at the slowest of it and both storages).
+    pub migrate_mb_s: f64,
+    /// A first boot's package upgrade while `ciupgrade` is on (PVE's default): cloud-init ends
+    /// that much later, and so does the agent's start unless `guest.agent_preinstalled`.
+    pub ciupgrade_s: Span,
 }
 
 impl Default for Timing {
@@ -390,6 +395,8 @@ impl Default for Timing {
             task_s: Span::new(0.2, 0.5),
             exec_s: Span::new(0.05, 0.3),
             pvestatd_interval_s: 10.0,
+            migrate_mb_s: 1100.0,
+            ciupgrade_s: Span::new(1.0, 2.0),
         }
     }
 }
@@ -401,6 +408,9 @@ pub struct GuestSpec {
     pub docker0: bool,
     /// Guest NIC name as the agent reports it.
     pub nic_name: String,
+    /// The image carries the guest agent: it starts while cloud-init's first-boot package
+    /// upgrade runs. Otherwise cloud-init installs it after the upgrade (`ciupgrade_s` later).
+    pub agent_preinstalled: bool,
 }
 
 impl Default for GuestSpec {
@@ -408,6 +418,7 @@ impl Default for GuestSpec {
         GuestSpec {
             docker0: false,
             nic_name: "ens18".into(),
+            agent_preinstalled: false,
         }
     }
 }

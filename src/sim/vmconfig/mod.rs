@@ -252,6 +252,18 @@ fn check_memory(v: &str) -> Result<(), String> {
     }
 }
 
+/// The generated user-data upgrades packages on first boot: a cloud-init drive, `ciupgrade`
+/// not 0 (PVE's default is 1), and no `cicustom` user file replacing the generated one.
+pub fn upgrades_on_first_boot(conf: &Config) -> bool {
+    let drive = conf
+        .iter()
+        .any(|(k, v)| is_disk_key(k) && v.contains("cloudinit"));
+    let custom_user = conf
+        .get("cicustom")
+        .is_some_and(|c| c.split(',').any(|kv| kv.starts_with("user=")));
+    drive && conf.get("ciupgrade").map(String::as_str) != Some("0") && !custom_user
+}
+
 pub fn agent_enabled(v: Option<&String>) -> bool {
     let Some(v) = v else { return false };
     v.split(',')
