@@ -2061,7 +2061,9 @@ fn the_readmes_network_examples_parse() {
     let readme = include_str!("../../README.md");
     let section = readme
         .split_once("### Networks\n")
+        // Up to the next heading.
         .and_then(|(_, rest)| rest.split("\n## ").next())
+        .and_then(|rest| rest.split("\n### ").next())
         .expect("a Networks section");
     let blocks: Vec<&str> = section
         .split("```toml\n")
