@@ -176,6 +176,35 @@ async fn a_frozen_clone_fails_after_the_stall_limit_and_the_others_verify() {
     );
 }
 
+/// A whole percent of a big drive on a busy storage can take longer than the stall limit (50
+/// copies of 128 GiB on 200 MB/s: ~6 min per percent, PVE prints one line per whole percent).
+/// Here three 16 GiB copies share 20 MB/s, ~26 s per percent, against a 10 s limit: a copy
+/// that keeps moving, however slowly, is not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_slower_than_a_percent_per_stall_limit_is_not_cut_off() {
+    let mut scenario = Scenario::builtin("realistic-thick").expect("realistic-thick scenario");
+    scenario.template.disk_size = "16G".into();
+    for storage in &mut scenario.storages {
+        storage.throughput_mb_s = 20.0;
+    }
+    let mut h = Harness::start_with(scenario, 5, 0.005, defaults(3)).await;
+    h.config.rollout.max_clones_per_storage = ClonesPerStorage::Limit(0);
+    h.config.checks.clone_stall_timeout = std::time::Duration::from_secs(10);
+    let (summary, _) = h.run_plain().await;
+    assert_eq!(states(&summary), ["verified"; 3], "{summary:#?}");
+    let slowest = h
+        .sim
+        .stats()
+        .vms
+        .iter()
+        .filter_map(|v| Some(v.clone_finished_at? - v.clone_started_at?))
+        .fold(0.0, f64::max);
+    assert!(
+        slowest > 100.0 * 20.0,
+        "each percent took over 20 s: {slowest} s"
+    );
+}
+
 /// The `stuck` scenario's 5th VM: its agent answers, its guest never gets a lease. It waits in
 /// `awaiting-ip` (not `awaiting-agent`), the watchers are told what the agent does report, and
 /// the failure says it too.

@@ -60,6 +60,7 @@ pub struct Copy {
 /// Progress watch: the time of the last move, and where it moved to.
 #[derive(Debug, Clone, Copy)]
 struct Stall {
+    /// `clone_stall_timeout`, or longer for a copy slower than a whole percent in that time.
     limit: Duration,
     /// Rollout second of the last move (or of the first ask: a first wait learned from a
     /// slower VM says nothing about this copy).
@@ -173,6 +174,15 @@ impl<'a> Poller<'a> {
             unmoved: false,
         });
         self
+    }
+
+    /// A copy that prints its percentage this seldom (a whole percent of a big drive on a
+    /// busy storage can take longer than the stall limit) counts as stalled only after
+    /// `at_least`.
+    pub fn stall_at_least(&mut self, at_least: Duration) {
+        if let Some(stall) = &mut self.stall {
+            stall.limit = stall.limit.max(at_least);
+        }
     }
 
     /// Sleeps end early, with [`Aborted`], when `abort` is cancelled.
@@ -380,6 +390,8 @@ pub enum Wait {
     Ip,
     /// From a guest-exec to its `exited`.
     Exec,
+    /// Seconds a copy took per 1 % of its drive (its log prints a line per whole percent).
+    CopyStep,
 }
 
 /// Durations observed in this rollout (rollout seconds), per kind of wait.
@@ -439,6 +451,12 @@ impl CopyProgress {
     /// The copy's pace once it has moved at least `min_percent` between the first and the last
     /// samples: (seconds from 0 to 100 % at that rate, rollout second the copy began).
     /// A drive seen at 100 % tells no pace (it may have ended long before it was read).
+    /// Seconds per 1 % between the first and the last move seen on this drive.
+    pub fn seconds_per_percent(&self) -> Option<f64> {
+        let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
+        (p1 > p0).then(|| (t1 - t0) / (p1 - p0))
+    }
+
     pub fn pace(&self, min_percent: f64) -> Option<(f64, f64)> {
         let (&(t0, p0), &(t1, p1)) = (self.samples.first()?, self.samples.last()?);
         let rate = (p1 - p0) / (t1 - t0);

@@ -144,6 +144,8 @@ pub struct Stagger {
 struct StaggerState {
     /// Next VM index allowed to start its first clone.
     next: usize,
+    /// When the previous turn was due (or taken, when it came late): the next is due a delay
+    /// after it.
     last_start: Option<Instant>,
     /// VMs past `next` that gave up their turn early (their tasks end in any order).
     released: std::collections::BTreeSet<usize>,
@@ -179,26 +181,32 @@ impl Stagger {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wait = {
+            let delay = clock.wall(self.delay);
+            let (wait, due) = {
                 let s = self.lock();
                 if s.next == vm {
-                    Some(
-                        s.last_start
-                            .map(|t| {
-                                (t + clock.wall(self.delay))
-                                    .saturating_duration_since(Instant::now())
-                            })
-                            .unwrap_or_default(),
-                    )
+                    let due = s.last_start.map(|t| t + delay);
+                    let wait = due
+                        .map(|d| d.saturating_duration_since(Instant::now()))
+                        .unwrap_or_default();
+                    (Some(wait), due)
                 } else {
-                    None
+                    (None, None)
                 }
             };
             match wait {
                 Some(d) if d.is_zero() => {
+                    let now = Instant::now();
+                    // A turn taken on time anchors the next at its due time, so the timer's
+                    // wake-up lag does not add up over 50 clones; one taken late (a VM that
+                    // came to its turn after it was due) anchors at now.
+                    let anchor = match due {
+                        Some(due) if now.saturating_duration_since(due) < delay / 20 => due,
+                        _ => now,
+                    };
                     let mut s = self.lock();
                     s.pass(vm);
-                    s.last_start = Some(Instant::now());
+                    s.last_start = Some(anchor);
                     drop(s);
                     self.notify.notify_waiters();
                     return;
@@ -246,6 +254,30 @@ mod tests {
         }
         starts.sort();
         assert_eq!(starts, vec![(0, 0), (1, 30), (2, 60)]);
+    }
+
+    /// A turn taken a moment late (a timer's wake-up lag) keeps the schedule: the next is due
+    /// a delay after the due time. One taken well after it was due spaces the next from then.
+    #[tokio::test(start_paused = true)]
+    async fn wake_up_lag_does_not_add_up_but_a_late_vm_moves_the_schedule() {
+        let clock = Clock::new(1.0);
+        let stagger = Stagger::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let at = || t0.elapsed().as_secs();
+        stagger.wait_turn(0, &clock).await;
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        stagger.wait_turn(1, &clock).await;
+        assert_eq!(at(), 31);
+        stagger.wait_turn(2, &clock).await;
+        assert_eq!(
+            at(),
+            60,
+            "due 30 s after VM 1's due time, not after its late start"
+        );
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        stagger.wait_turn(3, &clock).await;
+        stagger.wait_turn(4, &clock).await;
+        assert_eq!(at(), 130, "VM 3 came 10 s late: VM 4 goes 30 s after it");
     }
 
     /// Two adopted VMs (a resume) release their turns in the order their tasks end, which need

@@ -56,6 +56,8 @@ impl VmTask {
             self.clone_with_retries().await?;
             // The clone task ended: the next clone onto this storage may start.
             drop(slot);
+            // PVE makes a clone stopped, and nothing starts it before boot does.
+            self.seen.stopped = true;
         } else {
             if self.phase != Phase::Cloning {
                 self.enter(Phase::Cloning);

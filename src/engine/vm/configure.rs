@@ -24,12 +24,14 @@ impl VmTask {
             None => self.shared.client.vm_config(&node, vmid).await?,
         };
         self.seen.mac = Some(config.net0_mac());
-        let running = self
-            .shared
-            .client
-            .vm_status(&node, vmid)
-            .await?
-            .is_running();
+        // A clone this attempt made is stopped; an adopted VM may run (ask).
+        let running = !self.seen.stopped
+            && self
+                .shared
+                .client
+                .vm_status(&node, vmid)
+                .await?
+                .is_running();
         self.seen.stopped = !running;
         if running {
             // Configured before it was first started; changing a running VM would only leave

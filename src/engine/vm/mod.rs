@@ -73,7 +73,8 @@ pub(super) struct Shared {
 pub(super) struct Seen {
     /// net0's MAC in the config read after the clone (configure keeps it).
     pub mac: Option<Option<String>>,
-    /// Configure saw the VM stopped just now: boot need not ask again.
+    /// The VM is known stopped (this attempt cloned it, or configure saw it so): configure and
+    /// boot need not ask.
     pub stopped: bool,
     /// Consecutive agent answers so far: the answer that ends the agent wait is the first ping.
     pub pings: u32,

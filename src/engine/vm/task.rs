@@ -22,8 +22,8 @@ const PACE_MIN_PERCENT: f64 = 2.0;
 const SHORT_COPY_S: f64 = 60.0;
 
 impl VmTask {
-    /// Polls a task until it stops. The first poll comes when the fastest such task of this
-    /// rollout was done; then the node's task list (one request for every task of the rollout
+    /// Polls a task until it stops. The first poll comes near the median such task of this
+    /// rollout (see below); then the node's task list (one request for every task of the rollout
     /// on that node, see `TaskWatch`) says whether it still runs and how it ended; only when the
     /// list cannot tell is the task asked for its own status. A copying task's log is read at a
     /// slow pace: its percentages predict the end (the list is asked near it) and give the
@@ -42,14 +42,17 @@ impl VmTask {
         let shared = self.shared.clone();
         let clock = shared.clock;
         let t0 = clock.now_s();
-        let first = shared
-            .learned
-            .first_wait(wait, 0.0, 0.9)
+        // Near the median of the same tasks so far (the quickest one seen would have most
+        // tasks asked about twice), then in steps from a quarter of that: a task a little
+        // slower than the median is noticed soon after it ends, not a whole wait later.
+        let learned = shared.learned.first_wait(wait, 0.5, 0.9);
+        let first = learned
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
-        let backoff = Backoff::growing(first, 1.5, Duration::from_secs(10));
+        let step = (first / 4).max(Duration::from_millis(500));
+        let backoff = Backoff::growing(step, 1.5, Duration::from_secs(10));
         let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
-            .starting_at(first)
+            .first_wait(first)
             .learning(&shared.learned, wait, None);
         let copying = wait == Wait::CloneTask;
         let stall_limit = shared.checks.clone_stall_timeout;
@@ -89,6 +92,15 @@ impl VmTask {
                             .read_copy_log(upid, &mut lines_read, &mut progress)
                             .await;
                         let now = clock.now_s();
+                        // A whole percent may take longer than the stall limit (a big drive
+                        // on a storage many copies share): stalled means no move for three
+                        // times the slowest step seen on any copy of this rollout.
+                        if let Some(step) = progress.seconds_per_percent() {
+                            shared.learned.record(Wait::CopyStep, step);
+                        }
+                        if let Some(slowest) = shared.learned.quantile(Wait::CopyStep, 1.0) {
+                            poll.stall_at_least(Duration::from_secs_f64(3.0 * slowest));
+                        }
                         let rest = progress.remaining_at(now).unwrap_or(0.0);
                         next_log_at = now + (rest * LOG_EVERY_SHARE).max(LOG_EVERY_MIN_S);
                         // Standing still: read again within half the stall limit, so a frozen

@@ -33,18 +33,20 @@ impl VmTask {
             self.sleep(settle).await?;
         }
 
-        // guest-exec works at all.
-        let probe = "pve-rollout-exec-ok";
-        let echo = self.exec(held, &["echo", probe], deadline).await?;
-        if echo.exitcode != Some(0) || !echo.stdout.contains(probe) {
+        // guest-exec works at all: `uname -a` answers with the guest's identity, so one exec
+        // proves both (an echo first, as the original wait_for_vm.sh flow ran, costs every VM
+        // two more requests and one more turn on the agent lane).
+        let uname = self.exec(held, &["uname", "-a"], deadline).await?;
+        let identity = uname.stdout.trim();
+        if uname.exitcode != Some(0) || identity.is_empty() {
             return Err(Stop::Failed(format!(
-                "guest-exec test failed: exit {:?}, output {:?}",
-                echo.exitcode,
-                echo.stdout.trim()
+                "guest-exec test failed: `uname -a` exit {:?}, output {:?}",
+                uname.exitcode, identity
             )));
         }
+        let identity = identity.to_string();
         self.agent_service(held, deadline).await?;
-        self.guest_identity(held, deadline).await?;
+        self.guest_identity(held, identity).await?;
         self.verify_disks().await?;
         if self.shared.checks.cloud_init {
             self.cloud_init(held, deadline).await?;
@@ -131,11 +133,10 @@ impl VmTask {
         Ok(())
     }
 
-    /// `uname -a` and the agent's OS info, for the detail pane and the summary.
-    async fn guest_identity(&mut self, held: bool, deadline: Instant) -> Step {
+    /// `uname -a` (run by the exec test) and the agent's OS info, for the detail pane and the
+    /// summary.
+    async fn guest_identity(&mut self, held: bool, uname: String) -> Step {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
-        let uname = self.exec(held, &["uname", "-a"], deadline).await?;
-        let uname = (uname.exitcode == Some(0)).then(|| uname.stdout.trim().to_string());
         let os = match self
             .agent_call(held, |c| async move { c.agent_os_info(&node, vmid).await })
             .await?
@@ -148,7 +149,7 @@ impl VmTask {
         };
         self.send(Event::VmGuest {
             vm: self.vm.index,
-            uname,
+            uname: Some(uname),
             os,
         });
         Ok(())
