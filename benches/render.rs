@@ -113,6 +113,7 @@ fn fleet(vms: usize) -> (Model, SystemTime) {
             name: format!("ubuntu-opentofu-{}", i + 1),
             vmid: 100 + i as u32,
             node: format!("pve{}", i % 8 + 1),
+            ..Default::default()
         })
         .collect();
     update(

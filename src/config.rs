@@ -7,7 +7,7 @@
 //! CONTRACT (the engine reads these fields; keep them, add freely).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use indexmap::IndexMap;
 
 pub use address::{AddressPool, Addressing, Cidr, HostAddress};
 pub use disk::ExtraDisk;
+pub use nic::{Ip6Addressing, Ip6Host, MAX_NICS, Nic, NicOverrides};
 
 mod address;
 mod command;
@@ -22,6 +23,7 @@ mod discover;
 mod disk;
 mod error;
 mod formats;
+mod nic;
 mod parse;
 mod secrets;
 #[cfg(test)]
@@ -149,16 +151,12 @@ pub struct VmSpec {
     pub disk: String,
     pub storage: String,
     pub format: String,
-    pub bridge: String,
     pub secure_boot: bool,
     pub ciuser: Option<String>,
     /// Public keys, one per line (from `sshkeys` or `sshkeys_file`).
     pub sshkeys: Option<String>,
-    /// net0's IPv4 setup (`ip` / `ip_pool`; DHCP by default). The plan turns a pool into the
-    /// static address it assigned.
-    pub address: Addressing,
-    /// `gateway`: net0's IPv4 gateway (static addresses only).
-    pub gateway: Option<Ipv4Addr>,
+    /// net0, net1, ... in order (never empty): `networks`, or the single-NIC keys for net0.
+    pub networks: Vec<Nic>,
     /// `nameservers`: the guest's DNS servers (cloud-init `nameserver`).
     pub nameservers: Vec<IpAddr>,
     /// `searchdomain`: the guest's DNS search domain.
@@ -237,12 +235,14 @@ pub struct VmOverrides {
     pub disk: Option<String>,
     pub storage: Option<String>,
     pub format: Option<String>,
-    pub bridge: Option<String>,
     pub secure_boot: Option<bool>,
     pub ciuser: Option<String>,
     pub sshkeys: Option<String>,
-    pub address: Option<Addressing>,
-    pub gateway: Option<Ipv4Addr>,
+    /// `networks`: every NIC, replacing the inherited ones.
+    pub networks: Option<Vec<Nic>>,
+    /// The single-NIC keys (`bridge`, `vlan`, `ip`, `ip_pool`, `gateway`, `ip6`, `gateway6`):
+    /// changes to net0 of the inherited NICs.
+    pub nic0: NicOverrides,
     pub nameservers: Option<Vec<IpAddr>>,
     pub searchdomain: Option<String>,
     pub clone: Option<CloneMode>,
@@ -422,6 +422,11 @@ pub struct VmEntry {
 }
 
 impl VmSpec {
+    /// net0: the primary NIC (its address is the VM's in `inventory.ini`).
+    pub fn primary(&self) -> &Nic {
+        &self.networks[0]
+    }
+
     /// This spec with `overrides` applied on top.
     pub fn merged(&self, overrides: &VmOverrides) -> VmSpec {
         VmSpec {
@@ -438,15 +443,19 @@ impl VmSpec {
                 .format
                 .clone()
                 .unwrap_or_else(|| self.format.clone()),
-            bridge: overrides
-                .bridge
-                .clone()
-                .unwrap_or_else(|| self.bridge.clone()),
             secure_boot: overrides.secure_boot.unwrap_or(self.secure_boot),
             ciuser: overrides.ciuser.clone().or_else(|| self.ciuser.clone()),
             sshkeys: overrides.sshkeys.clone().or_else(|| self.sshkeys.clone()),
-            address: overrides.address.unwrap_or(self.address),
-            gateway: overrides.gateway.or(self.gateway),
+            networks: {
+                let mut nics = overrides
+                    .networks
+                    .clone()
+                    .unwrap_or_else(|| self.networks.clone());
+                if let Some(net0) = nics.first_mut() {
+                    *net0 = net0.merged(&overrides.nic0);
+                }
+                nics
+            },
             nameservers: overrides
                 .nameservers
                 .clone()

@@ -190,6 +190,15 @@ impl<W: Write> Printer<W> {
             | Event::CopyProgress { .. }
             | Event::Check { .. }
             | Event::Hook { .. } => {}
+            Event::VmNics { vm, nics } if nics.len() > 1 => {
+                let nics: Vec<String> = nics.iter().map(|n| n.describe()).collect();
+                self.line(
+                    Level::Info,
+                    Some(*vm),
+                    &format!("NICs: {}", nics.join("; ")),
+                )
+            }
+            Event::VmNics { .. } => {}
             Event::VmReported { vm, addresses } => self.line(
                 Level::Info,
                 Some(*vm),

@@ -12,8 +12,10 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Bumped when a field changes meaning or goes away (adding fields does not bump it).
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped when a field changes meaning or goes away, or the shape grows a part readers should
+/// know of. 2: per VM its `nics` (name, MAC, bridge, VLAN, expected and reported addresses), its
+/// `pool` and `tags`; `ip` stays the primary (net0) address.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -67,6 +69,33 @@ pub struct VmSummary {
     /// The `on_verified` hook, when one is configured and it was reached.
     #[serde(default)]
     pub hook: Option<HookReport>,
+    /// Its NICs in order (net0 first).
+    #[serde(default)]
+    pub nics: Vec<NicSummary>,
+    /// The resource pool it joined.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The tags the rollout gave it (its marker tag included).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// One NIC of a VM: what the plan set and what the guest agent reported on the interface with
+/// its MAC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSummary {
+    /// `net0`, `net1`, ...
+    pub name: String,
+    /// As PVE generated it (`BC:24:11:...`), once known.
+    pub mac: Option<String>,
+    pub bridge: String,
+    pub vlan: Option<u16>,
+    /// The static addresses it was given (`10.0.10.21/24`, `2001:db8::21/64`); empty for DHCP
+    /// and SLAAC.
+    pub expected: Vec<String>,
+    /// The addresses the agent reported on it (link-local and loopback left out), when it was
+    /// asked.
+    pub reported: Vec<String>,
 }
 
 /// One guest check as its last run ended.
@@ -204,6 +233,27 @@ fn tally(vms: &[VmSummary]) -> String {
     format!("{} of {}", parts.join(", "), vms.len())
 }
 
+impl NicSummary {
+    /// `net1 on vmbr2 VLAN 20 (MAC BC:24:11:..): 10.0.20.20, expected 10.0.20.20/24`.
+    pub fn describe(&self) -> String {
+        let mut out = format!("{} on {}", self.name, self.bridge);
+        if let Some(tag) = self.vlan {
+            out.push_str(&format!(" VLAN {tag}"));
+        }
+        if let Some(mac) = &self.mac {
+            out.push_str(&format!(" (MAC {mac})"));
+        }
+        match self.reported.is_empty() {
+            true => out.push_str(": nothing reported"),
+            false => out.push_str(&format!(": {}", self.reported.join(" "))),
+        }
+        if !self.expected.is_empty() {
+            out.push_str(&format!(", expected {}", self.expected.join(" ")));
+        }
+        out
+    }
+}
+
 impl VmSummary {
     /// A VM known only by its plan: nothing has happened to it yet.
     pub fn planned(name: &str, vmid: u32, node: &str) -> VmSummary {
@@ -221,6 +271,9 @@ impl VmSummary {
             phases: IndexMap::new(),
             checks: Vec::new(),
             hook: None,
+            nics: Vec::new(),
+            pool: None,
+            tags: Vec::new(),
         }
     }
 

@@ -181,6 +181,9 @@ async fn import_tf_turns_the_fixture_into_a_config_plan_accepts() {
     assert_eq!(names, ["web-server-1", "db-server-1"]);
     assert_eq!(doc["vms"][1]["memory_mib"], 32768);
     assert_eq!(doc["vms"][1]["disk_size_bytes"], 256u64 << 30);
+    let nics = &doc["vms"][1]["nics"];
+    assert_eq!(nics[0]["name"], "net0", "{nics}");
+    assert_eq!(nics[0]["bridge"], doc["vms"][1]["bridge"], "{nics}");
     sim.shutdown().await;
 }
 

@@ -81,6 +81,7 @@ async fn destroy_removes_only_ours_and_twice_is_safe() {
             vmid: foreign,
             node: src.node.clone(),
             address: None,
+            nic_addresses: Default::default(),
         })
         .await
         .unwrap();

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use pve_rollout::config::{
-    AddressPool, Addressing, CloneMode, GuestSettings, HostAddress, Placement, VmOverrides,
+    AddressPool, Addressing, CloneMode, GuestSettings, HostAddress, NicOverrides, Placement,
+    VmOverrides,
 };
 use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::EngineError;
@@ -36,12 +37,12 @@ fn host(text: &str) -> HostAddress {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_addresses_reach_the_guest_and_are_verified() {
     let mut h = Harness::start("fast", 11, SCALE, settings(3)).await;
-    h.config.defaults.address = Addressing::Pool(AddressPool {
+    h.config.defaults.networks[0].address = Addressing::Pool(AddressPool {
         first: [10, 0, 10, 20].into(),
         last: [10, 0, 10, 29].into(),
         prefix: 24,
     });
-    h.config.defaults.gateway = Some([10, 0, 10, 1].into());
+    h.config.defaults.networks[0].gateway = Some([10, 0, 10, 1].into());
     h.config.defaults.nameservers = vec!["10.0.10.2".parse().unwrap(), "1.1.1.1".parse().unwrap()];
     h.config.defaults.searchdomain = Some("lab.example".into());
     let plan = h.plan().await;
@@ -71,8 +72,11 @@ async fn pool_addresses_reach_the_guest_and_are_verified() {
 async fn bad_address_setups_are_refused_at_plan_all_at_once() {
     let mut h = Harness::start("fast", 12, SCALE, settings(1)).await;
     let vm = |ip: Option<&str>, gateway: Option<&str>| VmOverrides {
-        address: ip.map(|ip| Addressing::Static(host(ip))),
-        gateway: gateway.map(|g| g.parse().expect("gw")),
+        nic0: NicOverrides {
+            address: ip.map(|ip| Addressing::Static(host(ip))),
+            gateway: gateway.map(|g| g.parse().expect("gw")),
+            ..NicOverrides::default()
+        },
         ..VmOverrides::default()
     };
     h.config.vm_configs.clear();
@@ -88,11 +92,14 @@ async fn bad_address_setups_are_refused_at_plan_all_at_once() {
     h.config.vm_configs.insert(
         "pool-1".into(),
         VmOverrides {
-            address: Some(Addressing::Pool(AddressPool {
-                first: [10, 0, 10, 21].into(),
-                last: [10, 0, 10, 22].into(),
-                prefix: 24,
-            })),
+            nic0: NicOverrides {
+                address: Some(Addressing::Pool(AddressPool {
+                    first: [10, 0, 10, 21].into(),
+                    last: [10, 0, 10, 22].into(),
+                    prefix: 24,
+                })),
+                ..NicOverrides::default()
+            },
             ..VmOverrides::default()
         },
     );

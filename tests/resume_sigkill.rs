@@ -355,3 +355,48 @@ fn sigkilled_deploy_keeps_pool_addresses() {
         assert_eq!(stats["clones_by_name"][format!("kill-{i}")], 1, "{stats:#}");
     }
 }
+
+/// With two NICs each taking from its own pool, a rerun after SIGKILL keeps every NIC's address:
+/// net1's are journaled beside net0's.
+#[test]
+fn sigkilled_deploy_keeps_every_nics_pool_addresses() {
+    let sim = start_sim("fast", SCALE);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nics = |low: u8| {
+        format!(
+            "networks = [\n  {{ bridge = \"vmbr1\", ip_pool = \"10.0.10.{low}-10.0.10.29/24\" }},\n  \
+             {{ bridge = \"vmbr0\", vlan = 20, ip_pool = \"10.0.20.{low}-10.0.20.29/24\" }},\n]"
+        )
+    };
+    let config = write_config(dir.path(), &sim, &nics(20), "");
+    let (lines, killed) = deploy_until(&config, |l| l.contains("kill-2") && l.contains("cloning "));
+    assert!(killed, "kill point reached: {lines:#?}");
+    let journal = std::fs::read_to_string(dir.path().join("out/journal.jsonl")).expect("journal");
+    assert!(
+        journal.contains("\"nic_addresses\":{\"net1\":\"10.0.20.22/24\"}"),
+        "{journal}"
+    );
+
+    // Both pools widened downwards: the resumed run keeps .20 to .22 on both NICs.
+    let config = write_config(dir.path(), &sim, &nics(10), "");
+    let (lines, killed) = deploy_until(&config, |_| false);
+    assert!(!killed);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/summary.json")).expect("summary.json"),
+    )
+    .unwrap_or_else(|e| panic!("summary json: {e}: {lines:#?}"));
+    for (i, vm) in summary["vms"].as_array().expect("vms").iter().enumerate() {
+        assert_eq!(vm["state"], "verified", "{summary:#}");
+        assert_eq!(vm["ip"], format!("10.0.10.{}", 20 + i), "{summary:#}");
+        assert_eq!(
+            vm["nics"][1]["expected"][0],
+            format!("10.0.20.{}/24", 20 + i),
+            "{summary:#}"
+        );
+        assert_eq!(vm["nics"][1]["vlan"], 20, "{summary:#}");
+    }
+    let stats = sim_stats(&sim);
+    for i in 1..=VMS {
+        assert_eq!(stats["clones_by_name"][format!("kill-{i}")], 1, "{stats:#}");
+    }
+}

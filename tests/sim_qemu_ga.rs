@@ -49,9 +49,12 @@ async fn qemu_ga_backend_runs_real_commands() {
         clone_vm(&c, &sim, id, &format!("vm{id}")).await;
         if id == 102 {
             // cloud-init's static address: the namespace's NIC carries it instead of a lease.
+            // A second NIC on VLAN 20 with static IPv4 and IPv6: a second interface.
             c.put(
                 "/nodes/pve1/qemu/102/config",
-                "ipconfig0=ip%3D10.0.10.42%2F24%2Cgw%3D10.0.10.1",
+                "ipconfig0=ip%3D10.0.10.42%2F24%2Cgw%3D10.0.10.1\
+                 &net1=virtio%2Cbridge%3Dvmbr0%2Ctag%3D20\
+                 &ipconfig1=ip%3D10.0.20.42%2F24%2Cip6%3Dfd00%3A20%3A%3A42%2F64",
             )
             .await
             .data();
@@ -139,6 +142,30 @@ async fn qemu_ga_backend_runs_real_commands() {
                 .collect();
             assert_eq!(v4, [want.as_str()]);
         }
+        // 102's net1: its own interface, its own MAC, both static addresses.
+        let config = c.get("/nodes/pve1/qemu/102/config").await.data();
+        let mac = config["net1"]
+            .as_str()
+            .expect("net1")
+            .split(['=', ','])
+            .nth(1)
+            .expect("mac")
+            .to_lowercase();
+        let ifs = c
+            .get("/nodes/pve1/qemu/102/agent/network-get-interfaces")
+            .await
+            .data();
+        let nic = (ifs["result"].as_array().expect("a").iter())
+            .find(|i| i["hardware-address"] == mac.as_str())
+            .unwrap_or_else(|| panic!("no interface with {mac}: {ifs}"));
+        assert_eq!(nic["name"], "ens19", "{nic}");
+        let addresses: Vec<&str> = (nic["ip-addresses"].as_array().expect("a").iter())
+            .filter_map(|a| a["ip-address"].as_str())
+            .collect();
+        assert!(
+            addresses.contains(&"10.0.20.42") && addresses.contains(&"fd00:20::42"),
+            "{addresses:?}"
+        );
     }
     // Stopping a VM ends its agent; shutting down ends all of them and their namespaces.
     let marker = format!("pve-rollout-sim-{}-", std::process::id());

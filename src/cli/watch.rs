@@ -95,6 +95,9 @@ fn record(event: &Event, vms: &mut Vec<PlannedVm>) {
         Event::CopyProgress { vm, percent, eta_s } => {
             tracing::debug!(target: EVENTS_TARGET, vm = %name(*vm), percent, ?eta_s, "copy progress");
         }
+        Event::VmNics { vm, nics } => {
+            tracing::info!(target: EVENTS_TARGET, vm = %name(*vm), ?nics, "NICs");
+        }
         Event::VmReported { vm, addresses } => {
             tracing::info!(target: EVENTS_TARGET, vm = %name(*vm), "no usable IP yet; the agent reports: {addresses}");
         }

@@ -16,6 +16,17 @@ pub enum Addressing {
     Pool(AddressPool),
 }
 
+impl std::fmt::Display for Addressing {
+    /// `dhcp`, `10.0.10.21/24`, or the pool `10.0.10.20-10.0.10.69/24`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addressing::Dhcp => f.write_str("dhcp"),
+            Addressing::Static(host) => host.fmt(f),
+            Addressing::Pool(pool) => pool.fmt(f),
+        }
+    }
+}
+
 /// A host address with its subnet's prefix length: `10.0.10.21/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HostAddress {

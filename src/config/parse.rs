@@ -30,6 +30,8 @@ pub(super) use checks::CHECKS_KEYS;
 #[cfg(test)]
 pub(super) use commands::EXEC_CHECK_KEYS;
 pub(super) use commands::HOOKS_KEYS;
+#[cfg(test)]
+pub(super) use network::NIC_KEYS;
 pub(super) use output::OUTPUT_KEYS;
 pub(super) use proxmox::PROXMOX_KEYS;
 pub(super) use rollout::ROLLOUT_KEYS;
@@ -431,6 +433,13 @@ fn unknown_key_hint(section: &str, key: &str, allowed: &[&str]) -> String {
         .find(|(s, keys)| *s != section && keys.contains(&key))
     {
         return format!("`{key}` belongs in [{home}]");
+    }
+    if (section == "defaults" || section.starts_with("vm_configs."))
+        && network::NIC_KEYS.contains(&key)
+    {
+        return format!(
+            "`{key}` is set per NIC: write networks = [{{ bridge = \"vmbr1\", {key} = ... }}]"
+        );
     }
     if section != "vm_configs" && VM_ONLY_KEYS.contains(&key) {
         return format!("`{key}` pins one VM: set it under [vm_configs.\"<name>\"]");

@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use super::parse::{
-    CHECKS_KEYS, EXEC_CHECK_KEYS, HOOKS_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS, SPEC_KEYS,
-    VM_ONLY_KEYS,
+    CHECKS_KEYS, EXEC_CHECK_KEYS, HOOKS_KEYS, NIC_KEYS, OUTPUT_KEYS, PROXMOX_KEYS, ROLLOUT_KEYS,
+    SPEC_KEYS, VM_ONLY_KEYS,
 };
 use super::*;
 use crate::pve::{Auth, TlsTrust};
@@ -199,6 +199,171 @@ fn bad_inputs() -> Vec<(&'static str, String, &'static str, Option<usize>)> {
             with("[defaults]\ngateway = \"router\""),
             "defaults.gateway",
             Some(7),
+        ),
+        (
+            "vlan out of range",
+            with("[defaults]\nvlan = 4095"),
+            "defaults.vlan",
+            Some(7),
+        ),
+        (
+            "vlan as a string",
+            with("[defaults]\nvlan = \"20\""),
+            "defaults.vlan",
+            Some(7),
+        ),
+        (
+            "ip6 without a prefix",
+            with("[defaults]\nip6 = \"fd00::5\""),
+            "defaults.ip6",
+            Some(7),
+        ),
+        (
+            "ip6 as IPv4",
+            with("[defaults]\nip6 = \"10.0.10.5/24\""),
+            "defaults.ip6",
+            Some(7),
+        ),
+        (
+            "ip6 prefix too long",
+            with("[defaults]\nip6 = \"fd00::5/129\""),
+            "defaults.ip6",
+            Some(7),
+        ),
+        (
+            "gateway6 as IPv4",
+            with("[defaults]\nip6 = \"fd00::5/64\"\ngateway6 = \"10.0.10.1\""),
+            "defaults.gateway6",
+            Some(8),
+        ),
+        (
+            "gateway6 with ip6 auto",
+            with("[defaults]\nip6 = \"auto\"\ngateway6 = \"fd00::1\""),
+            "defaults.gateway6",
+            Some(8),
+        ),
+        (
+            "mtu outside networks",
+            with("[defaults]\nmtu = 9000"),
+            "defaults.mtu",
+            Some(7),
+        ),
+        (
+            "networks as a string",
+            with("[defaults]\nnetworks = \"vmbr1\""),
+            "defaults.networks",
+            Some(7),
+        ),
+        (
+            "networks empty",
+            with("[defaults]\nnetworks = []"),
+            "defaults.networks",
+            Some(7),
+        ),
+        (
+            "networks over PVE's 32 NICs",
+            with(&format!(
+                "[defaults]\nnetworks = [{}]",
+                vec!["{ bridge = \"vmbr1\" }"; 33].join(", ")
+            )),
+            "defaults.networks",
+            Some(7),
+        ),
+        (
+            "networks entry not a table",
+            with("[defaults]\nnetworks = [\"vmbr1\"]"),
+            "defaults.networks[0]",
+            Some(7),
+        ),
+        (
+            "networks entry without bridge",
+            with("[defaults]\nnetworks = [\n  { vlan = 20 },\n]"),
+            "defaults.networks[0].bridge",
+            Some(8),
+        ),
+        (
+            "networks entry with an unknown key",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", vlna = 20 }]"),
+            "defaults.networks[0].vlna",
+            Some(7),
+        ),
+        (
+            "networks entry bad bridge",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr 1\" }]"),
+            "defaults.networks[0].bridge",
+            Some(7),
+        ),
+        (
+            "networks vlan 0",
+            with(
+                "[defaults]\nnetworks = [\n  { bridge = \"vmbr1\" },\n  { bridge = \"vmbr2\", vlan = 0 },\n]",
+            ),
+            "defaults.networks[1].vlan",
+            Some(9),
+        ),
+        (
+            "networks mtu too large",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", mtu = 65521 }]"),
+            "defaults.networks[0].mtu",
+            Some(7),
+        ),
+        (
+            "networks model unknown",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", model = \"virtio-net\" }]"),
+            "defaults.networks[0].model",
+            Some(7),
+        ),
+        (
+            "networks firewall as a string",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", firewall = \"yes\" }]"),
+            "defaults.networks[0].firewall",
+            Some(7),
+        ),
+        (
+            "networks ip not an address",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", ip = \"10.0.10.5\" }]"),
+            "defaults.networks[0].ip",
+            Some(7),
+        ),
+        (
+            "networks ip and ip_pool together",
+            with(
+                "[defaults]\nnetworks = [{ bridge = \"vmbr1\", ip = \"10.0.10.5/24\", ip_pool = \"10.0.10.20-10.0.10.69/24\" }]",
+            ),
+            "defaults.networks[0].ip_pool",
+            Some(7),
+        ),
+        (
+            "networks gateway not an address",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", gateway = \"router\" }]"),
+            "defaults.networks[0].gateway",
+            Some(7),
+        ),
+        (
+            "networks ip6 bad",
+            with("[defaults]\nnetworks = [{ bridge = \"vmbr1\", ip6 = \"slaac\" }]"),
+            "defaults.networks[0].ip6",
+            Some(7),
+        ),
+        (
+            "networks gateway6 bad",
+            with(
+                "[defaults]\nnetworks = [{ bridge = \"vmbr1\", ip6 = \"fd00::5/64\", gateway6 = \"fd00::zz\" }]",
+            ),
+            "defaults.networks[0].gateway6",
+            Some(7),
+        ),
+        (
+            "networks and bridge in one section",
+            with("[defaults]\nbridge = \"vmbr1\"\nnetworks = [{ bridge = \"vmbr2\" }]"),
+            "defaults.bridge",
+            Some(7),
+        ),
+        (
+            "networks and ip for one VM",
+            with("[vm_configs.web-1]\nnetworks = [{ bridge = \"vmbr1\" }]\nip = \"10.0.10.5/24\""),
+            "vm_configs.web-1.ip",
+            Some(8),
         ),
         (
             "nameservers as a string",
@@ -1016,6 +1181,53 @@ fn every_bad_input_is_refused_with_exit_2_naming_key_and_line() {
 }
 
 #[test]
+fn networks_become_the_nics_and_the_single_nic_keys_change_net0() {
+    let text = with(
+        "[defaults]\nnetworks = [\n  { bridge = \"vmbr1\", ip_pool = \"10.0.10.20-10.0.10.69/24\", gateway = \"10.0.10.1\" },\n  \
+         { bridge = \"vmbr2\", vlan = 20, model = \"e1000\", mtu = 9000, firewall = true, ip6 = \"auto\" },\n]\n\
+         [vm_configs.db]\nip = \"10.0.10.5/24\"\nip6 = \"fd00:10::5/64\"\ngateway6 = \"fd00:10::1\"\n\
+         [vm_configs.edge]\nnetworks = [{ bridge = \"vmbr9\" }]\n[vm_configs.web]\n",
+    );
+    let config = Config::parse(&text, "deploy.toml").unwrap();
+    let vms = config.vms();
+    let (db, edge, web) = (&vms[0].spec, &vms[1].spec, &vms[2].spec);
+    // db: the defaults' two NICs, net0 with its own addresses.
+    assert_eq!(db.networks.len(), 2);
+    assert_eq!(db.networks[0].bridge, "vmbr1");
+    assert_eq!(
+        db.networks[0].address,
+        Addressing::Static(HostAddress {
+            ip: [10, 0, 10, 5].into(),
+            prefix: 24
+        })
+    );
+    assert_eq!(db.networks[0].gateway, Some([10, 0, 10, 1].into()));
+    assert_eq!(
+        db.networks[0].ip6,
+        Some(Ip6Addressing::Static(Ip6Host {
+            ip: "fd00:10::5".parse().unwrap(),
+            prefix: 64
+        }))
+    );
+    assert_eq!(db.networks[0].gateway6, Some("fd00:10::1".parse().unwrap()));
+    let net1 = &db.networks[1];
+    assert_eq!(
+        (net1.bridge.as_str(), net1.vlan, net1.model.as_deref()),
+        ("vmbr2", Some(20), Some("e1000"))
+    );
+    assert_eq!((net1.mtu, net1.firewall), (Some(9000), Some(true)));
+    assert_eq!(
+        (net1.address, net1.ip6),
+        (Addressing::Dhcp, Some(Ip6Addressing::Auto))
+    );
+    // edge: its own list replaces the inherited NICs.
+    assert_eq!(edge.networks, vec![Nic::on("vmbr9")]);
+    // web: the defaults as they are.
+    assert_eq!(web.networks, config.defaults.networks);
+    assert!(matches!(web.networks[0].address, Addressing::Pool(_)));
+}
+
+#[test]
 fn network_keys_are_read_and_merged() {
     let text = with(
         "[defaults]\nip_pool = \"10.0.10.20-10.0.10.69/24\"\ngateway = \"10.0.10.1\"\n\
@@ -1026,22 +1238,22 @@ fn network_keys_are_read_and_merged() {
     let vms = config.vms();
     let db = &vms[0].spec;
     assert_eq!(
-        db.address,
+        db.primary().address,
         Addressing::Static(HostAddress {
             ip: [10, 0, 10, 5].into(),
             prefix: 24
         })
     );
     assert_eq!(
-        vms[1].spec.address,
+        vms[1].spec.primary().address,
         Addressing::Pool(AddressPool {
             first: [10, 0, 10, 20].into(),
             last: [10, 0, 10, 69].into(),
             prefix: 24
         })
     );
-    assert_eq!(vms[2].spec.address, Addressing::Dhcp);
-    assert_eq!(db.gateway, Some("10.0.10.1".parse().unwrap()));
+    assert_eq!(vms[2].spec.primary().address, Addressing::Dhcp);
+    assert_eq!(db.primary().gateway, Some("10.0.10.1".parse().unwrap()));
     assert_eq!(db.nameservers.len(), 2);
     assert_eq!(db.searchdomain.as_deref(), Some("lab.example"));
     let err = Config::parse(
@@ -1174,6 +1386,34 @@ fn the_example_parses_and_documents_every_key() {
             assert!(documented, "{section}.{key} is not in deploy.toml.example");
         }
     }
+    // Every key of a `networks` entry, in the worked example of the list.
+    let list = EXAMPLE
+        .split_once("# networks = [")
+        .map(|(_, rest)| rest.split_once("# ]").map_or(rest, |(list, _)| list))
+        .expect("a networks example");
+    for key in NIC_KEYS {
+        assert!(
+            list.contains(&format!("{key} =")),
+            "networks' {key} is not in deploy.toml.example's networks example"
+        );
+    }
+    // Uncommented, the example is a valid [defaults] (and the fixed-address entry too).
+    let uncomment = |text: &str| -> String {
+        text.lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            // The commented-out alternative entry, but not the comment above it.
+            .map(|l| match l.trim_start().strip_prefix("# {") {
+                Some(entry) => format!("{{{entry}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = with(&format!("[defaults]\nnetworks = [{}]", uncomment(list)));
+    let config =
+        Config::parse(&text, "deploy.toml.example").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.defaults.networks.len(), 3);
+    assert_eq!(config.defaults.networks[1].vlan, Some(20));
 }
 
 #[test]
@@ -1183,7 +1423,11 @@ fn defaults_are_the_seeds() {
     assert_eq!((d.cores, d.sockets, d.memory), (4, 2, 32768));
     assert_eq!(d.disk_size, 128 << 30);
     assert_eq!(
-        (d.storage.as_str(), d.format.as_str(), d.bridge.as_str()),
+        (
+            d.storage.as_str(),
+            d.format.as_str(),
+            d.primary().bridge.as_str()
+        ),
         ("ssd", "qcow2", "vmbr1")
     );
     assert_eq!(d.disk, "scsi0");
@@ -1776,6 +2020,62 @@ fn hook_and_check_messages_say_what_to_do() {
         err.contains("{ip} is not known here; allowed: {inventory} {summary} {output_dir}"),
         "{err}"
     );
+}
+
+#[test]
+fn nic_problems_say_what_to_do() {
+    let problem = |text: &str, key: &str| {
+        let err = Config::parse(&with(text), "deploy.toml").expect_err("refused");
+        let p = (err.problems.iter())
+            .find(|p| p.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no {key}: {err}"))
+            .clone();
+        format!("{} / {}", p.message, p.hint.unwrap_or_default())
+    };
+    let both = problem(
+        "[defaults]\nip = \"10.0.10.5/24\"\nnetworks = [{ bridge = \"vmbr2\" }]",
+        "defaults.ip",
+    );
+    assert!(
+        both.contains("networks") && both.contains("first entry"),
+        "{both}"
+    );
+    let mtu = problem("[defaults]\nmtu = 9000", "defaults.mtu");
+    assert!(mtu.contains("networks = [{"), "{mtu}");
+    let vlan = problem("[defaults]\nvlan = 5000", "defaults.vlan");
+    assert!(vlan.contains("1 to 4094"), "{vlan}");
+    let ip6 = problem("[defaults]\nip6 = \"fd00::5\"", "defaults.ip6");
+    assert!(
+        ip6.contains("does not look like a valid address") && ip6.contains("auto"),
+        "{ip6}"
+    );
+    let bridge = problem(
+        "[defaults]\nnetworks = [{ vlan = 20 }]",
+        "defaults.networks[0].bridge",
+    );
+    assert!(bridge.contains("net0"), "{bridge}");
+}
+
+#[test]
+fn the_readmes_network_examples_parse() {
+    let readme = include_str!("../../README.md");
+    let section = readme
+        .split_once("### Networks\n")
+        // Up to the next heading.
+        .and_then(|(_, rest)| rest.split("\n## ").next())
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("a Networks section");
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(toml, _)| toml))
+        .collect();
+    assert_eq!(blocks.len(), 4, "DHCP, a static list, a pool, two NICs");
+    for block in blocks {
+        let config =
+            Config::parse(&with(block), "README.md").unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert!(!config.defaults.networks.is_empty());
+    }
 }
 
 #[test]

@@ -159,12 +159,20 @@ impl Level {
 }
 
 /// One VM as planned, sent once at the start so watchers can lay out the grid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedVm {
     pub index: VmIndex,
     pub name: String,
     pub vmid: u32,
     pub node: String,
+    /// Its NICs as planned (bridge, VLAN, static addresses; no MAC or report yet).
+    #[serde(default)]
+    pub nics: Vec<crate::report::NicSummary>,
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The tags the rollout gives it, its marker tag included.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Counts per state, for progress lines and the header gauge.
@@ -212,6 +220,11 @@ pub enum Event {
         vm: VmIndex,
         ip: String,
         candidates: Vec<String>,
+    },
+    /// Once its IP is found: every NIC with its MAC and the addresses the agent reports on it.
+    VmNics {
+        vm: VmIndex,
+        nics: Vec<crate::report::NicSummary>,
     },
     /// While the IP is awaited: the addresses the agent reports, when they changed (`lo
     /// 127.0.0.1 ::1; eth0 fe80::…`), so the operator sees why none is usable.

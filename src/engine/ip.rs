@@ -122,40 +122,48 @@ impl IpRules {
 pub enum StaticSeen {
     /// The NIC with that MAC carries the address.
     Found,
-    /// The NIC carries other IPv4 addresses and not the wanted one.
-    Other(Vec<std::net::Ipv4Addr>),
-    /// No such NIC yet, or no IPv4 address on it.
+    /// The NIC carries other addresses of the same family and not the wanted one.
+    Other(Vec<IpAddr>),
+    /// No such NIC yet, or no address of that family on it.
     Nothing,
 }
 
 /// Looks for `want` on the interface whose MAC is `mac`: only that NIC counts, since the same
 /// address on another NIC would mean the guest's cloud-init applied it to the wrong device.
-pub fn static_address_seen(
-    interfaces: &[AgentInterface],
-    mac: &str,
-    want: std::net::Ipv4Addr,
-) -> StaticSeen {
-    let mac = normalize_mac(mac);
-    let mut others = Vec::new();
-    for interface in interfaces
-        .iter()
-        .filter(|i| i.hardware_address.as_deref().map(normalize_mac) == Some(mac.clone()))
-    {
-        for address in &interface.ip_addresses {
-            match parse_address(&address.ip_address) {
-                Some(IpAddr::V4(ip)) if ip == want => return StaticSeen::Found,
-                Some(ip @ IpAddr::V4(v4)) if is_usable(ip) && !others.contains(&v4) => {
-                    others.push(v4)
-                }
-                _ => {}
-            }
-        }
+pub fn static_address_seen(interfaces: &[AgentInterface], mac: &str, want: IpAddr) -> StaticSeen {
+    let seen = addresses_on(interfaces, mac);
+    if seen.contains(&want) {
+        return StaticSeen::Found;
     }
+    let others: Vec<IpAddr> = (seen.into_iter())
+        .filter(|ip| ip.is_ipv4() == want.is_ipv4())
+        .collect();
     if others.is_empty() {
         StaticSeen::Nothing
     } else {
         StaticSeen::Other(others)
     }
+}
+
+/// The usable addresses (no loopback, link-local, multicast) on the interface whose MAC is
+/// `mac`, in the agent's order, each once.
+pub fn addresses_on(interfaces: &[AgentInterface], mac: &str) -> Vec<IpAddr> {
+    let mac = normalize_mac(mac);
+    let mut out = Vec::new();
+    for interface in interfaces
+        .iter()
+        .filter(|i| i.hardware_address.as_deref().map(normalize_mac) == Some(mac.clone()))
+    {
+        for address in &interface.ip_addresses {
+            if let Some(ip) = parse_address(&address.ip_address)
+                && is_usable(ip)
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    out
 }
 
 /// `BC:24:11:4F:2A:9E`, `bc-24-11-4f-2a-9e` and `bc24114f2a9e` are the same MAC.
@@ -209,13 +217,22 @@ mod tests {
     #[test]
     fn a_static_address_counts_only_on_its_own_nic() {
         let mac = "BC:24:11:00:00:01";
-        let want = "10.0.10.21".parse().unwrap();
+        let want: IpAddr = "10.0.10.21".parse().unwrap();
         let found = [iface(
             "ens18",
             Some("bc:24:11:00:00:01"),
             &["10.0.10.21", "fe80::1"],
         )];
         assert_eq!(static_address_seen(&found, mac, want), StaticSeen::Found);
+        let v6: IpAddr = "2001:db8::21".parse().unwrap();
+        let dual = [iface(
+            "ens18",
+            Some("bc:24:11:00:00:01"),
+            &["10.0.10.21", "2001:db8::21", "fe80::1"],
+        )];
+        assert_eq!(static_address_seen(&dual, mac, v6), StaticSeen::Found);
+        // An IPv4 address is no answer for an IPv6 one.
+        assert_eq!(static_address_seen(&found, mac, v6), StaticSeen::Nothing);
         let elsewhere = [
             iface("ens18", Some("bc:24:11:00:00:01"), &["fe80::1"]),
             iface("ens19", Some("bc:24:11:00:00:02"), &["10.0.10.21"]),

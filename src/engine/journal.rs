@@ -49,14 +49,18 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         values: Option<super::settings::Settings>,
     },
-    /// The VM `name` gets `vmid` on `node` and, when taken from an `ip_pool`, net0's static
-    /// `address` (written before its clone is asked for, so a rerun keeps both).
+    /// The VM `name` gets `vmid` on `node` and its NICs' static addresses (net0's as
+    /// `address`, the others' by NIC name in `nic_addresses`: `{"net1": "10.0.20.5/24"}`),
+    /// pool-given ones included: written before its clone is asked for, so a rerun keeps them
+    /// all.
     Assigned {
         name: String,
         vmid: u32,
         node: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        nic_addresses: BTreeMap<String, String>,
     },
     /// The clone is about to be asked for (its answer may be lost: a resume looks before cloning).
     CloneRequested {
@@ -180,8 +184,8 @@ pub struct VmRecord {
     pub clone_upid: Option<String>,
     /// The last migration task accepted for it.
     pub migrate_upid: Option<String>,
-    /// The address an `ip_pool` gave it (`10.0.10.21/24`).
-    pub address: Option<String>,
+    /// Its NICs' static IPv4 addresses by NIC index (`10.0.10.21/24`), as an `ip_pool` gave them.
+    pub addresses: BTreeMap<usize, String>,
     pub step: Step,
     /// Its `on_verified` hook succeeded (or was skipped) for this vmid: not to be run again.
     pub hook_done: bool,
@@ -212,7 +216,7 @@ impl History {
                 node: String::new(),
                 clone_upid: None,
                 migrate_upid: None,
-                address: None,
+                addresses: BTreeMap::new(),
                 step,
                 hook_done: false,
             });
@@ -240,12 +244,15 @@ impl History {
                 vmid,
                 node,
                 address,
+                nic_addresses,
             } => {
                 let r = set(&mut self.vms, name, vmid, Step::Assigned);
                 r.node = node;
-                if address.is_some() {
-                    r.address = address;
-                }
+                r.addresses.extend(address.map(|a| (0, a)));
+                r.addresses
+                    .extend(nic_addresses.into_iter().filter_map(|(nic, address)| {
+                        Some((nic.strip_prefix("net")?.parse().ok()?, address))
+                    }));
             }
             Entry::CloneRequested { name, vmid } => {
                 set(&mut self.vms, name, vmid, Step::CloneRequested);
@@ -540,7 +547,30 @@ mod tests {
             vmid,
             node: "pve1".into(),
             address: None,
+            nic_addresses: BTreeMap::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn every_nics_address_is_read_back_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.append(Entry::Assigned {
+            name: "web-1".into(),
+            vmid: 100,
+            node: "pve1".into(),
+            address: Some("10.0.10.20/24".into()),
+            nic_addresses: [("net1".to_string(), "10.0.20.20/24".to_string())].into(),
+        })
+        .await
+        .unwrap();
+        // A later line without addresses (a rerun's) keeps them.
+        j.append(assigned("web-1", 100)).await.unwrap();
+        let history = History::read(j.path()).unwrap();
+        let addresses: Vec<(usize, &str)> = (history.vms["web-1"].addresses.iter())
+            .map(|(i, a)| (*i, a.as_str()))
+            .collect();
+        assert_eq!(addresses, [(0, "10.0.10.20/24"), (1, "10.0.20.20/24")]);
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod extra_disks;
 pub mod hook;
 pub mod ip;
 pub mod journal;
+mod nics;
 pub mod plan;
 mod poll;
 pub mod provision;
@@ -115,12 +116,27 @@ async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::Journa
     // Queued together, on disk together: one wait for the last.
     let mut last = None;
     for vm in rollout.plan.vms.iter().filter(|vm| vm.journaled.is_none()) {
-        last = Some(journal.submit(Entry::Assigned {
-            name: vm.name.clone(),
-            vmid: vm.vmid,
-            node: vm.node.clone(),
-            address: vm.static_address().map(|a| a.to_string()),
-        }));
+        last = Some(
+            journal.submit(Entry::Assigned {
+                name: vm.name.clone(),
+                vmid: vm.vmid,
+                node: vm.node.clone(),
+                address: vm.static_address().map(|a| a.to_string()),
+                nic_addresses: vm
+                    .spec
+                    .networks
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter_map(|(i, nic)| match nic.address {
+                        crate::config::Addressing::Static(host) => {
+                            Some((format!("net{i}"), host.to_string()))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            }),
+        );
     }
     if let Some(last) = last {
         last.await?;

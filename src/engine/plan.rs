@@ -74,10 +74,7 @@ pub struct PlannedVm {
 impl PlannedVm {
     /// net0's static address (fixed, or given from a pool by the plan).
     pub fn static_address(&self) -> Option<HostAddress> {
-        match self.spec.address {
-            Addressing::Static(host) => Some(host),
-            Addressing::Dhcp | Addressing::Pool(_) => None,
-        }
+        self.nic_address(0)
     }
 }
 
@@ -112,6 +109,16 @@ impl Plan {
                 name: vm.name.clone(),
                 vmid: vm.vmid,
                 node: vm.node.clone(),
+                nics: vm.nic_summaries(),
+                pool: vm.spec.guest.pool.clone(),
+                tags: vm
+                    .spec
+                    .guest
+                    .tags
+                    .iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .chain([TAG.to_string()])
+                    .collect(),
             })
             .collect()
     }
@@ -522,7 +529,12 @@ pub async fn build(client: &Client, config: &Config) -> Result<Plan, EngineError
     super::snippets::check(client, &planned, &storages, &mut problems).await?;
     super::snippets::check_pools(client, &planned, &mut problems).await?;
     super::extra_disks::check(client, &planned, &storages, &mut problems).await?;
-    let taken = if planned.iter().any(|vm| vm.spec.address != Addressing::Dhcp) {
+    super::nics::check(client, &planned, &mut problems).await?;
+    let static_somewhere = planned
+        .iter()
+        .flat_map(|vm| &vm.spec.networks)
+        .any(|nic| nic.address != Addressing::Dhcp || nic.static_ip6().is_some());
+    let taken = if static_somewhere {
         super::addresses::on_cluster(client, &vms, &planned, &rollout_id).await?
     } else {
         BTreeMap::new()

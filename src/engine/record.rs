@@ -7,7 +7,8 @@ use indexmap::IndexMap;
 use jiff::Timestamp;
 
 use crate::report::{
-    CheckReport, HookReport, PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary, VmSummary,
+    CheckReport, HookReport, NicSummary, PhaseTimes, RolloutInfo, SCHEMA_VERSION, Summary,
+    VmSummary,
 };
 
 use super::event::{Event, Phase, PlannedVm, Progress, VmState};
@@ -28,6 +29,7 @@ struct VmRecord {
     copy: Option<(f64, Option<f64>)>,
     checks: Vec<CheckReport>,
     hook: Option<HookReport>,
+    nics: Vec<NicSummary>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +63,7 @@ impl Record {
                     copy: None,
                     checks: Vec::new(),
                     hook: None,
+                    nics: p.nics.clone(),
                 })
                 .collect(),
         }
@@ -127,6 +130,11 @@ impl Record {
                 if let Some(r) = self.vms.get_mut(*vm) {
                     r.ip = Some(ip.clone());
                     r.candidates = candidates.clone();
+                }
+            }
+            Event::VmNics { vm, nics } => {
+                if let Some(r) = self.vms.get_mut(*vm) {
+                    r.nics = nics.clone();
                 }
             }
             Event::VmGuest { vm, uname, os } => {
@@ -281,6 +289,9 @@ impl Record {
                     phases: r.phases.clone(),
                     checks: r.checks.clone(),
                     hook: r.hook.clone(),
+                    nics: r.nics.clone(),
+                    pool: r.planned.pool.clone(),
+                    tags: r.planned.tags.clone(),
                 })
                 .collect(),
             on_finished: None,
@@ -315,6 +326,7 @@ mod tests {
             name: "web-1".into(),
             vmid: 101,
             node: "pve1".into(),
+            ..Default::default()
         }]
     }
 

@@ -27,7 +27,20 @@ pub fn of(plan: &Plan) -> Settings {
         put("disk", s.disk.clone());
         put("storage", s.storage.clone());
         put("format", s.format.clone());
-        put("bridge", s.bridge.clone());
+        // net0 as before NICs were listed (a journal of a single-NIC run compares equal).
+        put("bridge", s.primary().bridge.clone());
+        for (i, nic) in s.networks.iter().enumerate() {
+            let key = match i {
+                0 => "vlan".to_string(),
+                i => format!("net{i}"),
+            };
+            match (i, nic.vlan) {
+                (0, None) => {}
+                (0, Some(tag)) => put(&key, tag.to_string()),
+                (_, None) => put(&key, format!("bridge={}", nic.bridge)),
+                (_, Some(tag)) => put(&key, format!("bridge={},vlan={tag}", nic.bridge)),
+            }
+        }
         put("secure_boot", s.secure_boot.to_string());
         put(
             "ciuser",

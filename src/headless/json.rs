@@ -89,6 +89,7 @@ impl EventEncoder {
                 Some(*vm),
                 json!({"percent": percent, "eta_s": eta_s}),
             ),
+            Event::VmNics { vm, nics } => ("nics", Some(*vm), json!({"nics": nics})),
             Event::VmReported { vm, addresses } => {
                 ("agent-reports", Some(*vm), json!({"addresses": addresses}))
             }
@@ -156,7 +157,14 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "disk_size_bytes": vm.spec.disk_size,
                 "storage": vm.spec.storage,
                 "format": vm.spec.format,
-                "bridge": vm.spec.bridge,
+                "bridge": vm.spec.primary().bridge,
+                "nics": vm.spec.networks.iter().enumerate().map(|(i, nic)| json!({
+                    "name": format!("net{i}"),
+                    "bridge": nic.bridge,
+                    "vlan": nic.vlan,
+                    "address": nic.address.to_string(),
+                    "address6": nic.ip6.map(|ip6| ip6.to_string()),
+                })).collect::<Vec<_>>(),
                 "secure_boot": vm.spec.secure_boot,
                 "source": {
                     "node": vm.source.node,
@@ -202,6 +210,7 @@ mod tests {
                     name: "web-1".into(),
                     vmid: 100,
                     node: "pve1".into(),
+                    ..Default::default()
                 }],
             },
             now,
@@ -240,5 +249,24 @@ mod tests {
         let back: Value = serde_json::from_str(&log).expect("one JSON object");
         assert_eq!(back["text"], "a \"quoted\"\nline");
         assert!(back.get("vm").is_none());
+        let nics = encoder.encode(
+            &Event::VmNics {
+                vm: 0,
+                nics: vec![crate::report::NicSummary {
+                    name: "net1".into(),
+                    bridge: "vmbr2".into(),
+                    vlan: Some(20),
+                    reported: vec!["10.0.20.20".into()],
+                    ..Default::default()
+                }],
+            },
+            now,
+        );
+        assert_eq!(
+            (&nics["type"], &nics["name"]),
+            (&json!("nics"), &json!("web-1"))
+        );
+        assert_eq!(nics["nics"][0]["vlan"], 20);
+        assert_eq!(nics["nics"][0]["reported"][0], "10.0.20.20");
     }
 }

@@ -83,6 +83,9 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 phases: phases(&[("cloning", "2026-11-25T17:00:00Z", "2026-11-25T17:02:03Z")]),
                 checks: Vec::new(),
                 hook: None,
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
             VmSummary {
                 name: "web-2".into(),
@@ -98,6 +101,9 @@ fn summary(aborted: bool, second_state: &str) -> Summary {
                 phases: phases(&[("cloning", "2026-11-25T17:00:30Z", "2026-11-25T17:01:00Z")]),
                 checks: Vec::new(),
                 hook: None,
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
         ],
     }
@@ -115,12 +121,14 @@ fn recorded() -> Vec<Event> {
                     name: "web-1".into(),
                     vmid: 101,
                     node: "pve1".into(),
+                    ..Default::default()
                 },
                 PlannedVm {
                     index: 1,
                     name: "web-2".into(),
                     vmid: 102,
                     node: "pve1".into(),
+                    ..Default::default()
                 },
             ],
         },

@@ -39,6 +39,8 @@ pub struct Draft {
     pub storage: Option<String>,
     pub format: Option<String>,
     pub bridge: Option<String>,
+    /// net0's VLAN tag.
+    pub vlan: Option<u16>,
     /// `clone = "linked"` (then `storage` and `format` are left out: PVE refuses both).
     pub clone_linked: bool,
     /// net0's static address for the one VM (`10.0.10.21/24`), or a range for several.
@@ -199,6 +201,11 @@ impl Draft {
         self.key(&mut out, "defaults.ip_pool", pool);
         let gateway = self.gateway.as_deref().map(quote);
         self.key(&mut out, "defaults.gateway", gateway);
+        self.key(
+            &mut out,
+            "defaults.vlan",
+            self.vlan.map(|tag| tag.to_string()),
+        );
         self.key(
             &mut out,
             "defaults.secure_boot",

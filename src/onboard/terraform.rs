@@ -309,7 +309,11 @@ impl Importer {
                     networks += 1;
                     self.network(place, block.body());
                 }
-                "disk" | "network" => self.skip(place, format!("{id} block #{}", if id == "disk" { disks + 1 } else { networks + 1 }), format!("only the first {id} is translated: pve-rollout configures net0 and resizes one disk")),
+                "network" => {
+                    networks += 1;
+                    self.skip(place, format!("network block #{networks}"), "only the first network is translated (to net0's keys): list every NIC as networks = [{ bridge = ..., vlan = ... }, ...] in [defaults]");
+                }
+                "disk" => self.skip(place, format!("disk block #{}", disks + 1), "only the first disk is translated: pve-rollout resizes one disk"),
                 "provisioner" => self.skip(
                     place,
                     format!("provisioner \"{}\"", label(block, 0)),
@@ -371,10 +375,23 @@ impl Importer {
                     self.took("defaults.bridge", &format!("{place}: network.bridge"));
                 }
                 ("id", "0") => {}
+                // The providers' "no tag".
+                ("tag", "0" | "-1") => {}
+                ("tag", tag) => match tag.parse::<u16>() {
+                    Ok(tag @ 1..=4094) => {
+                        self.out.draft.vlan = Some(tag);
+                        self.took("defaults.vlan", &format!("{place}: network.tag"));
+                    }
+                    _ => self.skip(
+                        place,
+                        "network.tag",
+                        format!("\"{tag}\" is not a VLAN tag (1 to 4094)"),
+                    ),
+                },
                 ("model", model) => self.skip(
                     place,
                     "network.model",
-                    format!("\"{model}\": the clone keeps the template's NIC model; pve-rollout sets only the bridge"),
+                    format!("\"{model}\": the clone keeps the template's NIC model unless networks = [{{ bridge = ..., model = \"{model}\" }}] sets it"),
                 ),
                 _ => self.skip(place, format!("network.{key}"), "no pve-rollout equivalent"),
             }
@@ -598,7 +615,10 @@ mod tests {
         assert_eq!((d.cores, d.sockets, d.memory), (4, 2, 32768));
         assert_eq!(d.disk_size, 128 << 30);
         assert_eq!((d.storage.as_str(), d.format.as_str()), ("ssd", "qcow2"));
-        assert_eq!((d.bridge.as_str(), d.disk.as_str()), ("vmbr1", "scsi0"));
+        assert_eq!(
+            (d.primary().bridge.as_str(), d.disk.as_str()),
+            ("vmbr1", "scsi0")
+        );
         assert_eq!(d.ciuser.as_deref(), Some("ubuntu"));
         assert!(
             d.sshkeys
@@ -656,6 +676,34 @@ mod tests {
             "{:#?}",
             import.skipped
         );
+    }
+
+    #[test]
+    fn a_vlan_tag_becomes_vlan_and_extra_network_blocks_point_at_networks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let original = std::fs::read_to_string(fixture().join("main.tf")).expect("fixture");
+        let tagged = original.replacen(
+            "    model  = \"virtio\"\n  }\n",
+            "    model  = \"virtio\"\n    tag    = 20\n  }\n\n  network {\n    id     = 1\n    bridge = \"vmbr2\"\n  }\n",
+            1,
+        );
+        assert_ne!(tagged, original);
+        std::fs::write(dir.path().join("main.tf"), tagged).expect("write");
+        for other in std::fs::read_dir(fixture()).expect("fixture dir") {
+            let path = other.expect("entry").path();
+            if path.file_name() != Some(std::ffi::OsStr::new("main.tf")) && path.is_file() {
+                std::fs::copy(&path, dir.path().join(path.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+        let import = import_dir(dir.path()).expect("import");
+        assert_eq!(import.draft.vlan, Some(20));
+        let config = Config::parse(&import.draft.render(), "deploy.toml").expect("valid");
+        assert_eq!(config.defaults.networks[0].vlan, Some(20));
+        let second = (import.skipped.iter())
+            .find(|s| s.what == "network block #2")
+            .unwrap_or_else(|| panic!("{:#?}", import.skipped));
+        assert!(second.reason.contains("networks = ["), "{}", second.reason);
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub use calls::CheckReport;
 pub use caps::ENTRY_NODE;
 pub use encode::encode_sshkeys;
 pub use error::{classify_message, classify_response};
-pub use props::{CiCustom, DiskSize, IpConfig, NetDevice, NewDisk, NewEfiDisk, Startup, Tags};
+pub use props::{
+    CiCustom, DiskSize, Ip6Config, IpConfig, NetDevice, NewDisk, NewEfiDisk, Startup, Tags,
+};
 pub use task_list::{NodeTask, NodeTasks, TaskListQuery, TaskSource};
 pub use tls::{fingerprint_of_der, normalize_fingerprint};
 pub use upid::{Upid, UpidParts};

@@ -6,6 +6,9 @@ use std::fmt;
 
 use super::{NodeInfo, Resource, TaskLogLine, VmConfig, VmStatus};
 
+mod ipconfig;
+pub use ipconfig::{Ip6Config, IpConfig};
+
 /// A `netN` value: `virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,firewall=1` (the model key carries the
 /// MAC), or the long form `model=virtio,macaddr=...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,19 @@ impl NetDevice {
             }
         }
         Some(device)
+    }
+
+    /// Sets option `key` (`tag`, `mtu`, `firewall`, ...) to `value` in place, or appends it.
+    pub fn set_option(&mut self, key: &str, value: &str) {
+        let item = format!("{key}={value}");
+        match self
+            .options
+            .iter_mut()
+            .find(|o| o.split_once('=').is_some_and(|(k, _)| k == key))
+        {
+            Some(existing) => *existing = item,
+            None => self.options.push(item),
+        }
     }
 
     /// The MAC, uppercase, when it is one.
@@ -99,76 +115,6 @@ pub(crate) fn is_mac(text: &str) -> bool {
         && octets
             .iter()
             .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// An `ipconfigN` value (cloud-init's network setup of the guest): IPv4 by DHCP, or a static
-/// address with its prefix length and an optional gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpConfig {
-    /// IPv4 by DHCP: `ip=dhcp`.
-    Dhcp,
-    /// `ip=10.0.10.21/24,gw=10.0.10.1`.
-    Static {
-        address: std::net::Ipv4Addr,
-        prefix: u8,
-        gateway: Option<std::net::Ipv4Addr>,
-    },
-}
-
-impl IpConfig {
-    /// Reads PVE's `ipconfigN` text (IPv6 keys ignored); `None` without an IPv4 `ip=` or with
-    /// one PVE would not have accepted.
-    pub fn parse(text: &str) -> Option<IpConfig> {
-        let mut ip = None;
-        let mut gateway = None;
-        for item in text.split(',').filter(|i| !i.is_empty()) {
-            let (key, value) = item.split_once('=')?;
-            match key {
-                "ip" => ip = Some(value),
-                "gw" => gateway = Some(value.parse().ok()?),
-                _ => {}
-            }
-        }
-        match ip? {
-            "dhcp" => Some(IpConfig::Dhcp),
-            cidr => {
-                let (address, prefix) = cidr.split_once('/')?;
-                let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-                Some(IpConfig::Static {
-                    address: address.parse().ok()?,
-                    prefix,
-                    gateway,
-                })
-            }
-        }
-    }
-
-    /// The static address, if any.
-    pub fn static_address(&self) -> Option<std::net::Ipv4Addr> {
-        match self {
-            IpConfig::Dhcp => None,
-            IpConfig::Static { address, .. } => Some(*address),
-        }
-    }
-}
-
-impl fmt::Display for IpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IpConfig::Dhcp => f.write_str("ip=dhcp"),
-            IpConfig::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
-                write!(f, "ip={address}/{prefix}")?;
-                match gateway {
-                    Some(gw) => write!(f, ",gw={gw}"),
-                    None => Ok(()),
-                }
-            }
-        }
-    }
 }
 
 /// A `cicustom` value: cloud-init files of the operator's own (`<storage>:snippets/<file>`)
@@ -384,9 +330,14 @@ impl fmt::Display for DiskSize {
 }
 
 impl VmConfig {
+    /// `netN`, parsed.
+    pub fn net(&self, index: usize) -> Option<NetDevice> {
+        NetDevice::parse(self.get(&format!("net{index}"))?)
+    }
+
     /// `net0`, parsed.
     pub fn net0(&self) -> Option<NetDevice> {
-        NetDevice::parse(self.get("net0")?)
+        self.net(0)
     }
 
     /// The MAC of `net0` (as configured, uppercase), if any.
@@ -397,6 +348,11 @@ impl VmConfig {
     /// `ipconfigN`, parsed.
     pub fn ip_config(&self, index: u8) -> Option<IpConfig> {
         IpConfig::parse(self.get(&format!("ipconfig{index}"))?)
+    }
+
+    /// `ipconfigN`'s IPv6 part, parsed.
+    pub fn ip6_config(&self, index: u8) -> Option<Ip6Config> {
+        Ip6Config::parse(self.get(&format!("ipconfig{index}"))?)
     }
 
     /// Has a cloud-init drive (a disk slot holding a `vm-<id>-cloudinit` volume): without one
@@ -610,6 +566,37 @@ mod tests {
             ["scsi1 (local:9000/vm-9000-disk-2.raw)"]
         );
         assert!(!plain.has_cloud_init_drive());
+    }
+
+    #[test]
+    fn net_options_are_replaced_in_place_or_appended() {
+        let mut dev =
+            NetDevice::parse("virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,tag=5,rate=10").unwrap();
+        dev.set_option("tag", "20");
+        dev.set_option("mtu", "9000");
+        assert_eq!(
+            dev.to_string(),
+            "virtio=BC:24:11:4F:2A:9E,bridge=vmbr0,tag=20,rate=10,mtu=9000"
+        );
+    }
+
+    #[test]
+    fn ip6_config_reads_and_writes_pves_keys() {
+        let fixed = Ip6Config::Static {
+            address: "2001:db8::21".parse().unwrap(),
+            prefix: 64,
+            gateway: Some("2001:db8::1".parse().unwrap()),
+        };
+        assert_eq!(fixed.to_string(), "ip6=2001:db8::21/64,gw6=2001:db8::1");
+        assert_eq!(
+            Ip6Config::parse("ip=dhcp,ip6=2001:db8::21/64,gw6=2001:db8::1"),
+            Some(fixed)
+        );
+        assert_eq!(Ip6Config::parse("ip6=auto"), Some(Ip6Config::Auto));
+        assert_eq!(Ip6Config::Dhcp.to_string(), "ip6=dhcp");
+        // `ip=` is not `ip6=`, and a bad prefix is no address.
+        assert_eq!(Ip6Config::parse("ip=10.0.0.5/24,gw=10.0.0.1"), None);
+        assert_eq!(Ip6Config::parse("ip6=2001:db8::21/129"), None);
     }
 
     #[test]

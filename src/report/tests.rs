@@ -82,6 +82,9 @@ fn sample() -> Summary {
                         Some("2026-11-25T17:02:10.123Z"),
                     ),
                 ]),
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
             VmSummary {
                 name: "web-2".into(),
@@ -104,6 +107,9 @@ fn sample() -> Summary {
                     ),
                     ("awaiting-agent", "2026-11-25T17:01:20.000Z", None),
                 ]),
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
             VmSummary {
                 name: "web-3".into(),
@@ -119,6 +125,9 @@ fn sample() -> Summary {
                 phases: IndexMap::new(),
                 checks: Vec::new(),
                 hook: None,
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             },
         ],
     }
@@ -168,7 +177,7 @@ fn summary_json_round_trips_with_millisecond_utc_times() {
     let text = std::fs::read_to_string(tmp.path().join("summary.json")).unwrap();
     let back: Summary = serde_json::from_str(&text).unwrap();
     assert_eq!(back, sample());
-    assert!(text.contains("\"schema_version\": 1"), "{text}");
+    assert!(text.contains("\"schema_version\": 2"), "{text}");
     assert!(
         text.contains("\"finished\": \"2026-11-25T17:05:30.250Z\""),
         "{text}"
@@ -480,4 +489,50 @@ fn summary_md_ends_with_a_mermaid_gantt_of_every_vms_phases() {
     assert_eq!(tasks[7].0, "awaiting-agent");
     assert_eq!(tasks[7].1, "crit");
     assert_eq!(tasks[7].3, at("2026-11-25T17:05:30.250Z").as_millisecond());
+}
+
+#[test]
+fn nics_pool_and_tags_are_in_the_json_the_markdown_and_the_per_vm_file() {
+    let mut s = sample();
+    s.vms[0].nics = vec![
+        NicSummary {
+            name: "net0".into(),
+            mac: Some("BC:24:11:00:00:01".into()),
+            bridge: "vmbr1".into(),
+            vlan: None,
+            expected: vec![],
+            reported: vec!["10.20.0.104".into()],
+        },
+        NicSummary {
+            name: "net1".into(),
+            mac: Some("BC:24:11:00:00:02".into()),
+            bridge: "vmbr2".into(),
+            vlan: Some(20),
+            expected: vec!["10.0.20.20/24".into()],
+            reported: vec!["10.0.20.20".into()],
+        },
+    ];
+    s.vms[0].pool = Some("web".into());
+    s.vms[0].tags = vec!["prod".into(), "pve-rollout".into()];
+    let net1 = "net1 on vmbr2 VLAN 20 (MAC BC:24:11:00:00:02): 10.0.20.20, expected 10.0.20.20/24";
+    assert!(vm_text(&s, &s.vms[0]).contains(&format!(
+        "NICs:\n  net0 on vmbr1 (MAC BC:24:11:00:00:01): 10.20.0.104\n  {net1}\n"
+    )));
+    assert!(markdown(&s).contains(&format!("- NIC {net1}\n")));
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["vms"][0]["nics"][1]["vlan"], 20);
+    assert_eq!(json["vms"][0]["nics"][1]["expected"][0], "10.0.20.20/24");
+    assert_eq!(json["vms"][0]["pool"], "web");
+    assert_eq!(json["vms"][0]["tags"][1], "pve-rollout");
+    // A schema 1 file (no nics, pool or tags) still reads.
+    let mut old = serde_json::to_value(sample()).unwrap();
+    old["schema_version"] = 1.into();
+    for vm in old["vms"].as_array_mut().unwrap() {
+        let vm = vm.as_object_mut().unwrap();
+        for key in ["nics", "pool", "tags"] {
+            vm.remove(key);
+        }
+    }
+    let read: Summary = serde_json::from_value(old).unwrap();
+    assert_eq!(read.vms, sample().vms);
 }

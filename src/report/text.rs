@@ -72,6 +72,11 @@ pub(super) fn markdown(summary: &Summary) -> String {
         if !vm.ip_candidates.is_empty() {
             let _ = writeln!(out, "- IP candidates: {}", vm.ip_candidates.join(", "));
         }
+        if vm.nics.len() > 1 {
+            for nic in &vm.nics {
+                let _ = writeln!(out, "- NIC {}", nic.describe());
+            }
+        }
         let _ = writeln!(out, "- OS: {}", or_dash(vm.os.as_deref()));
         if let Some(uname) = &vm.uname {
             let _ = writeln!(out, "- uname: `{}`", uname.replace('`', "'").trim());
@@ -277,6 +282,12 @@ pub(super) fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
     }
     if let Some(error) = &vm.error {
         let _ = writeln!(out, "{:<15}{}", "Error:", error.trim());
+    }
+    if vm.nics.len() > 1 {
+        let _ = writeln!(out, "\nNICs:");
+        for nic in &vm.nics {
+            let _ = writeln!(out, "  {}", nic.describe());
+        }
     }
     if !vm.checks.is_empty() {
         let _ = writeln!(out, "\nGuest checks:");

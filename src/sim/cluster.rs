@@ -44,13 +44,36 @@ pub struct Guest {
     pub cloud_init_at: Option<f64>,
     /// cloud-init ends in error (`faults.cloud_init_error`).
     pub cloud_init_failed: bool,
-    /// net0's MAC when QEMU started.
-    pub mac: Option<String>,
+    /// Its NICs as QEMU started them (net0 first; only those with a MAC).
+    pub nics: Vec<GuestNic>,
     /// The agent socket exists only when `agent` was enabled at start.
     pub agent_configured: bool,
+}
+
+impl GuestNic {
+    /// The guest's name for it: `base` (net0's, such as `ens18`) counted on by the NIC's
+    /// index, as PCI slot order names them (`ens19` for net1).
+    pub fn name(&self, base: &str) -> String {
+        let digits = base.len() - base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, number) = base.split_at(base.len() - digits);
+        match number.parse::<usize>() {
+            Ok(n) => format!("{stem}{}", n + self.index),
+            Err(_) => format!("{base}{}", self.index),
+        }
+    }
+}
+
+/// One NIC of a running guest and the addresses cloud-init (or DHCP, or SLAAC) gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestNic {
+    /// `net0`, `net1`, ...: its index.
+    pub index: usize,
+    pub mac: String,
     pub ipv4: Ipv4Addr,
     /// `ipv4`'s prefix length: the lease's /16, or the static address's own.
     pub prefix: u8,
+    /// A static or automatic IPv6 address with its prefix length.
+    pub ipv6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 impl Guest {
@@ -202,11 +225,11 @@ impl Vm {
             .filter_map(|(k, v)| vmconfig::parse_drive(v).ok().map(|d| (k.clone(), d)))
             .collect()
     }
-    pub fn net0_mac(&self) -> Option<String> {
+    /// `netN`, parsed.
+    pub fn net(&self, index: usize) -> Option<vmconfig::Net> {
         self.conf
-            .get("net0")
+            .get(&format!("net{index}"))
             .and_then(|n| vmconfig::parse_net(n).ok())
-            .and_then(|n| n.mac)
     }
 }
 
@@ -559,6 +582,21 @@ pub fn efi_size(st: &StorageSpec, four_m: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_nics_are_named_in_slot_order() {
+        let nic = |index| GuestNic {
+            index,
+            mac: "BC:24:11:00:00:01".into(),
+            ipv4: [10, 20, 0, 3].into(),
+            prefix: 16,
+            ipv6: None,
+        };
+        assert_eq!(nic(0).name("ens18"), "ens18");
+        assert_eq!(nic(1).name("ens18"), "ens19");
+        assert_eq!(nic(2).name("eth0"), "eth2");
+        assert_eq!(nic(1).name("lan"), "lan1");
+    }
 
     #[tokio::test]
     async fn template_matches_the_seed() {

@@ -46,6 +46,9 @@ pub struct VmRow {
     pub copy: Option<CopyShown>,
     /// While the IP is awaited: the addresses the agent reports (none of them usable).
     pub reported: Option<String>,
+    /// Once the IP is found, every NIC besides net0: its name (`net1`) and the rest of its
+    /// description (bridge, VLAN, MAC, addresses reported and expected).
+    pub nics: Vec<(String, String)>,
 }
 
 /// A clone's copy as last reported.
@@ -97,6 +100,7 @@ impl VmRow {
             log: VecDeque::new(),
             copy: None,
             reported: None,
+            nics: Vec::new(),
         }
     }
 
@@ -459,6 +463,7 @@ mod tests {
             name: "web-1".into(),
             vmid: 101,
             node: "pve1".into(),
+            ..Default::default()
         }
     }
 

@@ -66,6 +66,7 @@ pub fn plan(n: usize) -> Event {
                 name: format!("ubuntu-opentofu-{}", i + 1),
                 vmid: 101 + i as u32,
                 node: format!("pve{}", i % 3 + 1),
+                ..Default::default()
             })
             .collect(),
     }
@@ -120,6 +121,9 @@ pub fn summary(states: &[&str]) -> Box<Summary> {
                 phases: IndexMap::new(),
                 checks: Vec::new(),
                 hook: None,
+                nics: Vec::new(),
+                pool: None,
+                tags: Vec::new(),
             })
             .collect(),
     })

@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 use toml::de::{DeTable, DeValue};
 
 use super::*;
+use crate::config::Nic;
 
 pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "cores",
@@ -16,7 +17,6 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     "disk",
     "storage",
     "format",
-    "bridge",
     "secure_boot",
     "ciuser",
     "sshkeys",
@@ -35,9 +35,14 @@ pub(in crate::config) const SPEC_KEYS: &[&str] = &[
     // Extra disks (parsed in disks.rs).
     "disks",
     // Network (parsed in network.rs).
+    "bridge",
+    "vlan",
     "ip",
     "ip_pool",
     "gateway",
+    "ip6",
+    "gateway6",
+    "networks",
     "nameservers",
     "searchdomain",
 ];
@@ -57,12 +62,10 @@ impl Doc<'_> {
             disk: "scsi0".to_string(),
             storage: "ssd".to_string(),
             format: "qcow2".to_string(),
-            bridge: "vmbr1".to_string(),
             secure_boot: true,
             ciuser: None,
             sshkeys: None,
-            address: Default::default(),
-            gateway: None,
+            networks: vec![Nic::on("vmbr1")],
             nameservers: Vec::new(),
             searchdomain: None,
             clone: CloneMode::Full,
@@ -101,7 +104,6 @@ impl Doc<'_> {
             "raw" | "qcow2" | "vmdk" => Ok(f.to_string()),
             _ => Err(bad("not a disk format; allowed: raw, qcow2, vmdk")),
         });
-        let bridge = self.checked_string(s, "bridge", "a bridge name", formats::check_bridge);
         let secure_boot = self.boolean(s, "secure_boot");
         let ciuser = self.checked_string(s, "ciuser", "a user name", formats::check_ciuser);
         let inline_keys = self.field(s, "sshkeys", |v| {
@@ -191,12 +193,11 @@ impl Doc<'_> {
             disk,
             storage,
             format,
-            bridge,
             secure_boot,
             ciuser,
             sshkeys: inline_keys.or(file_keys),
-            address: network.address,
-            gateway: network.gateway,
+            networks: network.networks,
+            nic0: network.nic0,
             nameservers: network.nameservers,
             searchdomain: network.searchdomain,
             clone,

@@ -28,6 +28,21 @@ impl VmTask {
         Ok(cfg.net0_mac())
     }
 
+    /// Every NIC's MAC, net0 first. A VM with more NICs than net0 reads its config (PVE gave the
+    /// NICs added at configure their MACs then).
+    pub(super) async fn nic_macs(&mut self) -> Step<Vec<Option<String>>> {
+        let count = self.vm.spec.networks.len();
+        if count <= 1 {
+            return Ok(vec![self.net0_mac().await?]);
+        }
+        let cfg = (self.shared.client)
+            .vm_config(&self.vm.node, self.vm.vmid)
+            .await?;
+        Ok((0..count)
+            .map(|i| cfg.net(i).and_then(|d| d.mac_address()))
+            .collect())
+    }
+
     pub(super) async fn agent_phase(&mut self, held: bool) -> Step {
         self.gate().await?;
         self.enter(Phase::AwaitingAgent);

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use crate::config::{Ip6Addressing, Nic};
 use crate::pve::{
-    ConfigUpdate, DiskSize, ErrorClass, IpConfig, NetDevice, NewEfiDisk, TaskState, VmConfig,
+    ConfigUpdate, DiskSize, ErrorClass, Ip6Config, IpConfig, NetDevice, NewEfiDisk, TaskState,
+    VmConfig,
 };
 
 use super::super::event::{Level, Phase};
@@ -176,34 +178,62 @@ impl VmTask {
     }
 }
 
-/// net0's cloud-init address setup: the plan has turned a pool into its static address.
-fn ip_config(vm: &PlannedVm) -> IpConfig {
-    match vm.static_address() {
+/// NIC `index`'s cloud-init address setup (`ipconfigN`): the plan has turned a pool into its
+/// static address.
+fn ip_config(vm: &PlannedVm, index: usize) -> String {
+    let nic = &vm.spec.networks[index];
+    let v4 = match vm.nic_address(index) {
         Some(host) => IpConfig::Static {
             address: host.ip,
             prefix: host.prefix,
-            gateway: vm.spec.gateway,
+            gateway: nic.gateway,
         },
         None => IpConfig::Dhcp,
+    };
+    let v6 = nic.ip6.map(|ip6| match ip6 {
+        Ip6Addressing::Auto => Ip6Config::Auto,
+        Ip6Addressing::Dhcp => Ip6Config::Dhcp,
+        Ip6Addressing::Static(host) => Ip6Config::Static {
+            address: host.ip,
+            prefix: host.prefix,
+            gateway: nic.gateway6,
+        },
+    });
+    match v6 {
+        Some(v6) => format!("{v4},{v6}"),
+        None => v4.to_string(),
     }
+}
+
+/// `netN` for `nic`: the device the clone has (its model and MAC stay: setting a NIC without a
+/// MAC makes PVE generate yet another one), or a new one PVE gives a MAC; the bridge and the
+/// options deploy.toml sets replace the template's.
+fn net_device(nic: &Nic, current: Option<NetDevice>) -> NetDevice {
+    let mut device = current.unwrap_or_else(|| NetDevice::new("virtio"));
+    if let Some(model) = &nic.model {
+        device.model = model.clone();
+    }
+    device.bridge = Some(nic.bridge.clone());
+    if let Some(tag) = nic.vlan {
+        device.set_option("tag", &tag.to_string());
+    }
+    if let Some(mtu) = nic.mtu {
+        device.set_option("mtu", &mtu.to_string());
+    }
+    if let Some(on) = nic.firewall {
+        device.set_option("firewall", if on { "1" } else { "0" });
+    }
+    device
 }
 
 /// The config keys a VM gets after its clone (the settings of the original wait_for_vm.sh flow
 /// and the per-VM overrides).
 pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate {
     let spec = &vm.spec;
-    // The model and the MAC the clone was given stay (setting net0 without a MAC would make PVE
-    // generate yet another one); only the bridge changes.
-    let net0 = NetDevice {
-        bridge: Some(spec.bridge.clone()),
-        ..current.net0().unwrap_or_else(|| NetDevice::new("virtio"))
-    };
     let mut set = vec![
         ("cores".to_string(), spec.cores.to_string()),
         ("sockets".to_string(), spec.sockets.to_string()),
         ("memory".to_string(), spec.memory.to_string()),
-        ("net0".to_string(), net0.to_string()),
-        ("ipconfig0".to_string(), ip_config(vm).to_string()),
         ("agent".to_string(), "1".to_string()),
         ("bios".to_string(), "ovmf".to_string()),
         ("machine".to_string(), "q35".to_string()),
@@ -217,6 +247,11 @@ pub(super) fn config_update(vm: &PlannedVm, current: &VmConfig) -> ConfigUpdate 
                 .to_string(),
         ),
     ];
+    for (i, nic) in spec.networks.iter().enumerate() {
+        let device = net_device(nic, current.net(i));
+        set.push((format!("net{i}"), device.to_string()));
+        set.push((format!("ipconfig{i}"), ip_config(vm, i)));
+    }
     let guest = &spec.guest;
     let flag = |on: bool| if on { "1" } else { "0" }.to_string();
     if let Some(upgrade) = guest.ciupgrade {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::format_duration;
 use crate::pve::ErrorClass;
 
-use super::super::ip::{StaticSeen, static_address_seen};
+use super::super::ip::{StaticSeen, addresses_on, static_address_seen};
 
 use super::super::event::{Event, Level, Phase};
 use super::super::poll::{Attempt, Backoff, Wait};
@@ -16,7 +16,12 @@ use super::{Step, Stop, VmTask};
 const LEASE_POLLS: Backoff = Backoff::growing(Duration::from_secs(1), 1.5, Duration::from_secs(5));
 
 impl VmTask {
-    pub(super) async fn ip_phase(&mut self, mac: Option<&str>, held: bool) -> Step {
+    /// `macs`: each NIC's MAC (net0 first). Every NIC with a static address must report it on
+    /// the interface with its MAC; net0 must give the VM its IP (its static one, or one the IP
+    /// rules pick); the other NICs' DHCP addresses are reported, not awaited.
+    pub(super) async fn ip_phase(&mut self, macs: &[Option<String>], held: bool) -> Step {
+        let mac = macs.first().cloned().flatten();
+        let mac = mac.as_deref();
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);
         let shared = self.shared.clone();
         let timeout = shared.checks.ip_timeout;
@@ -36,7 +41,7 @@ impl VmTask {
             .learning(&shared.learned, Wait::Ip, None);
         self.enter(Phase::AwaitingIp);
         let mut reported = String::new();
-        let (ip, candidates) = loop {
+        let (ip, candidates, interfaces) = loop {
             poll.due().await?;
             let n = node.clone();
             let attempt = match self
@@ -47,25 +52,17 @@ impl VmTask {
             {
                 Ok(interfaces) => {
                     let choice = shared.ip_rules.select(&interfaces, mac);
-                    match (self.vm.static_address(), mac) {
-                        (Some(host), Some(mac)) => {
-                            match static_address_seen(&interfaces, mac, host.ip) {
-                                StaticSeen::Found => {
-                                    Attempt::Done((host.ip.into(), choice.candidates))
-                                }
-                                StaticSeen::Nothing => Attempt::Pending(String::new()),
-                                StaticSeen::Other(seen) => {
-                                    let seen: Vec<String> =
-                                        seen.iter().map(|ip| ip.to_string()).collect();
-                                    return Err(Stop::Failed(format!(
-                                        "net0 (MAC {mac}) reports {}, not its static address {host}; check the template's cloud-init network setup",
-                                        seen.join(", ")
-                                    )));
-                                }
-                            }
+                    match (
+                        self.statics_seen(&interfaces, macs)?,
+                        self.vm.static_address(),
+                        mac,
+                    ) {
+                        (false, _, _) => Attempt::Pending(String::new()),
+                        (true, Some(host), Some(_)) => {
+                            Attempt::Done((host.ip.into(), choice.candidates, interfaces))
                         }
-                        _ => match choice.ip {
-                            Some(ip) => Attempt::Done((ip, choice.candidates)),
+                        (true, _, _) => match choice.ip {
+                            Some(ip) => Attempt::Done((ip, choice.candidates, interfaces)),
                             None => {
                                 let now = addresses_of(&interfaces);
                                 if now != reported {
@@ -121,10 +118,57 @@ impl VmTask {
             ip: ip.to_string(),
             candidates,
         });
+        let mut nics = self.vm.nic_summaries();
+        for (nic, mac) in nics.iter_mut().zip(macs) {
+            nic.mac = mac.clone();
+            if let Some(mac) = mac {
+                let seen = addresses_on(&interfaces, mac);
+                nic.reported = seen.iter().map(|ip| ip.to_string()).collect();
+            }
+        }
+        for nic in nics.iter().skip(1) {
+            self.log(Level::Info, nic.describe());
+        }
+        self.send(Event::VmNics {
+            vm: self.vm.index,
+            nics,
+        });
         self.enter(Phase::IpFound);
         self.log(Level::Info, text);
         self.ip = Some(ip.to_string());
         Ok(())
+    }
+}
+
+impl VmTask {
+    /// Whether every NIC with a static address (IPv4 or IPv6) reports it on the interface with
+    /// its MAC; a NIC reporting another address of that family fails the VM, naming the NIC,
+    /// both addresses and the MAC.
+    fn statics_seen(
+        &self,
+        interfaces: &[crate::pve::AgentInterface],
+        macs: &[Option<String>],
+    ) -> Step<bool> {
+        let mut all = true;
+        for (i, (nic, mac)) in self.vm.spec.networks.iter().zip(macs).enumerate() {
+            let Some(mac) = mac else { continue };
+            let v4 = self.vm.nic_address(i).map(|h| (h.ip.into(), h.to_string()));
+            let v6 = nic.static_ip6().map(|h| (h.ip.into(), h.to_string()));
+            for (want, host) in v4.into_iter().chain(v6) {
+                match static_address_seen(interfaces, mac, want) {
+                    StaticSeen::Found => {}
+                    StaticSeen::Nothing => all = false,
+                    StaticSeen::Other(seen) => {
+                        let seen: Vec<String> = seen.iter().map(|ip| ip.to_string()).collect();
+                        return Err(Stop::Failed(format!(
+                            "net{i} (MAC {mac}) reports {}, not its static address {host}; check the template's cloud-init network setup",
+                            seen.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(all)
     }
 }
 

@@ -225,9 +225,9 @@ impl VmTask {
                 CheckMode::Sequential => Some(self.enter_agent_lane().await?),
                 CheckMode::Pipelined => None,
             };
-            let mac = self.net0_mac().await?;
+            let macs = self.nic_macs().await?;
             self.agent_phase(held.is_some()).await?;
-            self.ip_phase(mac.as_deref(), held.is_some()).await?;
+            self.ip_phase(&macs, held.is_some()).await?;
             self.verify_phase(held.is_some()).await?;
             drop(held);
             self.journal(Entry::Verified {

@@ -108,14 +108,14 @@ mod tests {
         let (config, import) = import_setup(dir.path(), 3, "ip=10.0.10.21/24,gw=10.0.10.1");
         let d = &config.defaults;
         assert_eq!(
-            d.address,
+            d.primary().address,
             Addressing::Pool(AddressPool {
                 first: [10, 0, 10, 21].into(),
                 last: [10, 0, 10, 23].into(),
                 prefix: 24,
             })
         );
-        assert_eq!(d.gateway, Some([10, 0, 10, 1].into()));
+        assert_eq!(d.primary().gateway, Some([10, 0, 10, 1].into()));
         // full_clone = false: linked, without the storage and format PVE would refuse.
         assert_eq!(d.clone, CloneMode::Linked);
         let text = import.draft.render();
@@ -135,20 +135,20 @@ mod tests {
 
         let (config, _) = import_setup(dir.path(), 1, "ip=10.0.10.21/24");
         assert_eq!(
-            config.defaults.address,
+            config.defaults.primary().address,
             Addressing::Static(HostAddress {
                 ip: [10, 0, 10, 21].into(),
                 prefix: 24
             })
         );
-        assert_eq!(config.defaults.gateway, None);
+        assert_eq!(config.defaults.primary().gateway, None);
     }
 
     #[test]
     fn a_subnet_too_small_for_the_vms_and_ip6_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (config, import) = import_setup(dir.path(), 3, "ip=10.0.10.253/24,ip6=auto");
-        assert_eq!(config.defaults.address, Addressing::Dhcp);
+        assert_eq!(config.defaults.primary().address, Addressing::Dhcp);
         let reasons: Vec<&str> = import.skipped.iter().map(|s| s.reason.as_str()).collect();
         assert!(
             reasons

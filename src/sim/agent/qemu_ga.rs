@@ -1,7 +1,7 @@
 //! Real guest agents: one `qemu-ga -m unix-listen` process per running VM, started when the
 //! VM's agent comes up and killed when it stops. As root with `ip netns`, each runs in its own
-//! network namespace whose NIC carries the VM's net0 MAC and, after the DHCP delay, its IPv4
-//! address, so every VM reports its own interfaces. Commands go over the QGA JSON protocol
+//! network namespace with one interface per NIC, each carrying that NIC's MAC and, after the
+//! DHCP delay, its addresses (static or leased), so every VM reports its own interfaces. Commands go over the QGA JSON protocol
 //! (resynchronised with `guest-sync-delimited` on every connection).
 
 use std::collections::HashMap;
@@ -390,29 +390,44 @@ impl Lifecycle {
             .map_err(|e| format!("{}: {e}", self.binary.display()))
     }
 
+    /// One veth per NIC (`ens18` for net0, `ens19` for net1, ...; peers `veth0`, `veth1`, ...)
+    /// carrying that NIC's MAC.
     async fn make_namespace(&self, ns: &str) -> Result<(), String> {
         let _ = ip(&["netns", "del", ns]).await;
         ip(&["netns", "add", ns]).await?;
-        let nic = self.shared.scenario.guest.nic_name.as_str();
         ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
-        ip(&[
-            "-n", ns, "link", "add", nic, "type", "veth", "peer", "name", "veth0",
-        ])
-        .await?;
-        if let Some(mac) = &self.guest.mac {
-            ip(&["-n", ns, "link", "set", nic, "address", &mac.to_lowercase()]).await?;
+        let base = self.shared.scenario.guest.nic_name.as_str();
+        for nic in &self.guest.nics {
+            let (name, peer) = (nic.name(base), format!("veth{}", nic.index));
+            ip(&[
+                "-n", ns, "link", "add", &name, "type", "veth", "peer", "name", &peer,
+            ])
+            .await?;
+            let mac = nic.mac.to_lowercase();
+            ip(&["-n", ns, "link", "set", &name, "address", &mac]).await?;
+            ip(&["-n", ns, "link", "set", &name, "up"]).await?;
+            ip(&["-n", ns, "link", "set", &peer, "up"]).await?;
         }
-        ip(&["-n", ns, "link", "set", nic, "up"]).await?;
-        ip(&["-n", ns, "link", "set", "veth0", "up"]).await?;
         Ok(())
     }
 
+    /// Every NIC's addresses (its lease or static IPv4, and its IPv6 if any).
     async fn add_lease(&self) {
-        if let Some(ns) = &self.ns {
-            let nic = self.shared.scenario.guest.nic_name.clone();
-            let addr = format!("{}/{}", self.guest.ipv4, self.guest.prefix);
-            if let Err(e) = ip(&["-n", ns, "addr", "add", &addr, "dev", &nic]).await {
-                tracing::warn!(error = %e, "qemu-ga backend: cannot add the guest's address");
+        let Some(ns) = &self.ns else { return };
+        let base = self.shared.scenario.guest.nic_name.as_str();
+        for nic in &self.guest.nics {
+            let name = nic.name(base);
+            let v4 = format!("{}/{}", nic.ipv4, nic.prefix);
+            let v6 = nic.ipv6.map(|(ip6, prefix)| format!("{ip6}/{prefix}"));
+            for addr in std::iter::once(v4).chain(v6) {
+                // `nodad`: the address is usable at once, as the agent would report it.
+                let mut args = vec!["-n", ns.as_str(), "addr", "add", &addr, "dev", &name];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                if let Err(e) = ip(&args).await {
+                    tracing::warn!(error = %e, "qemu-ga backend: cannot add the guest's address");
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
-//! The modelled guest: Ubuntu 24.04 with qemu-guest-agent and cloud-init, its NIC carrying
-//! net0's MAC, an IPv4 lease after the DHCP delay, and a handful of commands for guest-exec.
+//! The modelled guest: Ubuntu 24.04 with qemu-guest-agent and cloud-init, one interface per NIC
+//! carrying that NIC's MAC, its addresses (static or leased) after the DHCP delay, and a handful of commands for guest-exec.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -30,16 +30,21 @@ pub fn interfaces(shared: &Shared, g: &Guest, now: f64) -> Value {
         ],
         "statistics": stats(),
     })];
-    if let Some(mac) = &g.mac {
+    for nic in &g.nics {
         let mut addrs = Vec::new();
         if g.has_ip(now) {
             addrs.push(
-                json!({"ip-address-type": "ipv4", "ip-address": g.ipv4.to_string(), "prefix": g.prefix}),
+                json!({"ip-address-type": "ipv4", "ip-address": nic.ipv4.to_string(), "prefix": nic.prefix}),
             );
+            if let Some((ip6, prefix)) = nic.ipv6 {
+                addrs.push(
+                    json!({"ip-address-type": "ipv6", "ip-address": ip6.to_string(), "prefix": prefix}),
+                );
+            }
         }
-        addrs.push(json!({"ip-address-type": "ipv6", "ip-address": vmconfig::link_local(mac), "prefix": 64}));
+        addrs.push(json!({"ip-address-type": "ipv6", "ip-address": vmconfig::link_local(&nic.mac), "prefix": 64}));
         list.push(json!({
-            "name": shared.scenario.guest.nic_name, "hardware-address": mac.to_lowercase(),
+            "name": nic.name(&shared.scenario.guest.nic_name), "hardware-address": nic.mac.to_lowercase(),
             "ip-addresses": addrs, "statistics": stats(),
         }));
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{root_only, vm_path};
 use crate::sim::agent::PING_TIMEOUT_S;
 use crate::sim::auth::Identity;
-use crate::sim::cluster::{Guest, Power, Vm, config_missing, no_config_for};
+use crate::sim::cluster::{Guest, GuestNic, Power, Vm, config_missing, no_config_for};
 use crate::sim::envelope::{ApiError, ApiOk};
 use crate::sim::locks::CONFIG_LOCK_TIMEOUT_S;
 use crate::sim::params::{self, INT, Kind, NODE, P, Params, STR, VMID, opt, vmid_of};
@@ -331,13 +331,13 @@ fn new_guest(
         upgrade_s
     };
     let agent_up_at = (!never_agent).then_some(booted_at + vm.draws.agent_s + agent_wait);
-    let octet3 = ((vm.vmid / 250) % 256) as u8;
-    let octet4 = (vm.vmid % 250 + 3) as u8;
-    // cloud-init applies ipconfig0's static address, if the VM has a drive to carry it.
-    let (ipv4, prefix) = vmconfig::static_ipv4(&vm.conf).unwrap_or((
-        Ipv4Addr::new(10, 20u8.wrapping_add(node_index as u8), octet3, octet4),
-        16,
-    ));
+    let nics = (0..=31)
+        .filter_map(|index| {
+            let net = vm.net(index)?;
+            let mac = net.mac.clone()?;
+            Some(guest_nic(sh, vm, node_index, index, &net, mac))
+        })
+        .collect();
     Guest {
         started_at: now,
         pid: pid_base.wrapping_add(vm.vmid * 7 % 9973),
@@ -350,10 +350,53 @@ fn new_guest(
         },
         cloud_init_at: agent_up_at.map(|a| a + vm.draws.cloud_init_s + upgrade_s - agent_wait),
         cloud_init_failed: vm.ordinal.is_some_and(|o| f.cloud_init_error.contains(&o)),
-        mac: vm.net0_mac(),
+        nics,
         agent_configured: vmconfig::agent_enabled(vm.conf.get("agent")),
+    }
+}
+
+/// NIC `index`'s addresses: cloud-init applies `ipconfigN`'s static ones (unless the scenario
+/// has this NIC ignore them); otherwise DHCP leases one from its bridge's subnet,
+/// `10.<20 + node + 40 x k>.x.y/16`, k counting the scenario's bridges from the template's
+/// (0). `ip6=auto`/`dhcp` gets an address in the bridge's `fd00:<k>::/64`.
+fn guest_nic(
+    sh: &Shared,
+    vm: &Vm,
+    node_index: usize,
+    index: usize,
+    net: &vmconfig::Net,
+    mac: String,
+) -> GuestNic {
+    let ignored = vm.ordinal.is_some_and(|o| {
+        (sh.scenario.faults.static_ignored.iter()).any(|f| f.clone == o && f.nic == index)
+    });
+    let set = match ignored {
+        true => vmconfig::StaticAddresses::default(),
+        false => vmconfig::static_addresses(&vm.conf, index),
+    };
+    let bridges = &sh.scenario.cluster.bridges;
+    let position = |name: &str| bridges.iter().position(|x| x == name);
+    let first = position(&sh.scenario.template.bridge).unwrap_or(0);
+    let bridge = net
+        .bridge()
+        .and_then(position)
+        .map_or(0, |b| (b + bridges.len() - first) % bridges.len());
+    let octet2 = (20 + node_index + 40 * bridge) as u8;
+    let octet3 = ((vm.vmid / 250) % 256) as u8;
+    let octet4 = (vm.vmid % 250 + 3) as u8;
+    let (ipv4, prefix) = set
+        .v4
+        .unwrap_or((Ipv4Addr::new(10, octet2, octet3, octet4), 16));
+    let ipv6 = set.v6.or_else(|| {
+        set.v6_auto
+            .then(|| (vmconfig::slaac([0xfd00, bridge as u16, 0, 0], &mac), 64))
+    });
+    GuestNic {
+        index,
+        mac,
         ipv4,
         prefix,
+        ipv6,
     }
 }
 

@@ -14,6 +14,16 @@ pub struct NodeOutage {
     pub until_s: Option<f64>,
 }
 
+/// One NIC of one clone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicFault {
+    /// The clone ordinal (1 = the first clone accepted).
+    pub clone: usize,
+    /// The NIC's index (0 = net0).
+    pub nic: usize,
+}
+
 /// A window of simulated time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +63,9 @@ pub struct Faults {
     pub agent_never_up: Vec<usize>,
     /// Clone ordinals whose guest never gets a DHCP lease.
     pub ip_never: Vec<usize>,
+    /// NICs whose guest does not apply their static `ipconfigN` (a network config baked into
+    /// the image wins): the NIC takes a DHCP lease from its bridge's subnet instead.
+    pub static_ignored: Vec<NicFault>,
     /// Clone ordinals whose full copy freezes after a tenth: the task runs on, its log stops
     /// growing (a hung NFS mount, a dead iSCSI path).
     pub clone_freeze: Vec<usize>,

@@ -11,7 +11,7 @@ use super::SimError;
 mod faults;
 mod tokens;
 
-pub use faults::{Faults, NodeOutage, Window};
+pub use faults::{Faults, NicFault, NodeOutage, Window};
 pub use tokens::{AclSpec, AuthSpec, TokenSpec};
 
 const BUILTIN: &[(&str, &str)] = &[

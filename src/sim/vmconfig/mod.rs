@@ -12,8 +12,8 @@ mod drive;
 mod net;
 
 pub use drive::{Drive, format_size, human_bytes, parse_drive, parse_size};
-use net::check_ipconfig;
-pub use net::{link_local, parse_net, static_ipv4};
+pub use net::{Net, StaticAddresses, link_local, parse_net, slaac, static_addresses};
+use net::{check_ipconfig, check_net};
 
 pub type Config = IndexMap<String, String>;
 
@@ -222,7 +222,7 @@ pub fn check_key_value(key: &str, value: &str) -> Result<(), String> {
                     "invalid format - invalid characters in tag '{t}' (use letters, digits, '_', '-', '+', '.')\n"
                 ))
             }),
-        KeyKind::Net => parse_net(value).map(|_| ()),
+        KeyKind::Net => check_net(key, value),
         KeyKind::IpConfig => check_ipconfig(value),
         KeyKind::Memory => check_memory(value),
         KeyKind::Agent => check_agent(value),
@@ -404,6 +404,57 @@ mod tests {
     #[test]
     fn link_local_is_eui64() {
         assert_eq!(link_local("BC:24:11:4F:2A:9E"), "fe80::be24:11ff:fe4f:2a9e");
+        assert_eq!(
+            slaac([0xfd00, 1, 0, 0], "BC:24:11:4F:2A:9E").to_string(),
+            "fd00:1::be24:11ff:fe4f:2a9e"
+        );
+    }
+
+    #[test]
+    fn net_option_values_are_checked_like_pve() {
+        assert!(check_key_value("net1", "virtio,bridge=vmbr1,tag=20,mtu=9000,firewall=1").is_ok());
+        assert_eq!(
+            check_key_value("net1", "virtio,bridge=vmbr1,tag=4095").unwrap_err(),
+            "invalid format - format error\nnet1.tag: value must have a maximum value of 4094\n"
+        );
+        assert_eq!(
+            check_key_value("net0", "virtio,bridge=vmbr1,tag=0,mtu=70000").unwrap_err(),
+            "invalid format - format error\nnet0.tag: value must have a minimum value of 1\n\
+             net0.mtu: value must have a maximum value of 65520\n"
+        );
+        assert_eq!(
+            check_key_value("net2", "e1000,bridge=vmbr1,firewall=yes").unwrap_err(),
+            "invalid format - format error\nnet2.firewall: type check ('boolean') failed - got 'yes'\n"
+        );
+        assert!(check_key_value("net32", "virtio,bridge=vmbr1").is_err());
+        assert!(check_key_value("ipconfig1", "ip=dhcp,ip6=auto").is_ok());
+        assert!(check_key_value("ipconfig1", "ip6=fd00::5/64,gw6=fd00::1").is_ok());
+        assert!(
+            check_key_value("ipconfig1", "ip6=fd00::5")
+                .unwrap_err()
+                .contains("ip6: invalid format - value does not look like a valid address")
+        );
+        assert!(check_key_value("ipconfig1", "gw6=10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn cloud_init_applies_each_nics_ipconfig_only_with_a_drive() {
+        let mut conf = Config::new();
+        conf.insert(
+            "ipconfig1".into(),
+            "ip=10.0.20.5/24,ip6=fd00:20::5/64".into(),
+        );
+        conf.insert("ipconfig2".into(), "ip=dhcp,ip6=auto".into());
+        assert_eq!(static_addresses(&conf, 1), StaticAddresses::default());
+        conf.insert(
+            "ide2".into(),
+            "local-lvm:vm-100-cloudinit,media=cdrom".into(),
+        );
+        let one = static_addresses(&conf, 1);
+        assert_eq!(one.v4, Some(([10, 0, 20, 5].into(), 24)));
+        assert_eq!(one.v6, Some(("fd00:20::5".parse().unwrap(), 64)));
+        let two = static_addresses(&conf, 2);
+        assert_eq!((two.v4, two.v6, two.v6_auto), (None, None, true));
     }
 
     #[test]

@@ -110,24 +110,90 @@ pub(super) fn check_ipconfig(v: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// ipconfig0's static IPv4 address and prefix as the guest's cloud-init applies it: only with a
-/// cloud-init drive (without one the guest never sees ipconfig0).
-pub fn static_ipv4(conf: &super::Config) -> Option<(std::net::Ipv4Addr, u8)> {
+/// `ipconfigN`'s static addresses as the guest's cloud-init applies them: only with a
+/// cloud-init drive (without one the guest never sees `ipconfigN`).
+pub fn static_addresses(conf: &super::Config, index: usize) -> StaticAddresses {
     let has_drive = conf.iter().any(|(k, v)| {
         super::is_disk_key(k)
             && v.split(',')
                 .next()
                 .is_some_and(|vol| vol.contains("-cloudinit"))
     });
-    if !has_drive {
-        return None;
+    let Some(ipconfig) = conf.get(&format!("ipconfig{index}")).filter(|_| has_drive) else {
+        return StaticAddresses::default();
+    };
+    let field = |key: &str| {
+        ipconfig
+            .split(',')
+            .find_map(|item| item.strip_prefix(key)?.strip_prefix('='))
+    };
+    let cidr = |text: &str| -> Option<(String, u8)> {
+        let (addr, prefix) = text.split_once('/')?;
+        Some((addr.to_string(), prefix.parse().ok()?))
+    };
+    let ip6 = field("ip6");
+    StaticAddresses {
+        v4: field("ip")
+            .and_then(cidr)
+            .and_then(|(a, p)| Some((a.parse().ok()?, p))),
+        v6: ip6
+            .and_then(cidr)
+            .and_then(|(a, p)| Some((a.parse().ok()?, p))),
+        v6_auto: matches!(ip6, Some("auto" | "dhcp")),
     }
-    let ip = conf
-        .get("ipconfig0")?
-        .split(',')
-        .find_map(|item| item.strip_prefix("ip="))?;
-    let (addr, prefix) = ip.split_once('/')?;
-    Some((addr.parse().ok()?, prefix.parse().ok()?))
+}
+
+/// What cloud-init sets on one NIC from its `ipconfigN`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StaticAddresses {
+    pub v4: Option<(std::net::Ipv4Addr, u8)>,
+    pub v6: Option<(std::net::Ipv6Addr, u8)>,
+    /// `ip6=auto` or `ip6=dhcp`: the guest takes an address from its router.
+    pub v6_auto: bool,
+}
+
+/// PVE's checks of a `netN` value's option values (its keys are `parse_net`'s): errors under
+/// `<key>.<option>`, as PVE's property-string check reports them.
+pub(super) fn check_net(key: &str, v: &str) -> Result<(), String> {
+    use crate::sim::params::{Kind, check_value};
+    let net = parse_net(v)?;
+    let int = |min, max| Kind::Int {
+        min: Some(min),
+        max: Some(max),
+    };
+    let errors: String = net
+        .opts
+        .iter()
+        .filter_map(|(option, value)| {
+            let kind = match option.as_str() {
+                "tag" => int(1, 4094),
+                "mtu" => int(1, 65520),
+                "queues" => int(0, 64),
+                "firewall" | "link_down" => Kind::Bool,
+                _ => return None,
+            };
+            check_value(kind, value)
+                .err()
+                .map(|e| format!("{key}.{option}: {}\n", e.trim_end()))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("invalid format - format error\n{errors}"))
+    }
+}
+
+/// An IPv6 address in `prefix` (its first 64 bits) with the EUI-64 interface id of a MAC, as
+/// SLAAC forms it.
+pub fn slaac(prefix: [u16; 4], mac: &str) -> std::net::Ipv6Addr {
+    let link: std::net::Ipv6Addr = link_local(mac)
+        .parse()
+        .unwrap_or(std::net::Ipv6Addr::LOCALHOST);
+    let s = link.segments();
+    std::net::Ipv6Addr::new(
+        prefix[0], prefix[1], prefix[2], prefix[3], s[4], s[5], s[6], s[7],
+    )
 }
 
 fn is_cidr(v: &str, v6: bool) -> bool {

@@ -73,6 +73,17 @@ pub(super) fn on_engine(m: &mut Model, event: Event, r: &mut UpdateResult) {
             m.requests = progress.requests;
             m.eta_s = progress.eta_s;
         }
+        Event::VmNics { vm, nics } => {
+            if let Some(row) = m.vms.get_mut(vm) {
+                row.nics = (nics.iter().skip(1))
+                    .map(|nic| {
+                        let described = nic.describe();
+                        let rest = described.strip_prefix(&nic.name).unwrap_or(&described);
+                        (text::clean(&nic.name), text::clean(rest.trim_start()))
+                    })
+                    .collect();
+            }
+        }
         Event::VmReported { vm, addresses } => {
             if let Some(row) = m.vms.get_mut(vm) {
                 row.reported = Some(text::clean(&addresses));

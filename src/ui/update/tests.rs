@@ -754,6 +754,33 @@ fn log_lines_feed_the_buffer_the_vm_tail_and_the_last_error() {
 }
 
 #[test]
+fn the_nics_besides_net0_are_kept_for_the_detail() {
+    let mut m = model(1);
+    let nic = |name: &str, vlan| crate::report::NicSummary {
+        name: name.into(),
+        bridge: "vmbr2".into(),
+        vlan,
+        reported: vec!["10.0.20.20".into()],
+        ..Default::default()
+    };
+    ev(
+        &mut m,
+        1,
+        Event::VmNics {
+            vm: 0,
+            nics: vec![nic("net0", None), nic("net1", Some(20))],
+        },
+    );
+    assert_eq!(
+        m.vms[0].nics,
+        [(
+            "net1".to_string(),
+            "on vmbr2 VLAN 20: 10.0.20.20".to_string()
+        )]
+    );
+}
+
+#[test]
 fn ip_guest_task_log_attempts_and_progress_are_kept() {
     let mut m = model(1);
     ev(

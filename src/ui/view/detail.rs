@@ -155,6 +155,12 @@ fn lines<'a>(vm: &'a VmRow, m: &Model, theme: &Theme) -> Vec<Line<'a>> {
             theme,
         ));
     }
+    for (name, described) in &vm.nics {
+        out.push(Line::from(vec![
+            Span::styled(format!("{name:<LABEL_W$}"), theme.dim()),
+            Span::raw(described.as_str()),
+        ]));
+    }
     if let Some(os) = &vm.os {
         out.push(field("OS", Span::raw(os.as_str()), theme));
     }
@@ -231,6 +237,19 @@ mod tests {
         assert_eq!(
             terminal.backend().buffer()[(x, y)].fg,
             ratatui::style::Color::Red
+        );
+    }
+
+    #[test]
+    fn the_other_nics_are_listed_under_the_ip() {
+        let mut m = mid_rollout();
+        m.select(0);
+        m.vms[0].nics = vec![("net1".into(), "on vmbr2 VLAN 20: 10.0.20.20".into())];
+        let terminal = draw_detail(&m, &Theme::new(false), 56, 24);
+        assert!(
+            testkit::find(&terminal, "net1       on vmbr2 VLAN 20: 10.0.20.20").is_some(),
+            "{:?}",
+            terminal.backend()
         );
     }
 
