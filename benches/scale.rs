@@ -130,6 +130,9 @@ async fn one_run(max_in_flight: usize, per_node: usize, prefix: &str) -> f64 {
             load.requests, load.peak_in_flight
         );
     }
+    for (endpoint, n) in &stats.requests_by_endpoint {
+        eprintln!("# {prefix}{:8.2}/VM {endpoint}", *n as f64 / vms as f64);
+    }
     println!("{prefix}max_in_flight={max_in_flight}");
     println!("{prefix}max_in_flight_per_node={per_node}");
     println!("{prefix}wall_s={:.1}", wall.elapsed().as_secs_f64());

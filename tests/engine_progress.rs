@@ -49,7 +49,10 @@ async fn realistic_twenty_vms_verify_with_every_default() {
             Event::CopyProgress { vm: v, percent, .. } if *v == vm => Some(*percent),
             _ => None,
         });
-        assert!(first.is_some_and(|p| p < 20.0), "VM {vm}: first seen at {first:?}");
+        assert!(
+            first.is_some_and(|p| p < 20.0),
+            "VM {vm}: first seen at {first:?}"
+        );
     }
 }
 

@@ -25,6 +25,11 @@ use super::clock::Clock;
 const LIST_FAILED_BACKOFF_S: f64 = 60.0;
 /// An answer may come this share of a question's wait early.
 const EARLY_SHARE: f64 = 0.25;
+/// A node's list is asked again no sooner than this per question waiting on it (at most
+/// `MAX_LIST_GAP_S`): with a few tasks each poll comes when due; with a hundred VMs on a node
+/// one list answers many, for at most two seconds' delay in noticing an end.
+const LIST_GAP_PER_QUESTION_S: f64 = 0.25;
+const MAX_LIST_GAP_S: f64 = 2.0;
 
 /// What the node's list said about a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +59,8 @@ struct Node {
     polling: bool,
     /// Rollout second until which this node's list is not asked (it failed).
     list_failed_until: Option<f64>,
+    /// Rollout second this node's list was last asked.
+    listed_at: Option<f64>,
 }
 
 pub struct TaskWatch {
@@ -126,8 +133,9 @@ impl TaskWatch {
                     return;
                 };
                 n.questions.retain(|q| !q.answer.is_closed());
+                let gap = (LIST_GAP_PER_QUESTION_S * n.questions.len() as f64).min(MAX_LIST_GAP_S);
                 match n.questions.iter().map(|q| q.due).reduce(f64::min) {
-                    Some(due) => due,
+                    Some(due) => n.listed_at.map_or(due, |at| due.max(at + gap)),
                     None => {
                         n.polling = false;
                         return;
@@ -149,8 +157,9 @@ impl TaskWatch {
     async fn ask_list(&self, node: &str) {
         let asked_at = self.clock.now_s();
         let (since, count, asked) = {
-            let nodes = self.lock();
-            let Some(n) = nodes.get(node) else { return };
+            let mut nodes = self.lock();
+            let Some(n) = nodes.get_mut(node) else { return };
+            n.listed_at = Some(asked_at);
             let since = n.questions.iter().map(|q| q.starttime).min();
             (since, n.questions.len(), n.asked)
         };
@@ -207,6 +216,53 @@ mod tests {
     use crate::sim::{self, Scenario, SimOptions};
 
     const SCALE: f64 = 0.01;
+
+    /// Questions due every 0.1 s on four tasks: the node's list is asked at most once per
+    /// 0.25 s per question waiting, not at every due time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_questions_on_a_node_space_its_lists() {
+        let (sim, client, clock) = cluster().await;
+        let watch = TaskWatch::new(client.clone(), clock);
+        let mut upids = Vec::new();
+        for (i, vmid) in [211u32, 212, 213, 214].into_iter().enumerate() {
+            let request = CloneRequest {
+                newid: vmid,
+                name: format!("g-{i}"),
+                full: true,
+                storage: Some("ssd".into()),
+                ..CloneRequest::default()
+            };
+            upids.push(
+                client
+                    .clone_vm("pve1", 9000, &request)
+                    .await
+                    .expect("clone"),
+            );
+        }
+        let before = list_requests(&sim);
+        let t0 = clock.now_s();
+        let follow = |upid: Upid| {
+            let watch = watch.clone();
+            async move {
+                for _ in 0..10_000 {
+                    if watch.check(&upid, Duration::from_millis(100)).await != Listed::Running {
+                        return;
+                    }
+                }
+                panic!("the clone never ended");
+            }
+        };
+        futures_util::future::join_all(upids.into_iter().map(follow)).await;
+        let elapsed = clock.now_s() - t0;
+        let lists = list_requests(&sim) - before;
+        // Without spacing about one list per 0.25 s (each takes its own time); with four
+        // questions waiting, one per second, and no more often than one per 0.25 s once the
+        // others ended.
+        assert!(
+            (lists as f64) <= elapsed / 0.5,
+            "{lists} lists in {elapsed:.1} s"
+        );
+    }
 
     async fn cluster() -> (sim::Sim, Client, Clock) {
         let sim = sim::start(SimOptions {
