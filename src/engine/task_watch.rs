@@ -32,11 +32,15 @@ const LIST_GAP_PER_QUESTION_S: f64 = 0.25;
 const MAX_LIST_GAP_S: f64 = 2.0;
 
 /// What the node's list said about a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Listed {
     Running,
-    /// Ended: how, when the list said (else read the task's status).
-    Ended(Option<TaskState>),
+    /// Ended: how, when the list said (else read the task's status), and how long it ran by
+    /// PVE's own start and end times (whole seconds).
+    Ended {
+        state: Option<TaskState>,
+        took_s: Option<f64>,
+    },
     /// The list could not tell (failed, or cut off): ask the task itself.
     Unknown,
 }
@@ -184,8 +188,20 @@ impl TaskWatch {
                     let due = q.due <= asked_at + EARLY_SHARE * (q.due - q.asked_at);
                     match entry {
                         Some(t) if !t.state.is_finished() => due.then_some((i, Listed::Running)),
-                        Some(t) => Some((i, Listed::Ended(Some(t.state.clone())))),
-                        None if list.complete => Some((i, Listed::Ended(None))),
+                        Some(t) => Some((
+                            i,
+                            Listed::Ended {
+                                state: Some(t.state.clone()),
+                                took_s: t.starttime.zip(t.endtime).map(|(s, e)| (e - s) as f64),
+                            },
+                        )),
+                        None if list.complete => Some((
+                            i,
+                            Listed::Ended {
+                                state: None,
+                                took_s: None,
+                            },
+                        )),
                         None => due.then_some((i, Listed::Unknown)),
                     }
                 })
@@ -329,10 +345,12 @@ mod tests {
                 }
                 assert!(checks < 500, "the clone never ended");
             };
-            assert_eq!(
-                ended,
-                Listed::Ended(Some(TaskState::Ok)),
-                "told how it ended"
+            assert!(
+                matches!(
+                    ended,
+                    Listed::Ended { state: Some(TaskState::Ok), took_s: Some(s) } if s >= 0.0
+                ),
+                "told how it ended, and how long it ran: {ended:?}"
             );
         }
         assert_eq!(

@@ -42,10 +42,10 @@ impl VmTask {
         let shared = self.shared.clone();
         let clock = shared.clock;
         let t0 = clock.now_s();
-        // Near the median of the same tasks so far (the quickest one seen would have most
-        // tasks asked about twice), then in steps from a quarter of that: a task a little
-        // slower than the median is noticed soon after it ends, not a whole wait later.
-        let learned = shared.learned.first_wait(wait, 0.5, 0.9);
+        // When three in four of the same tasks so far had ended (the quickest one seen would
+        // have most tasks asked about twice), then in steps from an eighth of that: a slower
+        // task is noticed soon after it ends, not a whole wait later.
+        let learned = shared.learned.first_wait(wait, 0.75, 1.0);
         let first = learned
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
@@ -56,7 +56,7 @@ impl VmTask {
             .learned
             .quantile(Wait::CloneTask, 0.5)
             .is_some_and(|s| s < SHORT_COPY_S);
-        let step = (first / 4).max(Duration::from_millis(500));
+        let step = (first / 8).max(Duration::from_millis(500));
         // A long copy is read early, so the dashboard shows its percentage and ETA from its
         // first minute rather than from near its predicted end.
         let first = match copying && !short {
@@ -64,9 +64,11 @@ impl VmTask {
             false => first,
         };
         let backoff = Backoff::growing(step, 1.5, Duration::from_secs(10));
-        let mut poll = Self::poller(&shared, clock.deadline_within(timeout), backoff)
-            .first_wait(first)
-            .learning(&shared.learned, wait, None);
+        // Learned from how long each task ran by PVE's clock when the list says (a wait
+        // measured here also counts the poll that noticed the end, and would creep up).
+        let mut poll =
+            Self::poller(&shared, clock.deadline_within(timeout), backoff).first_wait(first);
+        let mut took = None;
         let stall_limit = shared.checks.clone_stall_timeout;
         if copying {
             poll = poll.stalls_after(stall_limit);
@@ -155,7 +157,12 @@ impl VmTask {
                         }),
                     };
                 }
-                if let Listed::Ended(Some(state)) = listed {
+                if let Listed::Ended {
+                    state: Some(state),
+                    took_s,
+                } = listed
+                {
+                    took = took_s;
                     break 'ask Attempt::Done(state);
                 }
                 // The list says it ended but not how, or cannot tell: ask the task itself.
@@ -193,6 +200,8 @@ impl VmTask {
                 }))
             };
             if let Some(state) = poll.answer(attempt, timed_out)? {
+                let took = took.unwrap_or_else(|| clock.now_s() - t0);
+                shared.learned.record(wait, took);
                 return Ok(state);
             }
         }
