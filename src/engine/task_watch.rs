@@ -239,22 +239,7 @@ mod tests {
     async fn many_questions_on_a_node_space_its_lists() {
         let (sim, client, clock) = cluster().await;
         let watch = TaskWatch::new(client.clone(), clock);
-        let mut upids = Vec::new();
-        for (i, vmid) in [211u32, 212, 213, 214].into_iter().enumerate() {
-            let request = CloneRequest {
-                newid: vmid,
-                name: format!("g-{i}"),
-                full: true,
-                storage: Some("ssd".into()),
-                ..CloneRequest::default()
-            };
-            upids.push(
-                client
-                    .clone_vm("pve1", 9000, &request)
-                    .await
-                    .expect("clone"),
-            );
-        }
+        let upids = start_clones(&client, &[211, 212, 213, 214]).await;
         let before = list_requests(&sim);
         let t0 = clock.now_s();
         let follow = |upid: Upid| {
@@ -278,6 +263,27 @@ mod tests {
             (lists as f64) <= elapsed / 0.5,
             "{lists} lists in {elapsed:.1} s"
         );
+    }
+
+    /// Full clones of the template on pve1, one per id: their tasks.
+    async fn start_clones(client: &Client, vmids: &[u32]) -> Vec<Upid> {
+        let mut upids = Vec::new();
+        for &vmid in vmids {
+            let request = CloneRequest {
+                newid: vmid,
+                name: format!("w-{vmid}"),
+                full: true,
+                storage: Some("ssd".into()),
+                ..CloneRequest::default()
+            };
+            upids.push(
+                client
+                    .clone_vm("pve1", 9000, &request)
+                    .await
+                    .expect("clone"),
+            );
+        }
+        upids
     }
 
     async fn cluster() -> (sim::Sim, Client, Clock) {
@@ -307,22 +313,7 @@ mod tests {
     async fn one_list_answers_every_task_of_a_node() {
         let (sim, client, clock) = cluster().await;
         let watch = TaskWatch::new(client.clone(), clock);
-        let mut upids = Vec::new();
-        for (i, vmid) in [201u32, 202, 203].into_iter().enumerate() {
-            let request = CloneRequest {
-                newid: vmid,
-                name: format!("w-{i}"),
-                full: true,
-                storage: Some("ssd".into()),
-                ..CloneRequest::default()
-            };
-            upids.push(
-                client
-                    .clone_vm("pve1", 9000, &request)
-                    .await
-                    .expect("clone"),
-            );
-        }
+        let upids = start_clones(&client, &[201, 202, 203]).await;
         let before = list_requests(&sim);
         let first = futures_util::future::join_all(
             upids
