@@ -8,7 +8,6 @@ mod common;
 use common::*;
 use pve_rollout::config::{CloneMode, Placement};
 use pve_rollout::demo::DemoSettings;
-use pve_rollout::engine::EngineError;
 use pve_rollout::engine::event::Event;
 use pve_rollout::sim::Scenario;
 
@@ -37,13 +36,7 @@ async fn harness(seed: u64) -> Harness {
 async fn a_linked_clone_that_would_need_a_migration_is_refused_with_the_reason() {
     let mut h = harness(41).await;
     h.config.defaults.clone = CloneMode::Linked;
-    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
-        .await
-        .expect_err("a linked clone cannot migrate");
-    let EngineError::Preflight(problems) = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(err.exit_code(), 3);
+    let problems = h.refused_plan().await;
     assert_eq!(
         problems.len(),
         1,

@@ -11,7 +11,6 @@ use pve_rollout::config::{
     VmOverrides,
 };
 use pve_rollout::demo::DemoSettings;
-use pve_rollout::engine::EngineError;
 use pve_rollout::pve::{CiCustom, Startup};
 use pve_rollout::sim::Scenario;
 
@@ -109,20 +108,8 @@ async fn bad_address_setups_are_refused_at_plan_all_at_once() {
     h.config
         .vm_configs
         .insert("dhcp-1".into(), vm(None, Some("10.0.10.1")));
-    let before = h
-        .client
-        .cluster_resources(None)
-        .await
-        .expect("resources")
-        .len();
 
-    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
-        .await
-        .expect_err("preflight refuses");
-    let EngineError::Preflight(problems) = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(err.exit_code(), 3);
+    let problems = h.refused_plan().await;
     let has = |words: &[&str]| problems.iter().any(|p| words.iter().all(|w| p.contains(w)));
     assert!(has(&["'web-2'", "'web-1'", "10.0.10.21"]), "{problems:#?}");
     assert!(
@@ -134,13 +121,6 @@ async fn bad_address_setups_are_refused_at_plan_all_at_once() {
         "{problems:#?}"
     );
     assert!(has(&["'dhcp-1'", "DHCP", "gateway"]), "{problems:#?}");
-    let after = h
-        .client
-        .cluster_resources(None)
-        .await
-        .expect("resources")
-        .len();
-    assert_eq!(before, after, "nothing was created");
 }
 
 /// `placement = "spread"` over three of the cluster's nodes: round robin in `nodes` order,
@@ -169,12 +149,8 @@ async fn spread_places_round_robin_over_three_nodes() {
     h.config.rollout.name = "packed".into();
     h.config.rollout.vm_name_prefix = "packed".into();
     h.config.defaults.memory = 600 * 1024;
-    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
-        .await
-        .expect_err("two 600 GiB VMs per 1 TiB node do not fit");
-    let EngineError::Preflight(problems) = &err else {
-        panic!("{err}")
-    };
+    // Two 600 GiB VMs per 1 TiB node do not fit.
+    let problems = h.refused_plan().await;
     assert!(
         problems.iter().all(|p| p.contains("memory_overcommit = 1")),
         "{problems:#?}"
@@ -216,19 +192,7 @@ async fn cicustom_snippets_are_checked_before_anything_is_created() {
         vendor: Some("local:snippets/missing.yml".into()),
         ..CiCustom::default()
     });
-    let before = h
-        .client
-        .cluster_resources(None)
-        .await
-        .expect("resources")
-        .len();
-    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
-        .await
-        .expect_err("a missing snippet is refused");
-    let EngineError::Preflight(problems) = &err else {
-        panic!("{err}")
-    };
-    assert_eq!(err.exit_code(), 3);
+    let problems = h.refused_plan().await;
     assert_eq!(problems.len(), 2, "one per VM: {problems:#?}");
     assert!(
         problems.iter().all(|p| p.contains("cicustom.vendor")
@@ -241,17 +205,13 @@ async fn cicustom_snippets_are_checked_before_anything_is_created() {
         user: Some("ssd:snippets/base.yml".into()),
         ..CiCustom::default()
     });
-    let err = pve_rollout::engine::plan::build(&h.client, &h.config)
-        .await
-        .expect_err("a storage without snippets is refused");
-    assert!(err.to_string().contains("does not hold snippets"), "{err}");
-    let after = h
-        .client
-        .cluster_resources(None)
-        .await
-        .expect("resources")
-        .len();
-    assert_eq!(before, after, "nothing was created");
+    let problems = h.refused_plan().await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("does not hold snippets")),
+        "{problems:#?}"
+    );
 
     h.config.defaults.cicustom = Some(CiCustom {
         user: Some("local:snippets/base.yml".into()),

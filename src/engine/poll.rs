@@ -474,11 +474,8 @@ impl CopyProgress {
     /// percent, so when a line was read the copy may already have been up to a percent
     /// further on. A poll timed by this comes before the end, not up to a percent after it.
     pub fn remaining_at_least(&self, now: f64) -> Option<f64> {
-        let [.., (t0, p0), (t1, p1)] = self.samples[..] else {
-            return None;
-        };
-        let step = (t1 - t0) / (p1 - p0);
-        self.remaining_at(now).map(|r| (r - step.max(0.0)).max(0.0))
+        let step = 1.0 / self.rate()?;
+        self.remaining_at(now).map(|r| (r - step).max(0.0))
     }
 
     /// The percentage of the drive being copied.
@@ -490,11 +487,17 @@ impl CopyProgress {
     /// (before the copy starts the task allocates and prepares, so a rate measured from the
     /// task's start would predict far too late).
     pub fn remaining(&self) -> Option<f64> {
+        let p1 = self.percent()?;
+        self.rate().map(|rate| ((100.0 - p1) / rate).max(0.0))
+    }
+
+    /// Percent per second between the last two moves seen.
+    fn rate(&self) -> Option<f64> {
         let [.., (t0, p0), (t1, p1)] = self.samples[..] else {
             return None;
         };
         let rate = (p1 - p0) / (t1 - t0);
-        (rate.is_finite() && rate > 0.0).then(|| ((100.0 - p1) / rate).max(0.0))
+        (rate.is_finite() && rate > 0.0).then_some(rate)
     }
 }
 

@@ -77,6 +77,25 @@ impl Harness {
             .expect("preflight passes")
     }
 
+    /// The plan is refused before anything is created: preflight's problems (exit 3), with
+    /// the cluster's resources the same after as before.
+    pub async fn refused_plan(&self) -> Vec<String> {
+        let resources = || async {
+            let all = self.client.cluster_resources(None).await;
+            all.expect("resources").len()
+        };
+        let before = resources().await;
+        let err = plan::build(&self.client, &self.config)
+            .await
+            .expect_err("preflight refuses");
+        assert_eq!(err.exit_code(), 3, "{err}");
+        let engine::EngineError::Preflight(problems) = err else {
+            panic!("not a preflight refusal: {err}")
+        };
+        assert_eq!(before, resources().await, "nothing was created");
+        problems
+    }
+
     /// Runs the whole rollout, letting `drive` watch the events and send commands.
     /// Returns the summary and every event in order.
     pub async fn run<F, Fut>(&self, linger: bool, drive: F) -> (Summary, Vec<Event>)
