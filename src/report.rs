@@ -340,12 +340,7 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
             files.push((format!("vm_{}_ip.txt", vm.vmid), format!("{ip}\n")));
         }
     }
-    let mut written = Vec::with_capacity(files.len());
-    for (name, content) in files {
-        written.push(write_atomic(dir, &name, content.as_bytes())?);
-    }
-    sync_dir(dir);
-    Ok(written)
+    write_atomic(dir, files)
 }
 
 /// `vm_<VMID>_inventory.ini` in `dir`: an Ansible inventory holding only `vm`, in its node's
@@ -363,41 +358,81 @@ pub fn write_vm_inventory(
         state: "verified".to_string(),
         ..vm.clone()
     }];
-    let path = write_atomic(
-        dir,
-        &format!("vm_{}_inventory.ini", vm.vmid),
-        inventory(rollout_id, &one).as_bytes(),
-    )?;
-    sync_dir(dir);
-    Ok(path)
+    let name = format!("vm_{}_inventory.ini", vm.vmid);
+    let mut paths = write_atomic(dir, vec![(name, inventory(rollout_id, &one))])?;
+    Ok(paths.remove(0))
 }
 
-/// Temp file in the same directory, fsync, rename: readers see the old file or the new one,
-/// never half of one.
-fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf, ReportError> {
+/// Each file through a temp file in the same directory, fsync, rename: readers see the old file
+/// or the new one, never half of one. All temp files are written first and synced together on a
+/// few threads, so the file system commits them in a few journal commits rather than one per
+/// file (2,000 files for 1,000 VMs took seconds one by one on a slow disk); then the renames,
+/// and one sync of the directory makes them durable. On an error no temp file is left.
+fn write_atomic(dir: &Path, files: Vec<(String, String)>) -> Result<Vec<PathBuf>, ReportError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(name);
-    let temp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
+    const SYNC_THREADS: usize = 8;
+    let temps: Vec<(PathBuf, PathBuf)> = files
+        .iter()
+        .map(|(name, _)| {
+            let temp = dir.join(format!(
+                ".{name}.tmp-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            (temp, dir.join(name))
+        })
+        .collect();
+    let fail = |path: &Path, source| {
+        for (temp, _) in &temps {
+            let _ = std::fs::remove_file(temp);
+        }
+        ReportError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let mut opened = Vec::with_capacity(files.len());
+    for ((temp, path), (_, content)) in temps.iter().zip(&files) {
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&temp)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)
-    })();
-    match result {
-        Ok(()) => Ok(path),
-        Err(source) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(ReportError::Write { path, source })
+            .open(temp)
+            .and_then(|mut f| f.write_all(content.as_bytes()).map(|()| f));
+        match file {
+            Ok(file) => opened.push(file),
+            Err(source) => return Err(fail(path, source)),
         }
     }
+    let chunk = opened.len().div_ceil(SYNC_THREADS).max(1);
+    let synced = std::thread::scope(|scope| {
+        let workers: Vec<_> = opened
+            .chunks(chunk)
+            .zip(temps.chunks(chunk))
+            .map(|(files, names)| {
+                scope.spawn(move || {
+                    for (file, (_, path)) in files.iter().zip(names) {
+                        file.sync_all().map_err(|e| (path.clone(), e))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err((dir.to_path_buf(), std::io::Error::other("panicked"))))
+        })
+    });
+    if let Err((path, source)) = synced {
+        return Err(fail(&path, source));
+    }
+    drop(opened);
+    for (temp, path) in &temps {
+        if let Err(source) = std::fs::rename(temp, path) {
+            return Err(fail(path, source));
+        }
+    }
+    sync_dir(dir);
+    Ok(temps.into_iter().map(|(_, path)| path).collect())
 }
 
 /// Makes the renames durable. Best effort: not every platform can open a directory.
