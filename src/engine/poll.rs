@@ -142,6 +142,10 @@ pub struct Poller<'a> {
     /// Rollout second the wait began (its length is learned from there).
     origin: f64,
     learn: Option<(&'a Learned, Wait)>,
+    /// Learn the middle of the span in which the wait ended (see [`Self::learning_midpoint`]).
+    learn_midpoint: bool,
+    /// Seconds from `origin` to the last ask that found the wait not over.
+    last_pending: f64,
     stall: Option<Stall>,
 }
 
@@ -159,6 +163,8 @@ impl<'a> Poller<'a> {
             last: backoff.start,
             origin: clock.now_s(),
             learn: None,
+            learn_midpoint: false,
+            last_pending: 0.0,
             stall: None,
         }
     }
@@ -212,6 +218,16 @@ impl<'a> Poller<'a> {
         if let Some(since) = since {
             self.origin = since;
         }
+        self
+    }
+
+    /// What is learned is the middle of the span in which the wait ended (from the last ask that
+    /// found it not over, or from its start, to the ask that found it over), not that ask's time.
+    /// For waits whose first ask comes at what earlier ones took: learned as the ask's time,
+    /// a wait that ended before its first ask teaches that first ask's time, so each later
+    /// first ask came later (1.1x the last, up to its cap).
+    pub fn learning_midpoint(mut self) -> Self {
+        self.learn_midpoint = true;
         self
     }
 
@@ -298,13 +314,21 @@ impl<'a> Poller<'a> {
         let wait = match attempt {
             Attempt::Done(value) => {
                 if let Some((learned, wait)) = self.learn {
-                    learned.record(wait, self.clock.now_s() - self.origin);
+                    let ended_by = self.clock.now_s() - self.origin;
+                    learned.record(
+                        wait,
+                        match self.learn_midpoint {
+                            true => (self.last_pending + ended_by) / 2.0,
+                            false => ended_by,
+                        },
+                    );
                 }
                 return Ok(Some(value));
             }
             Attempt::Again => return Ok(None),
             Attempt::Pending(why) => {
                 self.waiting_for = why;
+                self.last_pending = self.clock.now_s() - self.origin;
                 self.next
             }
             Attempt::CopyingAtLeast { at_least, percent } => {
