@@ -442,6 +442,13 @@ async fn guest_checks_run_real_commands_and_a_failing_one_names_itself_and_its_s
     );
     let (summary, events) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified", "failed"], "{summary:#?}");
+    // The identity came from the real `uname -a` (through `sh -c`, with the service check).
+    let real = std::process::Command::new("uname")
+        .arg("-a")
+        .output()
+        .expect("uname");
+    let real = String::from_utf8_lossy(&real.stdout);
+    assert_eq!(summary.vms[0].uname.as_deref(), Some(real.trim()));
 
     let passed = &summary.vms[0].checks;
     assert_eq!(passed.len(), 1, "{passed:?}");

@@ -80,8 +80,25 @@ async fn five_vms_pipelined_all_verify_and_outputs_are_written() {
             );
         }
     }
-    // Exactly one clone per VM.
+    // One guest command per VM proves guest-exec, names the guest and reports the agent's
+    // service.
     let stats = h.sim.stats();
+    assert_eq!(
+        stats
+            .requests_by_endpoint
+            .get("POST /nodes/{node}/qemu/{vmid}/agent/exec"),
+        Some(&5)
+    );
+    for vm in 0..5 {
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Log { vm: Some(v), text, .. }
+                if *v == vm && text == "qemu-guest-agent service is active")),
+            "VM {vm}'s service state logged"
+        );
+    }
+    // Exactly one clone per VM.
     for vm in &summary.vms {
         assert_eq!(
             stats.clones_by_name.get(&vm.name).copied(),

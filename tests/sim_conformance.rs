@@ -1606,6 +1606,23 @@ async fn item29_30_agent_wrapping_and_exec() {
             .expect("s")
             .starts_with("Linux vm101 6.8.0-41-generic")
     );
+    // A shell list: `&&` runs the next command only after an exit 0, `;` always; the exit code
+    // is the last command's, 127 for one that does not exist.
+    let (_, out) = exec(
+        "command=sh&command=-c&command=uname%20-a%20%26%26%20systemctl%20is-active%20nosuch%20%26%26%20echo%20never%3B%20echo%20after"
+            .into(),
+    )
+    .await;
+    let stdout = out["out-data"].as_str().expect("s");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("Linux vm101 "), "{stdout:?}");
+    assert_eq!(lines[1..], ["inactive", "after"], "{stdout:?}");
+    assert_eq!(out["exitcode"], 0);
+    let (_, out) = exec("command=sh&command=-c&command=nosuch%20%26%26%20echo%20x".into()).await;
+    assert_eq!(
+        out,
+        json!({"exited": 1, "exitcode": 127, "err-data": "sh: 1: nosuch: not found\n"})
+    );
     let r = c
         .post("/nodes/pve1/qemu/101/agent/exec", "command=ls%20-la")
         .await;

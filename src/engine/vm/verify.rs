@@ -9,7 +9,11 @@ use crate::pve::ErrorClass;
 
 use super::super::event::{Event, Level, Phase};
 use super::super::poll::{Attempt, Backoff};
+use super::exec::ExecResult;
 use super::{Step, Stop, VmTask};
+
+/// The guest's identity, then its agent's service state, in one guest command.
+const IDENTITY_AND_SERVICE: &str = "uname -a && systemctl is-active qemu-guest-agent";
 
 impl VmTask {
     pub(super) async fn verify_phase(&mut self, held: bool) -> Step {
@@ -33,19 +37,23 @@ impl VmTask {
             self.sleep(settle).await?;
         }
 
-        // guest-exec works at all: `uname -a` answers with the guest's identity, so one exec
-        // proves both (an echo first, as the original wait_for_vm.sh flow ran, costs every VM
-        // two more requests and one more turn on the agent lane).
-        let uname = self.exec(held, &["uname", "-a"], deadline).await?;
-        let identity = uname.stdout.trim();
-        if uname.exitcode != Some(0) || identity.is_empty() {
+        // One guest command proves guest-exec works, names the guest and asks systemd about the
+        // agent's service (the original wait_for_vm.sh flow ran an echo, `systemctl` and
+        // `uname -a` apart: each command costs every VM two requests and a turn on the agent
+        // lane). `&&`: no identity line, no service line.
+        let r = self
+            .exec(held, &["sh", "-c", IDENTITY_AND_SERVICE], deadline)
+            .await?;
+        let mut lines = r.stdout.lines().map(str::trim);
+        let identity = lines.next().unwrap_or_default().to_string();
+        if identity.is_empty() {
             return Err(Stop::Failed(format!(
-                "guest-exec test failed: `uname -a` exit {:?}, output {:?}",
-                uname.exitcode, identity
+                "guest-exec test failed: `uname -a` printed nothing (exit {:?}, stderr {:?})",
+                r.exitcode,
+                r.stderr.trim()
             )));
         }
-        let identity = identity.to_string();
-        self.agent_service(held, deadline).await?;
+        self.agent_service(lines.next().unwrap_or_default(), &r);
         self.guest_identity(held, identity).await?;
         self.verify_disks().await?;
         if self.shared.checks.cloud_init {
@@ -104,16 +112,9 @@ impl VmTask {
         }
     }
 
-    /// The agent's own service (informational: it answered, so it runs).
-    async fn agent_service(&mut self, held: bool, deadline: Instant) -> Step {
-        let service = self
-            .exec(
-                held,
-                &["systemctl", "is-active", "qemu-guest-agent"],
-                deadline,
-            )
-            .await?;
-        let word = service.stdout.trim().to_string();
+    /// The agent's own service (informational: it answered, so it runs): what `systemctl
+    /// is-active` said after the identity line.
+    fn agent_service(&mut self, word: &str, r: &ExecResult) {
         if word == "active" {
             self.log(Level::Info, "qemu-guest-agent service is active");
         } else {
@@ -122,18 +123,17 @@ impl VmTask {
                 format!(
                     "systemctl is-active qemu-guest-agent said {:?} (exit {:?})",
                     if word.is_empty() {
-                        service.stderr.trim()
+                        r.stderr.trim()
                     } else {
-                        &word
+                        word
                     },
-                    service.exitcode
+                    r.exitcode
                 ),
             );
         }
-        Ok(())
     }
 
-    /// `uname -a` (run by the exec test) and the agent's OS info, for the detail pane and the
+    /// `uname -a` (from the exec test) and the agent's OS info, for the detail pane and the
     /// summary.
     async fn guest_identity(&mut self, held: bool, uname: String) -> Step {
         let (node, vmid) = (self.vm.node.clone(), self.vm.vmid);

@@ -400,22 +400,48 @@ fn run(argv: &[String], host: &str, g: &Guest, now: f64, input: &str) -> Result<
             "bin\nboot\ndev\netc\nhome\nlib\nmnt\nopt\nproc\nroot\nrun\nsbin\nsrv\nsys\ntmp\nusr\nvar\n",
         ),
         "test" => ok(""),
-        // `sh -c "cmd args"`: the simulated shell runs one simple command (no quoting).
         _ => match args.as_slice() {
-            ["-c", script] => {
-                let inner: Vec<String> = script.split_whitespace().map(str::to_string).collect();
-                match run(&inner, host, g, now, input) {
-                    Ok(o) => o,
-                    Err(_) => fail(
-                        127,
-                        format!(
-                            "sh: 1: {}: not found\n",
-                            inner.first().cloned().unwrap_or_default()
-                        ),
-                    ),
-                }
-            }
+            ["-c", script] => shell(script, host, g, now, input),
             _ => ok(""),
         },
     })
+}
+
+/// `sh -c script`: simple commands (no quoting) joined by `&&` (the next runs only if the last
+/// exited 0) or `;`, their output in order; the exit code is the last run's, 127 for a command
+/// that does not exist.
+fn shell(script: &str, host: &str, g: &Guest, now: f64, input: &str) -> Output {
+    let mut out = ok("");
+    let mut words: Vec<String> = Vec::new();
+    let mut tokens = script
+        .replace(';', " ; ")
+        .replace("&&", " && ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    tokens.push(";".into());
+    // After a failed command and `&&`, the commands up to the next `;` are skipped.
+    let mut skipping = false;
+    for token in tokens {
+        if token != "&&" && token != ";" {
+            words.push(token);
+            continue;
+        }
+        if skipping {
+            skipping = token == "&&";
+            words.clear();
+            continue;
+        }
+        if !words.is_empty() {
+            let step = run(&words, host, g, now + out.extra_delay, input)
+                .unwrap_or_else(|_| fail(127, format!("sh: 1: {}: not found\n", words[0])));
+            out.stdout.push_str(&step.stdout);
+            out.stderr.push_str(&step.stderr);
+            out.extra_delay += step.extra_delay;
+            out.code = step.code;
+            words.clear();
+        }
+        skipping = token == "&&" && out.code != 0;
+    }
+    out
 }
