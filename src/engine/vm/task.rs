@@ -42,10 +42,11 @@ impl VmTask {
         let shared = self.shared.clone();
         let clock = shared.clock;
         let t0 = clock.now_s();
-        // When three in four of the same tasks so far had ended (the quickest one seen would
-        // have most tasks asked about twice), then in steps from an eighth of that: a slower
-        // task is noticed soon after it ends, not a whole wait later.
-        let learned = shared.learned.first_wait(wait, 0.75, 1.0);
+        // When half of the same tasks so far had ended (the quickest one seen would have most
+        // tasks asked about twice), then in steps from a sixteenth of that, growing by a
+        // quarter: the slower half is noticed within a second or two of its end, not a whole
+        // wait later (a task's end delays every step of its VM after it).
+        let learned = shared.learned.first_wait(wait, 0.5, 1.0);
         let first = learned
             .unwrap_or(Duration::from_millis(500))
             .max(Duration::from_millis(200));
@@ -56,14 +57,14 @@ impl VmTask {
             .learned
             .quantile(Wait::CloneTask, 0.5)
             .is_some_and(|s| s < SHORT_COPY_S);
-        let step = (first / 8).max(Duration::from_millis(500));
+        let step = (first / 16).max(Duration::from_millis(500));
         // A long copy is read early, so the dashboard shows its percentage and ETA from its
         // first minute rather than from near its predicted end.
         let first = match copying && !short {
             true => first.min(Duration::from_secs_f64(LOG_EVERY_MIN_S)),
             false => first,
         };
-        let backoff = Backoff::growing(step, 1.5, Duration::from_secs(10));
+        let backoff = Backoff::growing(step, 1.25, Duration::from_secs(10));
         // Learned from how long each task ran by PVE's clock when the list says (a wait
         // measured here also counts the poll that noticed the end, and would creep up).
         let mut poll =
@@ -100,6 +101,11 @@ impl VmTask {
                     // A copy expected short that runs on is read like any other (a frozen one
                     // must be seen not to move).
                     let read_log = measuring || !short || now - t0 >= SHORT_COPY_S;
+                    if !read_log {
+                        // Nothing to predict from: the back-off's short steps, not a wait grown
+                        // from the first (the end is due about now).
+                        break 'ask Attempt::Pending(String::new());
+                    }
                     let due = now >= next_log_at || unknown_rest || poll.stall_due();
                     if read_log && due {
                         let before = progress.percent();
