@@ -10,8 +10,11 @@ use super::super::event::{Level, Phase};
 use super::super::poll::{Attempt, Backoff, Wait};
 use super::{Step, Stop, VmTask};
 
-/// Pinging an agent not up yet: every second at first, every 3 s at most.
-const AGENT_PINGS: Backoff = Backoff::growing(Duration::from_secs(1), 1.25, Duration::from_secs(3));
+/// Pinging an agent not up yet: 1.5 s after each failed ping. A ping holds its worker for 3 s and
+/// an agent that comes up meanwhile answers it, so an agent that comes up between two pings is
+/// noticed at most this late (plus the failed ping's answer); gaps growing to 3 s noticed some
+/// agents 3 s late, and shorter ones cost a pvedaemon worker for every VM whose agent is slow.
+const AGENT_PINGS: Backoff = Backoff::fixed(Duration::from_millis(1500));
 
 impl VmTask {
     /// The MAC of net0 as configured, to match the agent's interface (read after the clone, or
