@@ -106,17 +106,14 @@ pub async fn run(
 async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::JournalError> {
     let journal = Journal::open(&rollout.config.output.dir)?;
     let values = settings::of(&rollout.plan);
-    journal
-        .append(Entry::RolloutStarted {
-            rollout: rollout.plan.rollout_id.clone(),
-            settings: settings::digest(&values),
-            values: Some(values),
-        })
-        .await?;
-    // Queued together, on disk together: one wait for the last.
-    let mut last = None;
+    // Queued together, on disk together (one sync); each line's own outcome is awaited.
+    let mut queued = vec![journal.submit(Entry::RolloutStarted {
+        rollout: rollout.plan.rollout_id.clone(),
+        settings: settings::digest(&values),
+        values: Some(values),
+    })];
     for vm in rollout.plan.vms.iter().filter(|vm| vm.journaled.is_none()) {
-        last = Some(
+        queued.push(
             journal.submit(Entry::Assigned {
                 name: vm.name.clone(),
                 vmid: vm.vmid,
@@ -138,8 +135,8 @@ async fn journal_plan(rollout: &Rollout) -> Result<Arc<Journal>, journal::Journa
             }),
         );
     }
-    if let Some(last) = last {
-        last.await?;
+    for on_disk in queued {
+        on_disk.await?;
     }
     Ok(Arc::new(journal))
 }
