@@ -335,12 +335,35 @@ pub fn write_all(dir: &Path, summary: &Summary) -> Result<Vec<PathBuf>, ReportEr
         ),
     ];
     for vm in &summary.vms {
-        files.push((format!("vm_{}_summary.txt", vm.vmid), vm_text(summary, vm)));
-        if let Some(ip) = &vm.ip {
-            files.push((format!("vm_{}_ip.txt", vm.vmid), format!("{ip}\n")));
-        }
+        files.extend(vm_files(&summary.rollout, vm));
     }
     write_atomic(dir, files)
+}
+
+/// The original wait_for_vm.sh flow's files for one VM: `vm_<VMID>_summary.txt`, and
+/// `vm_<VMID>_ip.txt` once its IP is known.
+fn vm_files(rollout: &RolloutInfo, vm: &VmSummary) -> Vec<(String, String)> {
+    let mut files = vec![(format!("vm_{}_summary.txt", vm.vmid), vm_text(rollout, vm))];
+    if let Some(ip) = &vm.ip {
+        files.push((format!("vm_{}_ip.txt", vm.vmid), format!("{ip}\n")));
+    }
+    files
+}
+
+/// One VM's files as soon as it settles (verified, failed, skipped), as the original
+/// wait_for_vm.sh flow wrote them VM by VM: a script can take a VM's IP while the rollout goes
+/// on, and the final export finds them written (their text holds nothing about the rollout's
+/// end) and skips them.
+pub fn write_vm_files(
+    dir: &Path,
+    rollout: &RolloutInfo,
+    vm: &VmSummary,
+) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_atomic(dir, vm_files(rollout, vm))
 }
 
 /// `vm_<VMID>_inventory.ini` in `dir`: an Ansible inventory holding only `vm`, in its node's
@@ -364,13 +387,21 @@ pub fn write_vm_inventory(
 }
 
 /// Each file through a temp file in the same directory, fsync, rename: readers see the old file
-/// or the new one, never half of one. All temp files are written first and synced together on a
+/// or the new one, never half of one. Returns every file's path, unchanged ones included. All temp files are written first and synced together on a
 /// few threads, so the file system commits them in a few journal commits rather than one per
 /// file (2,000 files for 1,000 VMs took seconds one by one on a slow disk); then the renames,
 /// and one sync of the directory makes them durable. On an error no temp file is left.
 fn write_atomic(dir: &Path, files: Vec<(String, String)>) -> Result<Vec<PathBuf>, ReportError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     const SYNC_THREADS: usize = 8;
+    // A file that already holds this text (written when its VM settled) is left as it is.
+    let all: Vec<PathBuf> = files.iter().map(|(name, _)| dir.join(name)).collect();
+    let files: Vec<(String, String)> = files
+        .into_iter()
+        .filter(|(name, content)| {
+            std::fs::read(dir.join(name)).ok().as_deref() != Some(content.as_bytes())
+        })
+        .collect();
     let temps: Vec<(PathBuf, PathBuf)> = files
         .iter()
         .map(|(name, _)| {
@@ -432,7 +463,7 @@ fn write_atomic(dir: &Path, files: Vec<(String, String)>) -> Result<Vec<PathBuf>
         }
     }
     sync_dir(dir);
-    Ok(temps.into_iter().map(|(_, path)| path).collect())
+    Ok(all)
 }
 
 /// Makes the renames durable. Best effort: not every platform can open a directory.

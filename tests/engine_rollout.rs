@@ -109,6 +109,47 @@ async fn five_vms_pipelined_all_verify_and_outputs_are_written() {
     }
 }
 
+/// A VM's own files (`vm_<VMID>_ip.txt`, `vm_<VMID>_summary.txt`) are written when it settles,
+/// as the original wait_for_vm.sh flow wrote them VM by VM, not only at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vms_files_are_written_when_it_settles() {
+    let h = Harness::start("fast", 7, SCALE, settings(3, "pipelined")).await;
+    let first = h.plan().await.vms[0].vmid;
+    let read = |kind: &str| {
+        std::fs::read_to_string(h.out.path().join(format!("vm_{first}_{kind}.txt"))).ok()
+    };
+    // VM 0's files as they were when the last VM was verified (VM 0 settled two staggers,
+    // 6 s, before).
+    let seen = std::sync::Mutex::new(None);
+    let (summary, _) = h
+        .run(false, |mut rx, tx| {
+            let (seen, read) = (&seen, &read);
+            async move {
+                while let Some(e) = rx.recv().await {
+                    if let Event::VmState {
+                        vm: 2,
+                        state:
+                            VmState::Active {
+                                phase: Phase::Verified,
+                            },
+                        ..
+                    } = e
+                    {
+                        *seen.lock().unwrap() = Some((read("ip"), read("summary")));
+                    }
+                }
+                drop(tx);
+                Vec::new()
+            }
+        })
+        .await;
+    assert_eq!(states(&summary), ["verified"; 3], "{summary:#?}");
+    let (ip, text) = seen.into_inner().unwrap().expect("VM 2 verified");
+    let want = summary.vms[0].ip.clone().expect("ip");
+    assert_eq!(ip, Some(format!("{want}\n")));
+    assert!(text.is_some_and(|t| t.starts_with("Deployment summary for demo-1")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_keeps_the_original_scripts_order() {
     let h = Harness::start("fast", 3, SCALE, settings(5, "sequential")).await;

@@ -71,6 +71,8 @@ pub(super) struct Coordinator {
     last_summary: Option<Summary>,
     /// The progress the watchers were sent last.
     progress_sent: Option<super::event::Progress>,
+    /// Settled VMs' files being written (the final export waits for them).
+    vm_writes: JoinSet<()>,
 }
 
 impl Coordinator {
@@ -144,6 +146,7 @@ impl Coordinator {
             on_finished: None,
             last_summary: None,
             progress_sent: None,
+            vm_writes: JoinSet::new(),
             rollout,
         }
     }
@@ -291,6 +294,32 @@ impl Coordinator {
             let phase = self.phase_of(i);
             self.respawn(i, phase, how);
         }
+        if self.kills[i].is_none() {
+            self.write_vm_files(i);
+        }
+    }
+
+    /// A settled VM's own files, written now in the background (see `report::write_vm_files`).
+    fn write_vm_files(&mut self, i: usize) {
+        let Some(vm) = self.record.vm_summary(i) else {
+            return;
+        };
+        while self.vm_writes.try_join_next().is_some() {}
+        let info = self.record.info().clone();
+        let dir = self.rollout.config.output.dir.clone();
+        let events = self.events.clone();
+        self.vm_writes.spawn_blocking(move || {
+            if let Err(e) = crate::report::write_vm_files(&dir, &info, &vm) {
+                let _ = events.send(Event::Log {
+                    vm: None,
+                    level: Level::Warning,
+                    text: format!(
+                        "could not write {}'s files (written again at the end): {e}",
+                        vm.name
+                    ),
+                });
+            }
+        });
     }
 
     // ---- commands ------------------------------------------------------------------------
@@ -522,6 +551,8 @@ impl Coordinator {
         while let Ok(e) = self.from_tasks.try_recv() {
             self.forward(e);
         }
+        // No VM's own write may land after (and over) the final one.
+        while self.vm_writes.join_next().await.is_some() {}
         let mut summary = self.record.summary(Some(SystemTime::now()), self.aborted);
         summary.on_finished = self.on_finished.clone().flatten();
         let dir = self.rollout.config.output.dir.clone();

@@ -263,39 +263,47 @@ impl Record {
         Summary {
             schema_version: SCHEMA_VERSION,
             rollout: info,
-            vms: self
-                .vms
-                .iter()
-                .map(|r| VmSummary {
-                    name: r.planned.name.clone(),
-                    vmid: r.planned.vmid,
-                    node: r.planned.node.clone(),
-                    state: r.state.label().to_string(),
-                    ip: r.ip.clone(),
-                    ip_candidates: r.candidates.clone(),
-                    uname: r.uname.clone(),
-                    os: r.os.clone(),
-                    attempts: r.attempts,
-                    error: match &r.state {
-                        VmState::Failed { reason, .. } | VmState::HookFailed { reason } => {
-                            Some(reason.clone())
-                        }
-                        // Where it was cut off: the same `deploy` goes on from there.
-                        VmState::Aborted { phase } => Some(format!(
-                            "aborted in {phase}: the rollout was stopped; run the same deploy to resume"
-                        )),
-                        _ => None,
-                    },
-                    phases: r.phases.clone(),
-                    checks: r.checks.clone(),
-                    hook: r.hook.clone(),
-                    nics: r.nics.clone(),
-                    pool: r.planned.pool.clone(),
-                    tags: r.planned.tags.clone(),
-                })
+            vms: (0..self.vms.len())
+                .filter_map(|i| self.vm_summary(i))
                 .collect(),
             on_finished: None,
         }
+    }
+
+    /// VM `vm`'s part of the summary.
+    pub fn vm_summary(&self, vm: usize) -> Option<VmSummary> {
+        self.vms.get(vm).map(|r| VmSummary {
+            name: r.planned.name.clone(),
+            vmid: r.planned.vmid,
+            node: r.planned.node.clone(),
+            state: r.state.label().to_string(),
+            ip: r.ip.clone(),
+            ip_candidates: r.candidates.clone(),
+            uname: r.uname.clone(),
+            os: r.os.clone(),
+            attempts: r.attempts,
+            error: match &r.state {
+                VmState::Failed { reason, .. } | VmState::HookFailed { reason } => {
+                    Some(reason.clone())
+                }
+                // Where it was cut off: the same `deploy` goes on from there.
+                VmState::Aborted { phase } => Some(format!(
+                    "aborted in {phase}: the rollout was stopped; run the same deploy to resume"
+                )),
+                _ => None,
+            },
+            phases: r.phases.clone(),
+            checks: r.checks.clone(),
+            hook: r.hook.clone(),
+            nics: r.nics.clone(),
+            pool: r.planned.pool.clone(),
+            tags: r.planned.tags.clone(),
+        })
+    }
+
+    /// The rollout's own facts (its end not yet known).
+    pub fn info(&self) -> &RolloutInfo {
+        &self.info
     }
 }
 

@@ -170,6 +170,49 @@ fn writes_every_file_and_reports_the_paths_in_order() {
     assert_eq!(listing(&dir), expected);
 }
 
+/// A VM's files written when it settled are left as they are by the final export (same text:
+/// the same file, not a new one renamed over it), and the rollout's end is not in them; a file
+/// whose text changed is written again, the others are not.
+#[test]
+fn files_written_when_a_vm_settled_are_kept_by_the_final_export() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut s = sample();
+    s.rollout.finished = None;
+    let early = write_vm_files(dir, &s.rollout, &s.vms[0]).unwrap();
+    let names: Vec<_> = early
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["vm_101_summary.txt", "vm_101_ip.txt"]);
+    let inode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().ino();
+    let before = (inode("vm_101_summary.txt"), inode("vm_101_ip.txt"));
+    // The rollout ends: the same VM 101, now with the rollout's end in summary.md and .json.
+    let mut end = sample();
+    write_all(dir, &end).unwrap();
+    assert_eq!(
+        (inode("vm_101_summary.txt"), inode("vm_101_ip.txt")),
+        before,
+        "unchanged files kept"
+    );
+    let other = inode("vm_102_summary.txt");
+    end.vms[0].ip = Some("10.0.0.99".into());
+    write_all(dir, &end).unwrap();
+    assert_ne!(
+        inode("vm_101_ip.txt"),
+        before.1,
+        "a changed file is written again"
+    );
+    assert_ne!(inode("vm_101_summary.txt"), before.0, "it names the IP too");
+    assert_eq!(inode("vm_102_summary.txt"), other, "the others are kept");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vm_101_ip.txt")).unwrap(),
+        "10.0.0.99\n"
+    );
+    assert_eq!(listing(dir).len(), 8, "{:?}", listing(dir));
+}
+
 #[test]
 fn summary_json_round_trips_with_millisecond_utc_times() {
     let tmp = tempfile::tempdir().unwrap();
@@ -393,7 +436,7 @@ fn checks_and_hooks_are_in_the_per_vm_file_and_the_markdown() {
         result: Some("exit 0".into()),
         tail: vec![],
     });
-    let text = vm_text(&s, &s.vms[0]);
+    let text = vm_text(&s.rollout, &s.vms[0]);
     assert!(
         text.contains(
             "  ssh listens: failed: exit 1, expected 0 (2 runs)\n    stderr| port 22 closed\n"
@@ -515,7 +558,7 @@ fn nics_pool_and_tags_are_in_the_json_the_markdown_and_the_per_vm_file() {
     s.vms[0].pool = Some("web".into());
     s.vms[0].tags = vec!["prod".into(), "pve-rollout".into()];
     let net1 = "net1 on vmbr2 VLAN 20 (MAC BC:24:11:00:00:02): 10.0.20.20, expected 10.0.20.20/24";
-    assert!(vm_text(&s, &s.vms[0]).contains(&format!(
+    assert!(vm_text(&s.rollout, &s.vms[0]).contains(&format!(
         "NICs:\n  net0 on vmbr1 (MAC BC:24:11:00:00:01): 10.20.0.104\n  {net1}\n"
     )));
     assert!(markdown(&s).contains(&format!("- NIC {net1}\n")));

@@ -248,7 +248,7 @@ pub(super) fn inventory(rollout_id: &str, vms: &[VmSummary]) -> String {
 }
 
 /// The original wait_for_vm.sh flow's per-VM "deployment summary and debug info".
-pub(super) fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
+pub(super) fn vm_text(r: &RolloutInfo, vm: &VmSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Deployment summary for {} (VM {})", vm.name, vm.vmid);
     let _ = writeln!(out, "========================================");
@@ -321,18 +321,13 @@ pub(super) fn vm_text(summary: &Summary, vm: &VmSummary) -> String {
             times.duration().map_or("-".to_string(), format_elapsed)
         );
     }
-    let r = &summary.rollout;
+    // The rollout's end is in summary.md and summary.json: this file is written when its VM
+    // settles, and stays as it is unless the VM changes.
     let _ = writeln!(out, "\nRollout:");
     let _ = writeln!(out, "  id             {}", r.id);
     let _ = writeln!(out, "  proxmox        {}", r.proxmox_url);
     let _ = writeln!(out, "  template       {}", r.template);
     let _ = writeln!(out, "  mode           {}", r.mode);
     let _ = writeln!(out, "  started        {}", ms::format(&r.started));
-    if let Some(finished) = &r.finished {
-        let _ = writeln!(out, "  finished       {}", ms::format(finished));
-    }
-    if r.aborted {
-        let _ = writeln!(out, "  aborted        yes");
-    }
     out
 }
