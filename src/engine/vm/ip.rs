@@ -14,7 +14,7 @@ use super::{Step, Stop, VmTask};
 
 /// Asking for a lease: every second at first, slowly less often (leases come over seconds, and
 /// the VM waits for the one it gets), every 5 s at most.
-const LEASE_POLLS: Backoff = Backoff::growing(Duration::from_secs(1), 1.2, Duration::from_secs(5));
+const LEASE_POLLS: Backoff = Backoff::growing(Duration::from_secs(1), 1.1, Duration::from_secs(5));
 
 impl VmTask {
     /// `macs`: each NIC's MAC (net0 first). Every NIC with a static address must report it on
