@@ -394,6 +394,7 @@ pub fn write_vm_inventory(
 fn write_atomic(dir: &Path, files: Vec<(String, String)>) -> Result<Vec<PathBuf>, ReportError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     const SYNC_THREADS: usize = 8;
+    const FILES_PER_THREAD: usize = 8;
     // A file that already holds this text (written when its VM settled) is left as it is.
     let all: Vec<PathBuf> = files.iter().map(|(name, _)| dir.join(name)).collect();
     let files: Vec<(String, String)> = files
@@ -434,25 +435,28 @@ fn write_atomic(dir: &Path, files: Vec<(String, String)>) -> Result<Vec<PathBuf>
             Err(source) => return Err(fail(path, source)),
         }
     }
-    let chunk = opened.len().div_ceil(SYNC_THREADS).max(1);
-    let synced = std::thread::scope(|scope| {
-        let workers: Vec<_> = opened
-            .chunks(chunk)
-            .zip(temps.chunks(chunk))
-            .map(|(files, names)| {
-                scope.spawn(move || {
-                    for (file, (_, path)) in files.iter().zip(names) {
-                        file.sync_all().map_err(|e| (path.clone(), e))?;
-                    }
-                    Ok(())
-                })
+    let sync = |files: &[std::fs::File], names: &[(PathBuf, PathBuf)]| {
+        files
+            .iter()
+            .zip(names)
+            .try_for_each(|(file, (_, path))| file.sync_all().map_err(|e| (path.clone(), e)))
+    };
+    // A few files (one VM's) are synced here; threads pay off only for many.
+    let chunk = opened.len().div_ceil(SYNC_THREADS).max(FILES_PER_THREAD);
+    let synced = match opened.len() <= chunk {
+        true => sync(&opened, &temps),
+        false => std::thread::scope(|scope| {
+            let workers: Vec<_> = opened
+                .chunks(chunk)
+                .zip(temps.chunks(chunk))
+                .map(|(files, names)| scope.spawn(move || sync(files, names)))
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err((dir.to_path_buf(), std::io::Error::other("panicked"))))
             })
-            .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .unwrap_or_else(|_| Err((dir.to_path_buf(), std::io::Error::other("panicked"))))
-        })
-    });
+        }),
+    };
     if let Err((path, source)) = synced {
         return Err(fail(&path, source));
     }
