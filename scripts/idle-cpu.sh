@@ -26,6 +26,11 @@ work=$(mktemp -d)
 session="idle-cpu-$$"
 cleanup() {
     tmux kill-session -t "$session" 2>/dev/null || true
+    # The demo writes each VM's files as it settles: let it exit before its directory goes.
+    for _ in $(seq 1 50); do
+        [ -n "${pid:-}" ] && [ -e "/proc/$pid" ] || break
+        sleep 0.1
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
