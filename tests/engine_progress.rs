@@ -298,7 +298,9 @@ async fn the_plan_counts_the_bytes_each_storage_must_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_copies_are_noticed_soon_after_they_end() {
     let scenario = Scenario::builtin("realistic").expect("realistic scenario");
-    let h = Harness::start_with(scenario, 7, 0.02, defaults(12)).await;
+    // 0.05 wall s per simulated s: the suite's load delays a poll by a few ms, a tenth of a
+    // simulated second here, small beside the bounds below.
+    let h = Harness::start_with(scenario, 7, 0.05, defaults(12)).await;
     let (summary, _) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified"; 12], "{summary:#?}");
     let stats = h.sim.stats();
