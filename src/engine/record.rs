@@ -263,16 +263,26 @@ impl Record {
         Summary {
             schema_version: SCHEMA_VERSION,
             rollout: info,
-            vms: (0..self.vms.len())
-                .filter_map(|i| self.vm_summary(i))
-                .collect(),
+            vms: self.vms.iter().map(VmRecord::summary).collect(),
             on_finished: None,
         }
     }
 
     /// VM `vm`'s part of the summary.
     pub fn vm_summary(&self, vm: usize) -> Option<VmSummary> {
-        self.vms.get(vm).map(|r| VmSummary {
+        self.vms.get(vm).map(VmRecord::summary)
+    }
+
+    /// The rollout's own facts (its end not yet known).
+    pub fn info(&self) -> &RolloutInfo {
+        &self.info
+    }
+}
+
+impl VmRecord {
+    fn summary(&self) -> VmSummary {
+        let r = self;
+        VmSummary {
             name: r.planned.name.clone(),
             vmid: r.planned.vmid,
             node: r.planned.node.clone(),
@@ -298,12 +308,7 @@ impl Record {
             nics: r.nics.clone(),
             pool: r.planned.pool.clone(),
             tags: r.planned.tags.clone(),
-        })
-    }
-
-    /// The rollout's own facts (its end not yet known).
-    pub fn info(&self) -> &RolloutInfo {
-        &self.info
+        }
     }
 }
 
