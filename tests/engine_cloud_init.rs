@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::Event;
 use pve_rollout::sim::Scenario;
 
@@ -13,12 +12,7 @@ use pve_rollout::sim::Scenario;
 async fn a_failed_cloud_init_fails_the_vm_with_the_long_status() {
     let mut scenario = Scenario::builtin("fast").expect("fast");
     scenario.faults.cloud_init_error = vec![2];
-    let settings = DemoSettings {
-        vms: 2,
-        deployment_delay: "1s".into(),
-        stabilization: "2s".into(),
-        ..DemoSettings::default()
-    };
+    let settings = quick(2);
     let mut h = Harness::start_with(scenario, 51, 0.02, settings).await;
     h.config.checks.cloud_init = true;
     let (summary, events) = h.run_plain().await;

@@ -7,19 +7,9 @@ mod common;
 
 use common::*;
 use pve_rollout::config::{ExtraDisk, VmOverrides};
-use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::Event;
 
 const SCALE: f64 = 0.02;
-
-fn settings(vms: usize) -> DemoSettings {
-    DemoSettings {
-        vms,
-        deployment_delay: "1s".into(),
-        stabilization: "2s".into(),
-        ..DemoSettings::default()
-    }
-}
 
 fn disk(slot: &str, size: u64, storage: &str, format: Option<&str>) -> ExtraDisk {
     ExtraDisk {
@@ -32,7 +22,7 @@ fn disk(slot: &str, size: u64, storage: &str, format: Option<&str>) -> ExtraDisk
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_disks_are_checked_at_plan_allocated_and_verified() {
-    let mut h = Harness::start("fast", 31, SCALE, settings(2)).await;
+    let mut h = Harness::start("fast", 31, SCALE, quick(2)).await;
     h.config.defaults.disks = vec![
         disk("scsi1", 200 << 30, "nope", None),
         disk("scsi2", 10 << 30, "local", None),

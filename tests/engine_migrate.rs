@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use pve_rollout::config::{CloneMode, Placement};
-use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::event::Event;
 use pve_rollout::sim::Scenario;
 
@@ -19,12 +18,7 @@ async fn harness(seed: u64) -> Harness {
     let mut scenario = Scenario::builtin("cluster").expect("cluster");
     scenario.template.storage = "ssd".into();
     scenario.template.node = "pve1".into();
-    let settings = DemoSettings {
-        vms: 2,
-        deployment_delay: "1s".into(),
-        stabilization: "2s".into(),
-        ..DemoSettings::default()
-    };
+    let settings = quick(2);
     let mut h = Harness::start_with(scenario, seed, SCALE, settings).await;
     h.config.rollout.nodes = vec!["pve1".into(), "pve2".into()];
     h.config.rollout.placement = Placement::Spread;

@@ -10,20 +10,10 @@ use pve_rollout::config::{
     AddressPool, Addressing, CloneMode, GuestSettings, HostAddress, NicOverrides, Placement,
     VmOverrides,
 };
-use pve_rollout::demo::DemoSettings;
 use pve_rollout::pve::{CiCustom, Startup};
 use pve_rollout::sim::Scenario;
 
 const SCALE: f64 = 0.02;
-
-fn settings(vms: usize) -> DemoSettings {
-    DemoSettings {
-        vms,
-        deployment_delay: "1s".into(),
-        stabilization: "2s".into(),
-        ..DemoSettings::default()
-    }
-}
 
 fn host(text: &str) -> HostAddress {
     let (ip, prefix) = text.split_once('/').expect("a/p");
@@ -35,7 +25,7 @@ fn host(text: &str) -> HostAddress {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_addresses_reach_the_guest_and_are_verified() {
-    let mut h = Harness::start("fast", 11, SCALE, settings(3)).await;
+    let mut h = Harness::start("fast", 11, SCALE, quick(3)).await;
     h.config.defaults.networks[0].address = Addressing::Pool(AddressPool {
         first: [10, 0, 10, 20].into(),
         last: [10, 0, 10, 29].into(),
@@ -69,7 +59,7 @@ async fn pool_addresses_reach_the_guest_and_are_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_address_setups_are_refused_at_plan_all_at_once() {
-    let mut h = Harness::start("fast", 12, SCALE, settings(1)).await;
+    let mut h = Harness::start("fast", 12, SCALE, quick(1)).await;
     let vm = |ip: Option<&str>, gateway: Option<&str>| VmOverrides {
         nic0: NicOverrides {
             address: ip.map(|ip| Addressing::Static(host(ip))),
@@ -127,7 +117,7 @@ async fn bad_address_setups_are_refused_at_plan_all_at_once() {
 /// cloned from the shared template with `target`, every VM verified on its node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spread_places_round_robin_over_three_nodes() {
-    let mut h = Harness::start("cluster", 13, SCALE, settings(6)).await;
+    let mut h = Harness::start("cluster", 13, SCALE, quick(6)).await;
     h.config.rollout.nodes = vec!["pve1".into(), "pve2".into(), "pve3".into()];
     h.config.rollout.placement = Placement::Spread;
     h.config.defaults.storage = "shared".into();
@@ -164,7 +154,7 @@ async fn spread_places_round_robin_over_three_nodes() {
 /// disk references the template's base volume, and every VM verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linked_clones_share_the_templates_base_volume() {
-    let mut h = Harness::start("fast", 14, SCALE, settings(2)).await;
+    let mut h = Harness::start("fast", 14, SCALE, quick(2)).await;
     h.config.defaults.clone = CloneMode::Linked;
     let plan = h.plan().await;
     let (summary, _) = h.run_plain().await;
@@ -186,7 +176,7 @@ async fn linked_clones_share_the_templates_base_volume() {
 /// files that are there; a present one reaches the VM's config and the rollout verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cicustom_snippets_are_checked_before_anything_is_created() {
-    let mut h = Harness::start("fast", 15, SCALE, settings(2)).await;
+    let mut h = Harness::start("fast", 15, SCALE, quick(2)).await;
     h.config.defaults.cicustom = Some(CiCustom {
         user: Some("local:snippets/base.yml".into()),
         vendor: Some("local:snippets/missing.yml".into()),
@@ -233,7 +223,7 @@ async fn cicustom_snippets_are_checked_before_anything_is_created() {
 async fn guest_settings_reach_the_vm_and_a_missing_pool_is_refused() {
     let mut scenario = Scenario::builtin("fast").expect("fast");
     scenario.cluster.pools = vec!["web".into()];
-    let mut h = Harness::start_with(scenario, 16, SCALE, settings(2)).await;
+    let mut h = Harness::start_with(scenario, 16, SCALE, quick(2)).await;
     h.config.defaults.guest = GuestSettings {
         ciupgrade: Some(false),
         pool: Some("nope".into()),

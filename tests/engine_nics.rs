@@ -9,21 +9,11 @@ use common::*;
 use pve_rollout::config::{
     AddressPool, Addressing, HostAddress, Ip6Addressing, Ip6Host, Nic, NicOverrides, VmOverrides,
 };
-use pve_rollout::demo::DemoSettings;
 use pve_rollout::engine::journal::{History, path_in};
 use pve_rollout::sim::Scenario;
 use pve_rollout::sim::scenario::NicFault;
 
 const SCALE: f64 = 0.02;
-
-fn settings(vms: usize) -> DemoSettings {
-    DemoSettings {
-        vms,
-        deployment_delay: "1s".into(),
-        stabilization: "2s".into(),
-        ..DemoSettings::default()
-    }
-}
 
 /// The fast scenario with a third bridge, `vmbr2`, for the second NIC.
 fn three_bridges() -> Scenario {
@@ -55,7 +45,7 @@ fn ip6(text: &str) -> Ip6Addressing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nics_with_a_vlan_verify_and_the_summary_carries_both() {
-    let mut h = Harness::start_with(three_bridges(), 21, SCALE, settings(2)).await;
+    let mut h = Harness::start_with(three_bridges(), 21, SCALE, quick(2)).await;
     h.config.defaults.networks = vec![Nic::on("vmbr1"), vlan_pool_nic(20, 29)];
     // net0 keeps DHCP for IPv4 and gets a static IPv6 address per VM, verified like a static v4.
     for (name, v6) in [("demo-1", "fd00:10::a1/64"), ("demo-2", "fd00:10::a2/64")] {
@@ -150,7 +140,7 @@ async fn a_wrong_address_on_the_second_nic_fails_the_vm_naming_it() {
     let mut scenario = three_bridges();
     // The second clone's net1 ignores its ipconfig1 and leases by DHCP.
     scenario.faults.static_ignored = vec![NicFault { clone: 2, nic: 1 }];
-    let mut h = Harness::start_with(scenario, 22, SCALE, settings(2)).await;
+    let mut h = Harness::start_with(scenario, 22, SCALE, quick(2)).await;
     h.config.defaults.networks = vec![Nic::on("vmbr1"), vlan_pool_nic(20, 29)];
     let (summary, _) = h.run_plain().await;
     assert_eq!(states(&summary), ["verified", "failed"], "{summary:#?}");
@@ -166,7 +156,7 @@ async fn a_wrong_address_on_the_second_nic_fails_the_vm_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_nics_are_refused_at_plan_all_at_once() {
-    let mut h = Harness::start_with(three_bridges(), 23, SCALE, settings(2)).await;
+    let mut h = Harness::start_with(three_bridges(), 23, SCALE, quick(2)).await;
     let fixed = |last: u8| {
         Addressing::Static(HostAddress {
             ip: [10, 0, 20, last].into(),

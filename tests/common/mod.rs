@@ -131,6 +131,17 @@ impl Harness {
     }
 }
 
+/// `vms` VMs with a short pace (1 s stagger, 2 s stabilisation) for tests about what a VM ends
+/// up with rather than about timing.
+pub fn quick(vms: usize) -> DemoSettings {
+    DemoSettings {
+        vms,
+        deployment_delay: "1s".into(),
+        stabilization: "2s".into(),
+        ..DemoSettings::default()
+    }
+}
+
 /// Every event until the channel closes.
 pub async fn collect(mut rx: mpsc::UnboundedReceiver<Event>) -> Vec<Event> {
     let mut all = Vec::new();
